@@ -1,0 +1,168 @@
+/*
+ * Internal seam between core/ and backends/. Core owns validation, the window
+ * and backpressure, batching, ordering, delivery, stats and strings; a backend
+ * only moves batches to its workers and back (see struct exec__backend).
+ */
+#ifndef EXEC_INTERNAL_H
+#define EXEC_INTERNAL_H
+
+#include "executor.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define EXEC__MAX_WORKERS 1024u
+#define EXEC__MAX_WINDOW (1u << 24)
+#define EXEC__MAX_BATCH 4096u
+#define EXEC__MAX_SIZE ((size_t)64 << 20)
+
+/* One record inside a batch: bytes at batch->data + off. */
+struct exec__rec {
+    uint64_t tag;
+    uint32_t off;
+    uint32_t len;
+};
+
+/* One record's outcome: bytes at batch->rdata + off. */
+struct exec__res {
+    int32_t status;    /* 0 or an EXEC_E* result code */
+    int32_t user_code; /* EXEC_EUSER: process()'s return */
+    int32_t signal;
+    int32_t exit_status;
+    uint32_t len;
+    uint64_t off;
+};
+
+/*
+ * A batch: records filled by the producer (under ex->submit_lock), processed by
+ * one worker, then delivered by the consumer. The backend allocates batches
+ * (for EXEC_FORK recs/data sit in shared memory) and may embed this struct.
+ */
+struct exec__batch {
+    uint64_t seq;      /* batch number, dense from 0 in dispatch order */
+    uint64_t rec_seq0; /* submission number of recs[0] */
+    uint32_t n;        /* records */
+    uint32_t cap;      /* room in recs[] and res[] */
+    uint32_t worker;   /* set by the backend */
+    uint32_t cursor;   /* consumer: next record to deliver */
+    uint64_t generation;
+    struct exec__rec *recs;
+    char *data;
+    size_t data_len, data_cap;
+    struct exec__res *res;
+    char *rdata;
+    size_t rdata_len, rdata_cap;
+};
+
+/* The result writer handed to process(). */
+struct exec_writer {
+    char *buf;    /* result area; grown by grow() when set */
+    size_t cap;
+    size_t start; /* where this record's result begins */
+    size_t len;   /* end of what was written */
+    size_t max;   /* max_result */
+    bool overflow;
+    /* Makes room for at least need bytes in total; 0 or an error. NULL: fixed. */
+    int (*grow)(struct exec_writer *w, size_t need);
+    void *grow_arg;
+};
+
+void exec__writer_begin(struct exec_writer *w);
+
+/*
+ * Runs process() over b->recs[from..n) with ctx, filling b->res and b->rdata.
+ * Returns the index it stopped at (n unless the fixed result area ran short:
+ * then the rest must be re-run). Used by every backend's worker loop.
+ */
+uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
+                         struct exec__batch *b, uint32_t from, struct exec_writer *w,
+                         size_t max_result);
+
+/*
+ * The backend seam, in the spirit of sqlite3_io_methods. Threads:
+ *   batch_get, dispatch, hungry: the producer (one at a time, ex->submit_lock held);
+ *   reap, batch_put: the consumer (one at a time, ex->next_lock held);
+ *   swap: one at a time (ex->swap_lock held); start/stop: create/destroy only.
+ */
+struct exec__backend {
+    unsigned version;
+    const char *name;
+    int (*start)(exec_t *ex);
+    /* An empty batch with room for up to ex->opt.batch records, or NULL when none
+     * is free right now (the producer then waits for the consumer). */
+    struct exec__batch *(*batch_get)(exec_t *ex);
+    /* Hands a filled batch to a worker. Must not fail. */
+    void (*dispatch)(exec_t *ex, struct exec__batch *b);
+    /* True when the worker b would go to is short of work: send b now. */
+    bool (*hungry)(exec_t *ex, const struct exec__batch *b);
+    /* A completed batch (every res[] filled), or NULL if none is ready. */
+    struct exec__batch *(*reap)(exec_t *ex);
+    /* The consumer is done with b (delivered): recycle it. */
+    void (*batch_put)(exec_t *ex, struct exec__batch *b);
+    int (*swap)(exec_t *ex, void *new_ctx, uint64_t generation);
+    /* Stops workers, abandons what is in flight, releases every resource.
+     * Must cope with a partial start(). */
+    void (*stop)(exec_t *ex);
+};
+
+extern const struct exec__backend exec__threads_backend;
+extern const struct exec__backend exec__fork_backend;
+
+struct exec {
+    const exec_ops_t *ops;
+    void *ctx0; /* the context given to exec_create */
+    exec_backend_t backend;
+    exec_options_t opt;
+    const struct exec__backend *be;
+    void *be_priv;
+
+    /* Consumer wake-up: efd is readable when *armed was set and a worker
+     * saw results ready. Backends point armed into memory their workers see. */
+    int efd;
+    uint32_t *armed;
+    uint32_t armed_local;
+
+    /* Producer side (submit_lock). */
+    pthread_mutex_t submit_lock;
+    struct exec__batch *open; /* batch being filled */
+    uint64_t next_batch_seq;
+    uint64_t next_rec_seq;
+    bool finished;
+
+    /* Backpressure: submitters wait here for the window or a free batch. */
+    pthread_mutex_t wait_lock;
+    pthread_cond_t wait_cond;
+    unsigned waiters;
+
+    /* Consumer side (next_lock). */
+    pthread_mutex_t next_lock;
+    struct exec__batch *cur;      /* batch being delivered */
+    struct exec__batch **reorder; /* ordered: completed batches by seq & mask */
+    uint64_t reorder_mask;
+    uint64_t deliver_seq;         /* ordered: next batch seq to deliver */
+    struct exec__batch **ready;   /* unordered: completed batches, FIFO */
+    uint64_t ready_head, ready_tail, ready_mask;
+
+    pthread_mutex_t swap_lock;
+    bool started;    /* start() succeeded: contexts are ours to release */
+    bool destroying;
+
+    /* Counters: each has one writer and is read with ck_pr loads.
+     * submitted: producer, per record. collected: consumer, per whole batch
+     * delivered (the window is submitted - collected). progress: consumer, bumped
+     * whenever room may have appeared (sleeping submitters wait on it). */
+    uint64_t submitted, collected, progress;
+    uint64_t ok, user_errors, crashed, timed_out, too_big,
+        cancelled, worker_errors, batches, swaps, generation, respawns;
+    uint32_t fatal; /* set by a backend that gave up */
+};
+
+/* Backends call this after making results visible: wakes a sleeping consumer. */
+void exec__notify(exec_t *ex);
+/* Most batches that can be in flight at once (sizes rings and pools). */
+uint32_t exec__max_batches(const exec_t *ex);
+/* Nanoseconds on CLOCK_MONOTONIC. */
+uint64_t exec__now_ns(void);
+
+#endif /* EXEC_INTERNAL_H */

@@ -1,0 +1,367 @@
+/*
+ * libexecutor: apply one read-only context to a stream of records, in parallel.
+ *
+ * A program builds a context once (a classifier, a rule set, a model), then runs
+ * many small records through ops->process(ctx, ...) on a pool of workers and
+ * collects the results as they finish (unordered) or in input order (ordered).
+ * The context is passed explicitly, never through a global, and never copied or
+ * serialized: EXEC_THREADS workers share it under RCU; EXEC_FORK workers are
+ * forked after it was built and inherit it copy-on-write.
+ *
+ * Conventions
+ *   - Every public name starts with exec_ (functions, types) or EXEC_ (constants).
+ *   - Functions return 0 on success or a negative error code (EXEC_E*), as libuv
+ *     does; exec_strerror() and exec_err_name() describe a code. Where a system
+ *     call fails the code is its negated errno (e.g. -EMFILE).
+ *   - No global state: every call works on the executor handle it is given, and
+ *     several executors (different classifiers, different backends) may live side
+ *     by side in one process.
+ *   - The library never calls exit(), never installs a signal handler, and after
+ *     exec_destroy() leaves no thread, process, file descriptor or mapping behind.
+ *
+ * The typical loop (one thread):
+ *
+ *     exec_t *ex;
+ *     exec_create(&ex, &my_ops, ctx, EXEC_AUTO, NULL);
+ *     while (read a record) {
+ *         while (exec_try_submit(ex, rec, len, tag) == EXEC_EAGAIN)
+ *             drain: exec_next(ex, &res, -1) and use res;
+ *     }
+ *     exec_finish(ex);
+ *     while (exec_next(ex, &res, -1) == 0) use res;   (ends with EXEC_EOF)
+ *     exec_destroy(ex);
+ *
+ * or simply exec_map(), which does exactly that with two callbacks.
+ */
+#ifndef EXECUTOR_H
+#define EXECUTOR_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with hidden visibility; everything declared here is its ABI. */
+#pragma GCC visibility push(default)
+
+#define EXEC_VERSION_MAJOR 0
+#define EXEC_VERSION_MINOR 1
+#define EXEC_VERSION_PATCH 0
+#define EXEC_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------- */
+/* Error codes                                                               */
+/* ------------------------------------------------------------------------- */
+
+/* Codes shared with errno (negated). */
+#define EXEC_EINVAL    (-EINVAL)    /* a bad argument: NULL, zero size, unknown flag */
+#define EXEC_ENOMEM    (-ENOMEM)    /* out of memory */
+#define EXEC_EAGAIN    (-EAGAIN)    /* would block: window full, or no result ready */
+#define EXEC_ETIMEDOUT (-ETIMEDOUT) /* exec_next(): no result within the timeout */
+#define EXEC_E2BIG     (-E2BIG)     /* record larger than options.max_record */
+#define EXEC_ENOTSUP   (-ENOTSUP)   /* backend not available in this build */
+#define EXEC_EBUSY     (-EBUSY)     /* exec_map() on an executor already in use */
+
+/* Codes of the library's own, in a range errno does not use. */
+#define EXEC_EOF          (-4095) /* exec_next(): end of stream, every result delivered */
+#define EXEC_ESTATE       (-4094) /* call out of order (e.g. submit after finish) */
+#define EXEC_ECAPS        (-4093) /* classifier lacks a capability the backend needs */
+#define EXEC_EVERSION     (-4092) /* ops->version is not EXEC_OPS_VERSION */
+#define EXEC_EUSER        (-4091) /* result: process() returned non-zero (see user_code) */
+#define EXEC_ECRASHED     (-4090) /* result: the worker died (see signal, exit_status) */
+#define EXEC_ERECTIMEOUT  (-4089) /* result: record ran past options.timeout_ms */
+#define EXEC_ERESULT2BIG  (-4088) /* result: larger than options.max_result */
+#define EXEC_ECANCELLED   (-4087) /* result: record was cancelled */
+#define EXEC_EINIT        (-4086) /* worker_init() failed, or a worker did not start */
+#define EXEC_EWORKER      (-4085) /* result: a worker broke the protocol (garbage output) */
+#define EXEC_EFATAL       (-4084) /* executor gave up (workers die in a loop) */
+
+/* A short English text for an error code; never NULL. Thread-safe. */
+const char *exec_strerror(int err);
+/* The code's name, e.g. "EXEC_EAGAIN"; never NULL. Thread-safe. */
+const char *exec_err_name(int err);
+
+/* ------------------------------------------------------------------------- */
+/* The classifier: a const table of callbacks                                */
+/* ------------------------------------------------------------------------- */
+
+/* Capability flags in exec_ops_t.caps. */
+#define EXEC_CAP_THREAD_SAFE 0x1u /* process() may run concurrently on one shared ctx */
+#define EXEC_CAP_FORK_SAFE   0x2u /* ctx stays valid in a child forked after it was built */
+
+#define EXEC_OPS_VERSION 1
+
+/*
+ * Where process() writes its result. The bytes go straight to where the consumer
+ * will read them (for EXEC_FORK: shared memory), so there is no copy per result.
+ * A writer is valid only during the process() call it was handed to.
+ */
+typedef struct exec_writer exec_writer_t;
+
+/* Appends len bytes. 0, or EXEC_ERESULT2BIG past options.max_result (the record's
+ * result then reports EXEC_ERESULT2BIG whatever process() returns). */
+int exec_write(exec_writer_t *out, const void *data, size_t len);
+/* Appends len bytes and returns where to write them, or NULL past max_result. */
+void *exec_write_reserve(exec_writer_t *out, size_t len);
+/* Appends formatted text (no terminating NUL). 0 or EXEC_ERESULT2BIG. */
+int exec_writef(exec_writer_t *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Drops what was written for this record so far. */
+void exec_write_reset(exec_writer_t *out);
+/* Bytes written for this record so far. */
+size_t exec_write_len(const exec_writer_t *out);
+
+typedef struct exec_ops {
+    unsigned version; /* EXEC_OPS_VERSION */
+    unsigned caps;    /* EXEC_CAP_* */
+    const char *name; /* for messages; may be NULL */
+
+    /*
+     * Required. Runs one record against ctx. worker_state is what worker_init
+     * made (NULL without worker_init). Writes the result through out. Returns 0,
+     * or a non-zero code of the user's that the record's result reports as
+     * status EXEC_EUSER with user_code set; the stream goes on either way.
+     * The record bytes are valid only during the call.
+     */
+    int (*process)(void *ctx, void *worker_state, const void *rec, size_t len,
+                   exec_writer_t *out);
+
+    /*
+     * Optional. Runs once inside each worker before its first record: in the
+     * worker thread (EXEC_THREADS) or in the child after fork (EXEC_FORK).
+     * Returns 0, or non-zero to refuse: exec_create() then fails with EXEC_EINIT.
+     * EXEC_THREADS keeps worker_state across exec_swap_context(), so it must not
+     * cache pointers into ctx; EXEC_FORK runs it again in each new generation.
+     */
+    int (*worker_init)(void *ctx, void **worker_state);
+    /* Optional. Runs once inside each worker when it stops. */
+    void (*worker_fini)(void *ctx, void *worker_state);
+
+    /*
+     * Optional. Called once for each context that leaves the executor: a
+     * swapped-out one after its last reader is done (never on a worker's path),
+     * and the current one in exec_destroy(). Called from a thread of the
+     * library's or from exec_destroy(), never concurrently for one ctx.
+     */
+    void (*ctx_release)(void *ctx);
+} exec_ops_t;
+
+/* ------------------------------------------------------------------------- */
+/* Creating an executor                                                      */
+/* ------------------------------------------------------------------------- */
+
+typedef enum exec_backend {
+    EXEC_AUTO = 0,    /* THREADS if caps has THREAD_SAFE, else FORK if FORK_SAFE */
+    EXEC_THREADS = 1, /* pthreads sharing ctx under RCU; needs EXEC_CAP_THREAD_SAFE */
+    EXEC_FORK = 2     /* forked workers inheriting ctx; needs EXEC_CAP_FORK_SAFE */
+} exec_backend_t;
+
+/* Flags in exec_options_t.flags. */
+#define EXEC_ORDERED 0x1u /* deliver results in submission order */
+
+/*
+ * Options: zero in any field means its default, so `exec_options_t o = {0};`
+ * (or passing NULL) gives a sensible executor.
+ */
+typedef struct exec_options {
+    unsigned workers;     /* default: the number of online CPUs; at most 1024 */
+    unsigned window;      /* records submitted but not yet collected, at most;
+                             default 4096 x workers, at most 1<<24 */
+    unsigned batch;       /* most records in one batch; default 128 (batches are
+                             sent early when a worker runs short); at most 4096 */
+    unsigned flags;       /* EXEC_ORDERED */
+    size_t max_record;    /* largest record accepted; default 64 KiB, at most 64 MiB */
+    size_t max_result;    /* largest result accepted; default 64 KiB, at most 64 MiB */
+    unsigned timeout_ms;  /* EXEC_FORK: a record running longer kills its worker
+                             (result EXEC_ERECTIMEOUT); default 0 = none */
+    unsigned max_records_per_worker; /* EXEC_FORK: a worker is replaced after this
+                                        many records; default 0 = never */
+} exec_options_t;
+
+typedef struct exec exec_t;
+
+/*
+ * Creates an executor running ops over ctx on the given backend and starts its
+ * workers. ctx is not copied: it must stay valid until it is released (see
+ * ops->ctx_release) or until exec_destroy() returns.
+ *
+ * Errors: EXEC_EINVAL (NULL exp/ops/process, unknown backend, an option out of
+ * range or an unknown flag), EXEC_EVERSION, EXEC_ECAPS (EXEC_THREADS without
+ * THREAD_SAFE, EXEC_FORK without FORK_SAFE, AUTO with neither), EXEC_ENOTSUP
+ * (backend not built), EXEC_EINIT (a worker_init failed), EXEC_ENOMEM, or a
+ * system call's -errno. On error *exp is NULL and nothing is left behind.
+ * Thread-safe (it touches only what it creates).
+ */
+int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx,
+                exec_backend_t backend, const exec_options_t *opts);
+
+/* The backend exec_create() chose (never EXEC_AUTO); EXEC_AUTO for NULL. */
+exec_backend_t exec_backend(const exec_t *ex);
+/* "auto", "threads", "fork", or "unknown". */
+const char *exec_backend_name(exec_backend_t backend);
+/* The options in force after defaults were filled in; EXEC_EINVAL for NULL. */
+int exec_get_options(const exec_t *ex, exec_options_t *out);
+
+/* ------------------------------------------------------------------------- */
+/* Streaming                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * Submits one record; its bytes are copied, so the caller may reuse rec at once.
+ * tag is the caller's and comes back in the result (it need not be unique).
+ * Blocks while the window is full; another thread must then be collecting with
+ * exec_next(), so a single-threaded caller uses exec_try_submit() (or exec_map()).
+ *
+ * Errors: EXEC_EINVAL (NULL ex, rec NULL with len > 0), EXEC_E2BIG (len >
+ * max_record), EXEC_ESTATE (after exec_finish()), EXEC_EFATAL.
+ * Thread-safe: any number of threads may submit at once.
+ */
+int exec_submit(exec_t *ex, const void *rec, size_t len, uint64_t tag);
+/* As exec_submit() but returns EXEC_EAGAIN instead of blocking. */
+int exec_try_submit(exec_t *ex, const void *rec, size_t len, uint64_t tag);
+
+/* One record for the *_many calls. */
+typedef struct exec_record {
+    const void *data;
+    size_t len;
+    uint64_t tag;
+} exec_record_t;
+
+/*
+ * Submits n records under one lock: the fast path for a producer that has many
+ * records at hand (per-record calls pay for a lock each). *accepted is set to how
+ * many were taken, from the front. exec_submit_many() blocks for room and returns
+ * 0 when all n were taken; exec_try_submit_many() returns EXEC_EAGAIN when it had
+ * to stop for room. On an error the record at recs[*accepted] is the one refused:
+ * EXEC_E2BIG, EXEC_EINVAL (data NULL with len > 0, or NULL ex/accepted),
+ * EXEC_ESTATE, EXEC_EFATAL. Thread-safe like exec_submit().
+ */
+int exec_submit_many(exec_t *ex, const exec_record_t *recs, size_t n, size_t *accepted);
+int exec_try_submit_many(exec_t *ex, const exec_record_t *recs, size_t n, size_t *accepted);
+
+/*
+ * Says no more records will come. Records already submitted are still processed;
+ * exec_next() drains them and then returns EXEC_EOF.
+ * Errors: EXEC_EINVAL, EXEC_ESTATE (called twice). Thread-safe.
+ */
+int exec_finish(exec_t *ex);
+
+/* One finished record. */
+typedef struct exec_result {
+    uint64_t tag;        /* the caller's tag from submit */
+    int status;          /* 0, EXEC_EUSER, EXEC_ECRASHED, EXEC_ERECTIMEOUT,
+                            EXEC_ERESULT2BIG, EXEC_ECANCELLED or EXEC_EWORKER */
+    int user_code;       /* EXEC_EUSER: what process() returned; else 0 */
+    int signal;          /* EXEC_ECRASHED/ERECTIMEOUT: the signal that ended the
+                            worker, 0 if it exited */
+    int exit_status;     /* EXEC_ECRASHED: the worker's exit status if it exited */
+    const void *data;    /* result bytes (status 0 or EXEC_EUSER); valid until the
+                            next exec_next() or exec_destroy() */
+    size_t len;
+    uint64_t seq;        /* the record's submission number, from 0 */
+    uint64_t generation; /* which context it ran against: 0 for the first, +1 per swap */
+    unsigned worker;     /* index of the worker that ran it */
+} exec_result_t;
+
+/*
+ * Returns one finished record in *res (0), EXEC_EOF once exec_finish() was called
+ * and every result was delivered, or EXEC_ETIMEDOUT when none came within
+ * timeout_ms (0: do not wait, and EXEC_EAGAIN is returned instead; -1: wait for
+ * ever). In EXEC_ORDERED mode results come in submission order; a failed record
+ * keeps its place. Other errors: EXEC_EINVAL.
+ * Thread-safe, but serves one consumer at a time (concurrent callers take turns).
+ */
+int exec_next(exec_t *ex, exec_result_t *res, int timeout_ms);
+
+/*
+ * Up to max results at once (*got of them, at least 1 when 0 is returned), under
+ * one lock; all stay valid until the next exec_next*() call. Returns and waits as
+ * exec_next() does; EXEC_EINVAL also for max == 0 or got NULL.
+ */
+int exec_next_many(exec_t *ex, exec_result_t *res, size_t max, size_t *got, int timeout_ms);
+
+/*
+ * A descriptor that polls readable when exec_next() may have a result (or the
+ * end of stream) to give. Use it in an epoll/libuv/libevent loop: when it is
+ * readable, call exec_next(ex, &res, 0) until it returns EXEC_EAGAIN, then poll
+ * again. Do not read, write or close it. Workers signal it in batches (after a
+ * few batches, or when they run short of work), not once per record.
+ * Returns the fd or EXEC_EINVAL.
+ */
+int exec_fd(const exec_t *ex);
+
+/*
+ * The whole loop in one call, and the fastest way to run a stream: reads records
+ * with read_cb until it returns 0 (end) or < 0 (an error, which exec_map returns
+ * after draining what was submitted), submits them, and hands each result to
+ * emit_cb as it comes (stopping early if emit_cb returns non-zero, which exec_map
+ * then returns). Finishes the executor. A record from read_cb need stay valid only
+ * until the next read_cb call. read_cb returns 1 for a record. The callbacks run
+ * in the calling thread with internal locks held: they must not call exec_*
+ * functions on this executor (another executor is fine).
+ * Errors: EXEC_EINVAL, EXEC_EBUSY (records were already submitted), EXEC_ESTATE
+ * (after exec_finish), EXEC_E2BIG (a record from read_cb was too large).
+ */
+typedef int (*exec_read_fn)(void *arg, const void **rec, size_t *len, uint64_t *tag);
+typedef int (*exec_emit_fn)(void *arg, const exec_result_t *res);
+int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
+             exec_emit_fn emit_cb, void *emit_arg);
+
+/*
+ * Replaces the context. Every record runs against exactly one context, never a
+ * mix; records submitted after this returns see the new one; the old one gets
+ * ops->ctx_release once no worker uses it. Workers never block on a swap, and
+ * the call does not wait for the old context's readers.
+ * EXEC_THREADS: publishes new_ctx with RCU. EXEC_FORK: starts a new generation of
+ * workers (not available yet: EXEC_ENOTSUP).
+ * Errors: EXEC_EINVAL, EXEC_ESTATE (after exec_destroy started), EXEC_ENOMEM.
+ * Thread-safe (swaps are serialized).
+ */
+int exec_swap_context(exec_t *ex, void *new_ctx);
+
+/* ------------------------------------------------------------------------- */
+/* Stats                                                                     */
+/* ------------------------------------------------------------------------- */
+
+typedef struct exec_stats {
+    exec_backend_t backend;
+    unsigned workers;
+    uint64_t submitted;  /* records accepted by submit */
+    uint64_t delivered;  /* results handed out by exec_next */
+    uint64_t in_flight;  /* submitted - delivered */
+    uint64_t ok;         /* delivered with status 0 */
+    uint64_t user_errors;
+    uint64_t crashed;
+    uint64_t timed_out;
+    uint64_t too_big;    /* EXEC_ERESULT2BIG */
+    uint64_t cancelled;
+    uint64_t worker_errors;
+    uint64_t batches;    /* batches sent to workers */
+    uint64_t swaps;
+    uint64_t generation; /* the current context's generation */
+    uint64_t respawns;   /* EXEC_FORK: workers replaced */
+} exec_stats_t;
+
+/* Fills *st. Readable at any time from any thread without stopping the pool. */
+int exec_stats(const exec_t *ex, exec_stats_t *st);
+
+/*
+ * Stops the workers and frees everything: threads are joined, children reaped,
+ * descriptors closed, mappings removed. Results not collected are dropped.
+ * Records still in flight are abandoned (a record already inside process()
+ * finishes first on EXEC_THREADS; an EXEC_FORK worker is killed).
+ * Calls ops->ctx_release on the current context, and on swapped-out ones not
+ * yet released. NULL is ignored. Must not run concurrently with other calls on ex.
+ */
+void exec_destroy(exec_t *ex);
+
+#pragma GCC visibility pop
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EXECUTOR_H */
