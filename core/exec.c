@@ -299,7 +299,9 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     b->n++;
     ex->next_rec_seq++;
     ck_pr_store_64(&ex->submitted, ex->submitted + 1);
-    if (b->n == b->cap || ex->be->hungry(ex, b))
+    /* Send early when a worker runs short; looking every 8th record is enough
+     * (and the first record of a batch always looks: latency mode). */
+    if (b->n == b->cap || ((b->n & 7) == 1 && ex->be->hungry(ex, b)))
         exec__dispatch_open(ex);
     return 0;
 }
@@ -420,7 +422,7 @@ static struct exec__batch *exec__take(exec_t *ex)
         if (*slot && (*slot)->seq == ex->deliver_seq) {
             struct exec__batch *b = *slot;
             *slot = NULL;
-            ex->deliver_seq++;
+            ck_pr_store_64(&ex->deliver_seq, ex->deliver_seq + 1);
             return b;
         }
         struct exec__batch *r = ex->be->reap(ex);

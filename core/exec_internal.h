@@ -160,6 +160,11 @@ struct exec {
 
 /* Backends call this after making results visible: wakes a sleeping consumer. */
 void exec__notify(exec_t *ex);
+/* True when an ordered consumer is waiting for exactly this batch. */
+static inline bool exec__awaited(exec_t *ex, const struct exec__batch *b)
+{
+    return ex->reorder && b->seq == __atomic_load_n(&ex->deliver_seq, __ATOMIC_RELAXED);
+}
 /* Most batches that can be in flight at once (sizes rings and pools). */
 uint32_t exec__max_batches(const exec_t *ex);
 /* Nanoseconds on CLOCK_MONOTONIC. */

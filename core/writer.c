@@ -12,7 +12,7 @@ void exec__writer_begin(struct exec_writer *w)
 }
 
 /* Room for n more bytes of this record's result, or an error. */
-static int exec__writer_room(struct exec_writer *w, size_t n)
+static inline __attribute__((always_inline)) int exec__writer_room(struct exec_writer *w, size_t n)
 {
     if (w->overflow)
         return EXEC_ERESULT2BIG;

@@ -30,8 +30,8 @@
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
-#define THR_SPIN 256          /* pauses before a worker sleeps */
-#define THR_WAKE_BATCHES 4u   /* wake the consumer once this many batches are out */
+#define THR_SPIN 256 /* pauses before a worker sleeps */
+#define THR_LOW 2u   /* a worker with this few batches queued is running dry */
 
 struct exec__ctxref {
     void *ctx;
@@ -77,6 +77,7 @@ struct thr {
     struct thr_batch **all;
     uint32_t nall, maxb;
     unsigned reap_pos;
+    unsigned wake_out; /* wake the consumer once a worker has this many batches done */
 
     /* Reclaimer. */
     pthread_t reclaimer;
@@ -205,11 +206,14 @@ static void *thr_main(void *arg)
             if (ck_pr_load_32(&t->stop))
                 break;
             thr_process(wk, tb, wstate);
+            bool awaited = exec__awaited(ex, &tb->b);
             exec__tsan_release(tb);
             ck_ring_enqueue_spsc(&wk->out, wk->outbuf, tb);
-            /* Wake the consumer when a good share is done or we run dry. */
+            /* Wake a sleeping consumer only when a good share is done or we run
+             * dry: each wake-up costs both sides a context switch. */
             if (ck_pr_load_32(ex->armed) &&
-                (ck_ring_size(&wk->out) >= THR_WAKE_BATCHES || ck_ring_size(&wk->in) == 0))
+                (ck_ring_size(&wk->out) >= t->wake_out || ck_ring_size(&wk->in) <= THR_LOW ||
+                 awaited))
                 exec__notify(ex);
         }
     }
@@ -284,6 +288,9 @@ static int thr_start(exec_t *ex)
     t->ex = ex;
     t->nw = ex->opt.workers;
     t->maxb = exec__max_batches(ex);
+    t->wake_out = t->maxb / t->nw / 2;
+    if (t->wake_out < 4)
+        t->wake_out = 4;
     pthread_mutex_init(&t->init_lock, NULL);
     pthread_cond_init(&t->init_cond, NULL);
     pthread_mutex_init(&t->rec_lock, NULL);
