@@ -149,9 +149,11 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     rc = exec__choose(ops, backend, &chosen);
     if (rc)
         return rc;
-    const struct exec__backend *be =
-        chosen == EXEC_THREADS ? &exec__threads_backend : &exec__fork_backend;
-    if (!be->start)
+    const struct exec__backend *be = NULL;
+    for (size_t i = 0; exec__backends[i]; i++)
+        if (exec__backends[i]->id == chosen)
+            be = exec__backends[i];
+    if (!be || !be->start)
         return EXEC_ENOTSUP;
 
     exec_t *ex = calloc(1, sizeof *ex);

@@ -87,6 +87,7 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
  */
 struct exec__backend {
     unsigned version;
+    exec_backend_t id;
     const char *name;
     int (*start)(exec_t *ex);
     /* An empty batch with room for up to ex->opt.batch records, or NULL when none
@@ -106,8 +107,9 @@ struct exec__backend {
     void (*stop)(exec_t *ex);
 };
 
-extern const struct exec__backend exec__threads_backend;
-extern const struct exec__backend exec__fork_backend;
+/* Every backend built in, NULL-terminated (backends/registry.c). Core finds a
+ * backend here by id and names none itself. */
+extern const struct exec__backend *const exec__backends[];
 
 struct exec {
     const exec_ops_t *ops;

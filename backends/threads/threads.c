@@ -491,6 +491,7 @@ static void thr_stop(exec_t *ex)
 
 const struct exec__backend exec__threads_backend = {
     .version = 1,
+    .id = EXEC_THREADS,
     .name = "threads",
     .start = thr_start,
     .batch_get = thr_batch_get,
