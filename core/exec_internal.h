@@ -87,7 +87,7 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
  */
 struct exec__backend {
     unsigned version;
-    exec_backend_t id;
+    exec_backend_t id; /* required: the exec_backend_t this implements */
     const char *name;
     int (*start)(exec_t *ex);
     /* An empty batch with room for up to ex->opt.batch records, or NULL when none

@@ -3,5 +3,6 @@
 
 const struct exec__backend exec__fork_backend = {
     .version = 1,
+    .id = EXEC_FORK,
     .name = "fork",
 };
