@@ -1,0 +1,22 @@
+# bench_checksum: runs executor-bench --quick and checks that it exits 0 and
+# says every executor's checksum matched the sequential loop's.
+set(args --quick --out ${OUT})
+if(EXECUTORS)
+  list(APPEND args --executors ${EXECUTORS})
+endif()
+execute_process(COMMAND ${BENCH} ${args}
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+message("${out}")
+if(err)
+  message("${err}")
+endif()
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "executor-bench --quick exited with ${rc}")
+endif()
+if(NOT out MATCHES "checksums: all [0-9]+ executor runs match the sequential loop")
+  message(FATAL_ERROR "executor-bench --quick did not confirm the checksums")
+endif()
+if(out MATCHES "MISMATCH")
+  message(FATAL_ERROR "executor-bench --quick reported a checksum mismatch")
+endif()
+message("bench_checksum: passed")
