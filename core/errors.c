@@ -30,6 +30,9 @@ static const struct exec__errdesc exec__errors[] = {
     {EXEC_EINIT, "EXEC_EINIT", "a worker failed to start (worker_init)"},
     {EXEC_EWORKER, "EXEC_EWORKER", "worker broke the protocol"},
     {EXEC_EFATAL, "EXEC_EFATAL", "executor gave up: workers keep dying"},
+    {EXEC_EUNTERMINATED, "EXEC_EUNTERMINATED", "input ends inside a quoted field"},
+    {EXEC_EBADQUOTE, "EXEC_EBADQUOTE", "quote inside an unquoted field, or text after a closing quote"},
+    {EXEC_ETRUNCATED, "EXEC_ETRUNCATED", "input ends inside a length-prefixed record"},
 };
 
 static const struct exec__errdesc *exec__find(int err)

@@ -1,0 +1,518 @@
+/*
+ * Record sources: cut a file or descriptor into records (RFC 4180 CSV, plain
+ * lines, length-prefixed binary) without parsing fields.
+ *
+ * The input is read in large read()s into one buffer; a record is returned as
+ * a pointer into that buffer, so the reader copies nothing itself. The CSV
+ * scan is quote-aware but only looks for two bytes, '"' and '\n', each with
+ * memchr(), and remembers where the next of each lies: a record without quotes
+ * costs one memchr() for its newline and a compare for the quote. Fields are
+ * split later, in the workers (core/fields.c).
+ *
+ * Buffer layout: buf[0, end) holds input bytes, buf[0] being input offset
+ * `base`. The record in progress starts at `rec` and the scan stands at `p`.
+ * When more input is needed the bytes before `rec` are dropped (moved out) and
+ * a read appends after `end`. A record longer than max_record is not kept: the
+ * scan goes on to find its end, keeping only the byte before `p`.
+ */
+#include "exec_internal.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SRC_NONE ((size_t)-1)
+#define SRC_DEFAULT_READ ((size_t)1 << 20)
+
+/* Where the next occurrence of one byte lies: pos is the first at or after
+ * every query made since it was found, or SRC_NONE when [.., end) had none. */
+struct src_find {
+    size_t pos;
+    size_t end; /* SRC_NONE: searched up to here */
+};
+
+struct exec_source {
+    exec_source_options_t o;
+    int fd;
+    bool own_fd;
+    bool eof;   /* read() said end of input */
+    bool done;  /* every record was returned */
+    int ioerr;  /* sticky */
+    int64_t size;
+
+    char *buf;
+    size_t cap, end;
+    uint64_t base; /* input offset of buf[0] */
+
+    /* The record in progress. */
+    size_t rec, p;
+    uint64_t rec_off;    /* its input offset */
+    bool quoted;         /* CSV: inside a quoted field */
+    bool discard;        /* longer than max_record: its bytes are dropped */
+    int bad;             /* first malformation found in it, or 0 */
+    uint64_t bad_where;
+    uint64_t quote_open; /* where the open quoted field began */
+    uint64_t skip_left;  /* LEN32: bytes of an oversized record still to skip */
+    struct src_find q, nl;
+
+    uint64_t recno;
+    char *hdr;
+    size_t hdr_len;
+    bool has_hdr;
+    exec_source_error_t err;
+};
+
+static inline size_t src_find(struct exec_source *s, struct src_find *f, int c, size_t from)
+{
+    if (f->pos != SRC_NONE && f->pos >= from)
+        return f->pos;
+    size_t start = from;
+    if (f->pos == SRC_NONE && f->end != SRC_NONE && f->end > from)
+        start = f->end;
+    const char *r = start < s->end ? memchr(s->buf + start, c, s->end - start) : NULL;
+    if (r) {
+        f->pos = (size_t)(r - s->buf);
+        f->end = SRC_NONE;
+        return f->pos;
+    }
+    f->pos = SRC_NONE;
+    f->end = s->end;
+    return s->end;
+}
+
+static void src_find_shift(struct src_find *f, size_t by)
+{
+    if (f->pos != SRC_NONE)
+        f->pos = f->pos >= by ? f->pos - by : SRC_NONE;
+    if (f->pos == SRC_NONE)
+        f->end = (f->end != SRC_NONE && f->end >= by) ? f->end - by : SRC_NONE;
+}
+
+/*
+ * Drops the bytes no longer needed and reads more: 0, or -errno (sticky).
+ * Sets eof when read() returns 0.
+ */
+static int src_fill(struct exec_source *s)
+{
+    size_t keep = s->rec;
+    if (s->discard)
+        keep = s->p > 0 ? s->p - 1 : 0;
+    if (keep > s->end)
+        keep = s->end;
+    if (keep > 0) {
+        memmove(s->buf, s->buf + keep, s->end - keep);
+        s->end -= keep;
+        s->base += keep;
+        s->rec = s->rec >= keep ? s->rec - keep : 0;
+        s->p -= keep;
+        src_find_shift(&s->q, keep);
+        src_find_shift(&s->nl, keep);
+    }
+    if (s->cap - s->end < s->o.read_size) {
+        size_t ncap = s->cap ? s->cap * 2 : s->o.read_size;
+        while (ncap - s->end < s->o.read_size)
+            ncap *= 2;
+        /* One spare byte past the data keeps lookahead reads in bounds. */
+        char *nb = realloc(s->buf, ncap + 1);
+        if (!nb)
+            return s->ioerr = EXEC_ENOMEM;
+        s->buf = nb;
+        s->cap = ncap;
+    }
+    for (;;) {
+        ssize_t n = read(s->fd, s->buf + s->end, s->cap - s->end);
+        if (n > 0) {
+            s->end += (size_t)n;
+            return 0;
+        }
+        if (n == 0) {
+            s->eof = true;
+            return 0;
+        }
+        if (errno != EINTR)
+            return s->ioerr = -errno;
+    }
+}
+
+static void src_bad(struct exec_source *s, int code, uint64_t where)
+{
+    if (!s->bad) {
+        s->bad = code;
+        s->bad_where = where;
+    }
+}
+
+/*
+ * CSV: advances the scan. 1 when the record ends (its content ends at *cend,
+ * the scan stands after its newline), 0 when more input is needed. At end of
+ * input the caller handles what is left.
+ */
+static int src_scan_csv(struct exec_source *s, size_t *cend)
+{
+    const char *buf = s->buf;
+    const char delim = (char)s->o.delim;
+    size_t p = s->p;
+    for (;;) {
+        if (!s->quoted) {
+            size_t nl = src_find(s, &s->nl, '\n', p);
+            size_t q = src_find(s, &s->q, '"', p);
+            if (q < nl) {
+                /* A quote may only open a field. */
+                if ((s->discard || q != s->rec) && buf[q - 1] != delim) {
+                    src_bad(s, EXEC_EBADQUOTE, s->base + q);
+                    p = q + 1;
+                    continue;
+                }
+                s->quoted = true;
+                s->quote_open = s->base + q;
+                p = q + 1;
+                continue;
+            }
+            if (nl < s->end) {
+                s->p = nl + 1;
+                *cend = nl;
+                return 1;
+            }
+            s->p = s->end;
+            return 0;
+        }
+        size_t q = src_find(s, &s->q, '"', p);
+        if (q >= s->end) {
+            s->p = s->end;
+            return 0;
+        }
+        if (q + 1 == s->end) {
+            if (!s->eof) {
+                s->p = q; /* the byte after the quote decides */
+                return 0;
+            }
+            s->quoted = false; /* a closing quote at end of input */
+            s->p = s->end;
+            return 0;
+        }
+        char c = buf[q + 1];
+        if (c == '"') {
+            p = q + 2; /* "" inside quotes */
+            continue;
+        }
+        s->quoted = false;
+        p = q + 1;
+        if (c != delim && c != '\n' && c != '\r')
+            src_bad(s, EXEC_EBADQUOTE, s->base + q + 1);
+    }
+}
+
+/* LINES: as src_scan_csv() without quotes. */
+static int src_scan_lines(struct exec_source *s, size_t *cend)
+{
+    size_t nl = src_find(s, &s->nl, '\n', s->p);
+    if (nl < s->end) {
+        s->p = nl + 1;
+        *cend = nl;
+        return 1;
+    }
+    s->p = s->end;
+    return 0;
+}
+
+static void src_error(struct exec_source *s, int code, uint64_t where, uint64_t length,
+                      const void *data)
+{
+    s->err.code = code;
+    s->err.record = s->recno;
+    s->err.offset = s->rec_off;
+    s->err.where = where;
+    s->err.length = length;
+    s->err.data = data;
+}
+
+/* The next record of a text format (CSV or LINES): see exec_source_next(). */
+static int src_next_text(struct exec_source *s, const void **rec, size_t *len)
+{
+    const bool csv = s->o.format == EXEC_SOURCE_CSV;
+    for (;;) {
+        size_t cend;
+        int r = csv ? src_scan_csv(s, &cend) : src_scan_lines(s, &cend);
+        bool last = false;
+        if (r == 0) {
+            if (!s->eof) {
+                if (!s->discard && s->end - s->rec > s->o.max_record + 1)
+                    s->discard = true;
+                int rc = src_fill(s);
+                if (rc)
+                    return rc;
+                continue;
+            }
+            /* End of input: what is left is the last record. */
+            if (s->quoted) {
+                s->recno++;
+                uint64_t length = s->base + s->end - s->rec_off;
+                const void *data = s->discard ? NULL : s->buf + s->rec;
+                src_error(s, s->discard ? EXEC_E2BIG : EXEC_EUNTERMINATED,
+                          s->discard ? s->base + s->end : s->quote_open, length, data);
+                s->done = true;
+                s->rec = s->p = s->end;
+                return s->err.code;
+            }
+            if (s->rec == s->end && !s->discard) {
+                s->done = true;
+                return 0;
+            }
+            cend = s->end;
+            last = true;
+        }
+        size_t start = s->rec;
+        s->recno++;
+        if (cend > start && s->buf[cend - 1] == '\r' && !s->discard)
+            cend--;
+        uint64_t length = s->base + cend - s->rec_off;
+        uint64_t off = s->rec_off;
+        int bad = s->bad;
+        uint64_t where = s->bad_where;
+        bool big = s->discard || length > s->o.max_record;
+        s->rec = s->p;
+        s->rec_off = s->base + s->p;
+        s->discard = false;
+        s->bad = 0;
+        if (last)
+            s->done = true;
+        if (big) {
+            s->rec_off = off;
+            src_error(s, EXEC_E2BIG, off + length, length, NULL);
+            s->rec_off = s->base + s->p;
+            return EXEC_E2BIG;
+        }
+        if (bad) {
+            s->rec_off = off;
+            src_error(s, bad, where, length, s->buf + start);
+            s->rec_off = s->base + s->p;
+            return bad;
+        }
+        if (length == 0 && (s->o.flags & EXEC_SOURCE_SKIP_EMPTY)) {
+            if (last)
+                return 0;
+            continue;
+        }
+        *rec = s->buf + start;
+        *len = (size_t)length;
+        return 1;
+    }
+}
+
+/* The next length-prefixed record: see exec_source_next(). */
+static int src_next_len32(struct exec_source *s, const void **rec, size_t *len)
+{
+    for (;;) {
+        if (s->skip_left) {
+            /* Dropping an oversized record's bytes. */
+            size_t have = s->end - s->rec;
+            size_t n = have < s->skip_left ? have : (size_t)s->skip_left;
+            s->rec += n;
+            s->skip_left -= n;
+            if (s->skip_left == 0) {
+                s->rec_off = s->base + s->rec;
+                return EXEC_E2BIG; /* s->err was filled when it began */
+            }
+            if (s->eof) {
+                s->done = true;
+                src_error(s, EXEC_ETRUNCATED, s->base + s->end, s->err.length, NULL);
+                return EXEC_ETRUNCATED;
+            }
+            s->p = s->rec;
+            int rc = src_fill(s);
+            if (rc)
+                return rc;
+            continue;
+        }
+        size_t have = s->end - s->rec;
+        if (have >= 4) {
+            const unsigned char *h = (const unsigned char *)s->buf + s->rec;
+            uint32_t n = s->o.format == EXEC_SOURCE_LEN32LE
+                             ? (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
+                                   (uint32_t)h[3] << 24
+                             : (uint32_t)h[3] | (uint32_t)h[2] << 8 | (uint32_t)h[1] << 16 |
+                                   (uint32_t)h[0] << 24;
+            if (n > s->o.max_record) {
+                s->recno++;
+                s->rec_off = s->base + s->rec;
+                src_error(s, EXEC_E2BIG, s->rec_off + 4 + n, n, NULL);
+                s->rec += 4;
+                s->skip_left = n;
+                continue;
+            }
+            if (have - 4 >= n) {
+                s->recno++;
+                *rec = s->buf + s->rec + 4;
+                *len = n;
+                s->rec += 4 + (size_t)n;
+                s->p = s->rec;
+                s->rec_off = s->base + s->rec;
+                return 1;
+            }
+        }
+        if (s->eof) {
+            s->done = true;
+            if (have == 0)
+                return 0;
+            s->recno++;
+            src_error(s, EXEC_ETRUNCATED, s->base + s->end, have, s->buf + s->rec);
+            s->rec = s->p = s->end;
+            return EXEC_ETRUNCATED;
+        }
+        s->p = s->rec;
+        int rc = src_fill(s);
+        if (rc)
+            return rc;
+    }
+}
+
+int exec_source_next(exec_source_t *s, const void **rec, size_t *len, uint64_t *recno)
+{
+    if (!s || !rec || !len)
+        return EXEC_EINVAL;
+    if (s->ioerr)
+        return s->ioerr;
+    if (s->done)
+        return 0;
+    int r = s->o.format == EXEC_SOURCE_LEN32LE || s->o.format == EXEC_SOURCE_LEN32BE
+                ? src_next_len32(s, rec, len)
+                : src_next_text(s, rec, len);
+    if (r < 0 && r == s->ioerr) {
+        s->err.code = r;
+        s->err.record = s->recno + 1;
+        s->err.offset = s->rec_off;
+        s->err.where = s->base + s->end;
+        s->err.length = 0;
+        s->err.data = NULL;
+    }
+    if (recno)
+        *recno = r == 1 ? s->recno : (r < 0 ? s->err.record : 0);
+    return r;
+}
+
+const exec_source_error_t *exec_source_error(const exec_source_t *s)
+{
+    return s ? &s->err : NULL;
+}
+
+int exec_source_header(const exec_source_t *s, const void **rec, size_t *len)
+{
+    if (!s || !rec || !len)
+        return EXEC_EINVAL;
+    if (!s->has_hdr)
+        return EXEC_ENOENT;
+    *rec = s->hdr;
+    *len = s->hdr_len;
+    return 0;
+}
+
+uint64_t exec_source_offset(const exec_source_t *s)
+{
+    return s ? s->base + s->rec : 0;
+}
+
+int64_t exec_source_size(const exec_source_t *s)
+{
+    return s ? s->size : -1;
+}
+
+void exec_source_close(exec_source_t *s)
+{
+    if (!s)
+        return;
+    if (s->own_fd)
+        close(s->fd);
+    free(s->buf);
+    free(s->hdr);
+    free(s);
+}
+
+static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_options_t *opts)
+{
+    exec_source_options_t o;
+    if (opts)
+        o = *opts;
+    else
+        memset(&o, 0, sizeof o);
+    if (o.format > EXEC_SOURCE_LEN32BE ||
+        (o.flags & ~(EXEC_SOURCE_HEADER | EXEC_SOURCE_SKIP_EMPTY)) ||
+        o.max_record > EXEC__MAX_SIZE || o.read_size > EXEC__MAX_SIZE || o.delim < 0 ||
+        o.delim > 255 || o.delim == '"' || o.delim == '\n' || o.delim == '\r')
+        return EXEC_EINVAL;
+    if (o.delim == 0)
+        o.delim = ',';
+    if (o.max_record == 0)
+        o.max_record = EXEC__MAX_SIZE;
+    if (o.read_size == 0)
+        o.read_size = SRC_DEFAULT_READ;
+    if (o.read_size < 16)
+        o.read_size = 16;
+
+    exec_source_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return EXEC_ENOMEM;
+    s->o = o;
+    s->fd = fd;
+    s->own_fd = own;
+    s->q.pos = s->nl.pos = SRC_NONE;
+    s->q.end = s->nl.end = SRC_NONE;
+    s->size = -1;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        off_t at = lseek(fd, 0, SEEK_CUR);
+        s->size = st.st_size - (at > 0 ? at : 0);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
+    if (o.flags & EXEC_SOURCE_HEADER) {
+        const void *rec;
+        size_t len;
+        int r = exec_source_next(s, &rec, &len, NULL);
+        if (r < 0) {
+            s->own_fd = false; /* the caller's open() result is closed by the caller */
+            exec_source_close(s);
+            return r;
+        }
+        if (r == 1) {
+            s->hdr = malloc(len + 1);
+            if (!s->hdr) {
+                s->own_fd = false;
+                exec_source_close(s);
+                return EXEC_ENOMEM;
+            }
+            memcpy(s->hdr, rec, len);
+            s->hdr[len] = '\0';
+            s->hdr_len = len;
+            s->has_hdr = true;
+        }
+    }
+    *sp = s;
+    return 0;
+}
+
+int exec_source_open_fd(exec_source_t **sp, int fd, const exec_source_options_t *opts)
+{
+    if (!sp)
+        return EXEC_EINVAL;
+    *sp = NULL;
+    if (fd < 0)
+        return EXEC_EINVAL;
+    return src_open(sp, fd, false, opts);
+}
+
+int exec_source_open(exec_source_t **sp, const char *path, const exec_source_options_t *opts)
+{
+    if (!sp)
+        return EXEC_EINVAL;
+    *sp = NULL;
+    if (!path)
+        return EXEC_EINVAL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = src_open(sp, fd, true, opts);
+    if (rc)
+        close(fd);
+    return rc;
+}
