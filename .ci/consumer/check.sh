@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs a configured and built tree into a temporary prefix, then builds the consumer
+# against the installed copy with pkg-config (shared, then --static) and with
+# find_package(executor) (shared and static), and runs each program.
+# Usage: .ci/consumer/check.sh BUILD_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:?usage: check.sh BUILD_DIR}" && pwd)
+cc=${CC:-cc}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/executor-consumer.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+
+step() { printf '  consumer: %s\n' "$*"; }
+run() {
+    local log=$tmp/log
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "consumer check FAILED at: $*" >&2
+        exit 1
+    fi
+}
+
+run cmake --install "$build" --prefix "$prefix"
+pcdir=$(dirname "$(find "$prefix" -name executor.pc | head -n1)")
+libdir=$(dirname "$pcdir")
+[ -f "$prefix/include/executor.h" ] && [ -f "$libdir/libexecutor.a" ] &&
+    ls "$libdir"/libexecutor.so.* >/dev/null 2>&1 ||
+    { echo "consumer check FAILED: install is missing files" >&2; exit 1; }
+export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+warn=(-std=c11 -Wall -Wextra -Werror)
+
+# pkg-config, shared library.
+read -r -a flags <<<"$(pkg-config --cflags --libs executor)"
+run "$cc" "${warn[@]}" -o "$tmp/pc_shared" "$here/consumer.c" "${flags[@]}" -Wl,-rpath,"$libdir"
+ldd "$tmp/pc_shared" | grep -q "$libdir/libexecutor.so" ||
+    { echo "consumer check FAILED: pc_shared does not use the installed libexecutor.so" >&2; exit 1; }
+run "$tmp/pc_shared"
+step "pkg-config (shared): ok"
+
+# pkg-config --static: libexecutor.a plus what Requires.private/Libs.private bring.
+read -r -a flags <<<"$(pkg-config --static --cflags --libs executor)"
+flags=("${flags[@]/#-lexecutor/-l:libexecutor.a}")
+run "$cc" "${warn[@]}" -o "$tmp/pc_static" "$here/consumer.c" "${flags[@]}"
+if ldd "$tmp/pc_static" | grep -q libexecutor; then
+    echo "consumer check FAILED: pc_static links libexecutor.so" >&2
+    exit 1
+fi
+run "$tmp/pc_static"
+step "pkg-config --static: ok"
+
+# find_package(executor): executor::executor and executor::executor_static.
+run cmake -S "$here" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
+    -DCMAKE_C_FLAGS="${warn[*]}" -DCMAKE_BUILD_TYPE=Release
+run cmake --build "$tmp/cmake" -j "${EXEC_JOBS:-2}"
+if ldd "$tmp/cmake/consumer_static" | grep -q libexecutor; then
+    echo "consumer check FAILED: consumer_static links libexecutor.so" >&2
+    exit 1
+fi
+run "$tmp/cmake/consumer_shared"
+run "$tmp/cmake/consumer_static"
+step "find_package(executor) (shared and static): ok"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the project needs, only those missing: nothing is run
+# through apt-get when everything is present. Quiet unless something fails.
+# Usage: scripts/deps.sh [--clang]   (--clang also installs clang, for the clang build)
+# As root; elsewhere through sudo when it is available.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config
+      liburcu-dev libck-dev libcmocka-dev
+      libglib2.0-dev libtbb-dev libcsv-dev gnuplot-nox python3)
+for arg in "$@"; do
+    case $arg in
+    --clang) pkgs+=(clang) ;;
+    -h | --help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+case " ${EXEC_TEST_BUILDS:-} " in *" clang "*) pkgs+=(clang) ;; esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$st" = installed ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null; then
+    sudo=(sudo)
+else
+    echo "deps.sh: missing packages (${missing[*]}) and not root; install them as root" >&2
+    exit 1
+fi
+
+log=$(mktemp "${TMPDIR:-/tmp}/executor-deps.XXXXXX")
+trap 'rm -f "$log"' EXIT
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! { "${sudo[@]}" apt-get update -qq &&
+       "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "deps.sh: apt-get failed" >&2
+    exit 1
+fi
