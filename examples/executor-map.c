@@ -1,0 +1,343 @@
+/*
+ * executor-map: runs a classifier plugin over every record of a file, in
+ * parallel, and writes one result row per record to stdout.
+ *
+ *     executor-map --plugin ./libwordtable.so --spec table=words.txt \
+ *                  --backend auto --workers 4 --ordered data.csv > out.csv
+ *
+ * The plugin is a shared object exporting EXEC_PLUGIN_SYMBOL (see executor.h).
+ * Exit status: 0 when every record gave a result, 1 on a failure (a plugin
+ * that does not load, a bad spec, an unreadable file, a malformed record, a
+ * record whose result is an error), 2 for a usage error.
+ */
+#include "executor.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROG "executor-map"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " PROG " --plugin PATH --spec SPEC [options] [FILE|-]\n"
+            "\n"
+            "Runs the classifier in the plugin PATH over each record of FILE (or stdin)\n"
+            "and writes each record's result as one row to stdout.\n"
+            "\n"
+            "  --plugin PATH      shared object exporting " EXEC_PLUGIN_SYMBOL "\n"
+            "  --spec SPEC        what the plugin builds its classifier from\n"
+            "  --backend B        auto (default), threads or fork\n"
+            "  --workers N        worker threads or processes (default: online CPUs)\n"
+            "  --ordered          results in input order (default: as they finish)\n"
+            "  --format F         csv (default), lines, len32le or len32be\n"
+            "  --no-header        CSV: the first row is a record, not column names\n"
+            "  --delim C          CSV field delimiter (default ,)\n"
+            "  --skip-bad         skip malformed records (default: stop at the first)\n"
+            "  --max-record N     largest record in bytes (default 64 KiB); longer ones fail\n"
+            "  --progress|--quiet progress line on stderr always / never (default: on a tty)\n"
+            "  --stats            print records/s and the like on stderr at the end\n"
+            "  --help             this text, and the plugin's spec when --plugin is given\n");
+}
+
+struct run {
+    const char *in_name;
+    unsigned long failed_shown;
+};
+
+static int on_bad(void *arg, const exec_source_error_t *e)
+{
+    struct run *r = arg;
+    fprintf(stderr, PROG ": %s: record %llu (byte %llu): %s (at byte %llu)\n", r->in_name,
+            (unsigned long long)e->record, (unsigned long long)e->offset,
+            exec_strerror(e->code), (unsigned long long)e->where);
+    return 0;
+}
+
+static int on_failed(void *arg, const exec_result_t *res)
+{
+    struct run *r = arg;
+    if (r->failed_shown++ < 100) {
+        if (res->status == EXEC_EUSER)
+            fprintf(stderr, PROG ": %s: record %llu: the classifier returned error %d\n",
+                    r->in_name, (unsigned long long)res->tag, res->user_code);
+        else
+            fprintf(stderr, PROG ": %s: record %llu: %s\n", r->in_name,
+                    (unsigned long long)res->tag, exec_strerror(res->status));
+    } else if (r->failed_shown == 101) {
+        fprintf(stderr, PROG ": more failed records not shown\n");
+    }
+    return 0;
+}
+
+static int parse_unsigned(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (!*s || *end || errno || v > max || *s == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *plugin_path = NULL, *spec = NULL, *input = NULL;
+    exec_backend_t backend = EXEC_AUTO;
+    exec_options_t eo;
+    exec_source_options_t so;
+    exec_map_options_t mo;
+    memset(&eo, 0, sizeof eo);
+    memset(&so, 0, sizeof so);
+    memset(&mo, 0, sizeof mo);
+    so.flags = EXEC_SOURCE_HEADER;
+    bool help = false, stats = false;
+    unsigned long v;
+
+    enum { O_PLUGIN = 1, O_SPEC, O_BACKEND, O_WORKERS, O_ORDERED, O_FORMAT, O_NOHDR, O_DELIM,
+           O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP };
+    static const struct option longopts[] = {
+        {"plugin", required_argument, NULL, O_PLUGIN},
+        {"spec", required_argument, NULL, O_SPEC},
+        {"backend", required_argument, NULL, O_BACKEND},
+        {"workers", required_argument, NULL, O_WORKERS},
+        {"ordered", no_argument, NULL, O_ORDERED},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"no-header", no_argument, NULL, O_NOHDR},
+        {"delim", required_argument, NULL, O_DELIM},
+        {"skip-bad", no_argument, NULL, O_SKIP},
+        {"max-record", required_argument, NULL, O_MAXREC},
+        {"progress", no_argument, NULL, O_PROGRESS},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"stats", no_argument, NULL, O_STATS},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_PLUGIN: plugin_path = optarg; break;
+        case O_SPEC: spec = optarg; break;
+        case O_BACKEND:
+            if (strcmp(optarg, "auto") == 0)
+                backend = EXEC_AUTO;
+            else if (strcmp(optarg, "threads") == 0)
+                backend = EXEC_THREADS;
+            else if (strcmp(optarg, "fork") == 0)
+                backend = EXEC_FORK;
+            else {
+                fprintf(stderr, PROG ": --backend: expected auto, threads or fork, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case O_WORKERS:
+            if (parse_unsigned(optarg, 1024, &v) || v == 0) {
+                fprintf(stderr, PROG ": --workers: expected 1..1024, not '%s'\n", optarg);
+                return 2;
+            }
+            eo.workers = (unsigned)v;
+            break;
+        case O_ORDERED: eo.flags |= EXEC_ORDERED; break;
+        case O_FORMAT:
+            if (strcmp(optarg, "csv") == 0)
+                so.format = EXEC_SOURCE_CSV;
+            else if (strcmp(optarg, "lines") == 0)
+                so.format = EXEC_SOURCE_LINES;
+            else if (strcmp(optarg, "len32le") == 0)
+                so.format = EXEC_SOURCE_LEN32LE;
+            else if (strcmp(optarg, "len32be") == 0)
+                so.format = EXEC_SOURCE_LEN32BE;
+            else {
+                fprintf(stderr, PROG ": --format: expected csv, lines, len32le or len32be\n");
+                return 2;
+            }
+            break;
+        case O_NOHDR: so.flags &= ~EXEC_SOURCE_HEADER; break;
+        case O_DELIM:
+            if (strlen(optarg) != 1 || optarg[0] == '"' || optarg[0] == '\n' ||
+                optarg[0] == '\r') {
+                fprintf(stderr, PROG ": --delim: expected one character other than a quote\n");
+                return 2;
+            }
+            so.delim = (unsigned char)optarg[0];
+            break;
+        case O_SKIP: mo.flags |= EXEC_MAPS_SKIP_BAD; break;
+        case O_MAXREC:
+            if (parse_unsigned(optarg, 64ul << 20, &v) || v == 0) {
+                fprintf(stderr, PROG ": --max-record: expected 1..%lu bytes\n", 64ul << 20);
+                return 2;
+            }
+            eo.max_record = v;
+            break;
+        case O_PROGRESS: mo.flags |= EXEC_MAPS_PROGRESS; break;
+        case O_QUIET: mo.flags |= EXEC_MAPS_QUIET; break;
+        case O_STATS: stats = true; break;
+        case O_HELP:
+        case 'h': help = true; break;
+        default:
+            if (optopt)
+                fprintf(stderr, PROG ": option needs an argument or is unknown: %s\n",
+                        argv[optind - 1]);
+            else
+                fprintf(stderr, PROG ": unknown option: %s\n", argv[optind - 1]);
+            fprintf(stderr, "Try '" PROG " --help'.\n");
+            return 2;
+        }
+    }
+    if (so.format != EXEC_SOURCE_CSV)
+        so.flags &= ~EXEC_SOURCE_HEADER;
+    if (optind < argc)
+        input = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, PROG ": one input file at most (got '%s' too)\n", argv[optind]);
+        return 2;
+    }
+
+    /* The plugin. */
+    void *dl = NULL;
+    const exec_plugin_t *pl = NULL;
+    if (plugin_path) {
+        dl = dlopen(plugin_path, RTLD_NOW | RTLD_LOCAL);
+        if (!dl) {
+            fprintf(stderr, PROG ": cannot load plugin: %s\n", dlerror());
+            return 1;
+        }
+        pl = dlsym(dl, EXEC_PLUGIN_SYMBOL);
+        if (!pl) {
+            fprintf(stderr, PROG ": %s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")\n",
+                    plugin_path);
+            dlclose(dl);
+            return 1;
+        }
+        if (pl->abi != EXEC_PLUGIN_ABI || !pl->ops || !pl->ctx_build || !pl->ctx_free) {
+            fprintf(stderr, PROG ": %s: plugin ABI %u, this program speaks %u%s\n", plugin_path,
+                    pl->abi, EXEC_PLUGIN_ABI,
+                    pl->abi == EXEC_PLUGIN_ABI ? " (but ops, ctx_build or ctx_free is missing)"
+                                               : "");
+            dlclose(dl);
+            return 1;
+        }
+    }
+    if (help) {
+        usage(stdout);
+        if (pl)
+            printf("\nplugin %s: spec %s\n", pl->name ? pl->name : plugin_path,
+                   pl->usage ? pl->usage : "(not described)");
+        if (dl)
+            dlclose(dl);
+        return 0;
+    }
+    if (!plugin_path || !spec) {
+        fprintf(stderr, PROG ": --plugin and --spec are required\n");
+        fprintf(stderr, "Try '" PROG " --help'.\n");
+        if (dl)
+            dlclose(dl);
+        return 2;
+    }
+
+    int status = 1;
+    exec_source_t *src = NULL;
+    exec_csv_header_t *hdr = NULL;
+    void *ctx = NULL;
+    exec_t *ex = NULL;
+    struct run run = {.in_name = input && strcmp(input, "-") ? input : "stdin"};
+
+    /* The input: opened before the classifier is built, which may need its header. */
+    int rc = input && strcmp(input, "-") ? exec_source_open(&src, input, &so)
+                                         : exec_source_open_fd(&src, 0, &so);
+    if (rc) {
+        fprintf(stderr, PROG ": %s: %s\n", run.in_name, exec_strerror(rc));
+        goto out;
+    }
+    const void *h;
+    size_t hlen;
+    if (exec_source_header(src, &h, &hlen) == 0) {
+        rc = exec_csv_header_create(&hdr, h, hlen, so.delim);
+        if (rc) {
+            fprintf(stderr, PROG ": %s: bad header row: %s\n", run.in_name, exec_strerror(rc));
+            goto out;
+        }
+    }
+
+    char err[512] = "";
+    if (pl->ctx_build(spec, hdr, &ctx, err, sizeof err) != 0) {
+        fprintf(stderr, PROG ": plugin %s: bad spec '%s': %s\n", pl->name ? pl->name : "",
+                spec, err[0] ? err : "(no reason given)");
+        ctx = NULL;
+        goto out;
+    }
+
+    rc = exec_create(&ex, pl->ops, ctx, backend, &eo);
+    if (rc) {
+        const char *name = pl->name ? pl->name : plugin_path;
+        if (rc == EXEC_ECAPS && backend == EXEC_THREADS)
+            fprintf(stderr, PROG ": plugin %s is not thread-safe: use --backend fork or auto\n",
+                    name);
+        else if (rc == EXEC_ECAPS && backend == EXEC_FORK)
+            fprintf(stderr, PROG ": plugin %s is not fork-safe: use --backend threads or auto\n",
+                    name);
+        else if (rc == EXEC_ECAPS)
+            fprintf(stderr, PROG ": plugin %s is neither thread-safe nor fork-safe\n", name);
+        else if (rc == EXEC_ENOTSUP)
+            fprintf(stderr,
+                    PROG ": plugin %s needs the %s backend, which this build of libexecutor "
+                         "does not have (%s)\n",
+                    name,
+                    backend == EXEC_FORK || !(pl->ops->caps & EXEC_CAP_THREAD_SAFE) ? "fork"
+                                                                                     : "threads",
+                    exec_err_name(rc));
+        else
+            fprintf(stderr, PROG ": cannot start the executor: %s\n", exec_strerror(rc));
+        goto out;
+    }
+
+    mo.on_bad = on_bad;
+    mo.bad_arg = &run;
+    mo.on_failed = on_failed;
+    mo.failed_arg = &run;
+    exec_map_report_t rep;
+    rc = exec_map_fd(ex, src, STDOUT_FILENO, &mo, &rep);
+    if (stats) {
+        exec_stats_t st;
+        exec_stats(ex, &st);
+        fprintf(stderr,
+                PROG ": %llu records, %llu ok, %llu failed, %llu malformed; %.3f s, %.0f "
+                     "records/s, %.1f MB/s; backend %s, %u workers, %llu batches\n",
+                (unsigned long long)rep.records, (unsigned long long)rep.ok,
+                (unsigned long long)rep.failed, (unsigned long long)rep.bad, rep.seconds,
+                rep.seconds > 0 ? (double)rep.records / rep.seconds : 0,
+                rep.seconds > 0 ? (double)rep.bytes / 1e6 / rep.seconds : 0,
+                exec_backend_name(exec_backend(ex)), st.workers,
+                (unsigned long long)st.batches);
+    }
+    if (rc == EXEC_EUNTERMINATED || rc == EXEC_EBADQUOTE || rc == EXEC_ETRUNCATED) {
+        fprintf(stderr, PROG ": %s: stopped at the malformed record (--skip-bad goes on)\n",
+                run.in_name);
+    } else if (rc) {
+        fprintf(stderr, PROG ": %s: %s\n", run.in_name, exec_strerror(rc));
+    } else if (rep.failed) {
+        fprintf(stderr, PROG ": %s: %llu of %llu records failed\n", run.in_name,
+                (unsigned long long)rep.failed, (unsigned long long)rep.records);
+    } else {
+        status = 0;
+    }
+out:
+    exec_destroy(ex);
+    if (ctx)
+        pl->ctx_free(ctx);
+    exec_csv_header_free(hdr);
+    exec_source_close(src);
+    if (dl)
+        dlclose(dl);
+    return status;
+}
