@@ -11,6 +11,7 @@
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
 #   EXEC_CTEST_JOBS   tests run at once (default: 1; the suites use every core)
+#   EXEC_CTEST_ARGS   more ctest arguments, e.g. "-R test_api" or "-E bench"
 #   EXEC_SKIP_DEPS=1  do not run scripts/deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ builds=${EXEC_TEST_BUILDS:-default consumer asan tsan}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
+read -r -a ctest_args <<<"${EXEC_CTEST_ARGS:-}"
 summary=()
 
 say() { printf 'test.sh: %s\n' "$*"; }
@@ -71,7 +73,8 @@ run_build() {
     case $preset in asan | tsan) wrap=("${norandom[@]}") ;; esac
     say "$preset: ctest"
     log=$root/$preset.ctest.log
-    if ! (cd "$dir" && "${wrap[@]}" ctest --output-on-failure --no-tests=ignore -j "$ctest_jobs") 2>&1 |
+    if ! (cd "$dir" && "${wrap[@]}" ctest --output-on-failure --no-tests=ignore -j "$ctest_jobs" \
+        "${ctest_args[@]}") 2>&1 |
         tee "$log"; then
         fail "$preset: tests (log: $log)"
     fi

@@ -33,7 +33,7 @@ warn=(-std=c11 -Wall -Wextra -Werror)
 # pkg-config, shared library.
 read -r -a flags <<<"$(pkg-config --cflags --libs executor)"
 run "$cc" "${warn[@]}" -o "$tmp/pc_shared" "$here/consumer.c" "${flags[@]}" -Wl,-rpath,"$libdir"
-ldd "$tmp/pc_shared" | grep -q "$libdir/libexecutor.so" ||
+[[ $(ldd "$tmp/pc_shared") == *"$libdir/libexecutor.so"* ]] ||
     { echo "consumer check FAILED: pc_shared does not use the installed libexecutor.so" >&2; exit 1; }
 run "$tmp/pc_shared"
 step "pkg-config (shared): ok"
@@ -42,7 +42,7 @@ step "pkg-config (shared): ok"
 read -r -a flags <<<"$(pkg-config --static --cflags --libs executor)"
 flags=("${flags[@]/#-lexecutor/-l:libexecutor.a}")
 run "$cc" "${warn[@]}" -o "$tmp/pc_static" "$here/consumer.c" "${flags[@]}"
-if ldd "$tmp/pc_static" | grep -q libexecutor; then
+if [[ $(ldd "$tmp/pc_static") == *libexecutor* ]]; then
     echo "consumer check FAILED: pc_static links libexecutor.so" >&2
     exit 1
 fi
@@ -53,7 +53,7 @@ step "pkg-config --static: ok"
 run cmake -S "$here" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
     -DCMAKE_C_FLAGS="${warn[*]}" -DCMAKE_BUILD_TYPE=Release
 run cmake --build "$tmp/cmake" -j "${EXEC_JOBS:-2}"
-if ldd "$tmp/cmake/consumer_static" | grep -q libexecutor; then
+if [[ $(ldd "$tmp/cmake/consumer_static") == *libexecutor* ]]; then
     echo "consumer check FAILED: consumer_static links libexecutor.so" >&2
     exit 1
 fi

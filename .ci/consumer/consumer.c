@@ -114,7 +114,7 @@ static int run_map(const struct table *t)
     rc = exec_map(ex, read_cb, &r, emit_cb, &r);
     exec_destroy(ex);
     if (rc != 0 || r.bad || r.next_out != NREC) {
-        fprintf(stderr, "consumer: exec_map: %s, %" PRIu64 " results\n", exec_strerror(rc),
+        fprintf(stderr, "consumer: exec_map returned %d after %" PRIu64 " results\n", rc,
                 r.next_out);
         return 1;
     }
@@ -158,7 +158,7 @@ static int run_stream(const struct table *t)
     exec_destroy(ex);
     return 0;
 fail:
-    fprintf(stderr, "consumer: stream: %s after %" PRIu64 " results\n", exec_strerror(rc), got);
+    fprintf(stderr, "consumer: stream stopped (%d) after %" PRIu64 " results\n", rc, got);
     exec_destroy(ex);
     return 1;
 }
