@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -215,9 +217,15 @@ static int build_table(struct dataset *d, uint32_t nwords, uint64_t seed)
     uint64_t nslots = 1;
     while (nslots < 2ull * nwords)
         nslots <<= 1;
-    d->table.slots = calloc(nslots, sizeof *d->table.slots);
     d->table.mask = nslots - 1;
     d->table.bytes = nslots * sizeof *d->table.slots;
+    /* Huge pages where the kernel allows them: a large read-only table is
+     * what they are for, and without them TLB misses dominate the lookups. */
+    d->table.slots = aligned_alloc(2u << 20, (d->table.bytes + (2u << 20) - 1) & ~((size_t)(2u << 20) - 1));
+    if (d->table.slots) {
+        madvise(d->table.slots, d->table.bytes, MADV_HUGEPAGE);
+        memset(d->table.slots, 0, d->table.bytes);
+    }
     if (!d->vocab || !d->word_off || !d->table.slots)
         return -1;
     size_t off = 0;
@@ -248,8 +256,9 @@ static int build_table(struct dataset *d, uint32_t nwords, uint64_t seed)
     return 0;
 }
 
-/* n rows of 8 words; word ranks are log-uniform, so some words are hot (in
- * cache) and many are not, as in text. */
+/* n rows of 8 words. As in text, most words are common ones: seven in eight
+ * come from the first 4096 (in cache), the rest from the whole vocabulary with
+ * log-uniform ranks (often a cache miss). */
 static int build_records(struct dataset *d, size_t n, uint64_t seed)
 {
     uint64_t s = seed;
@@ -265,7 +274,7 @@ static int build_records(struct dataset *d, size_t n, uint64_t seed)
         d->recs[i].p = d->arena + off;
         for (int w = 0; w < 8; w++) {
             uint64_t r = rng_next(&s);
-            unsigned k = 1 + (unsigned)(r % bits);
+            unsigned k = (r & 7) ? 12 : 1 + (unsigned)((r >> 3) % bits);
             uint32_t idx = (uint32_t)((r >> 8) & ((1ull << k) - 1)) % d->nwords;
             const char *word = d->vocab + d->word_off[idx];
             size_t len = strlen(word);
@@ -862,10 +871,10 @@ static void calibrate(const struct bench_table *t, const struct bench_rec *recs,
     memset(&r, 0, sizeof r);
     r.ctx = &c;
     r.recs = recs;
-    r.n = n < 200000 ? n : 200000;
+    r.n = n < 500000 ? n : 500000;
     run_seq(&r); /* warms the table */
     best = 1e9;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 2; k++) {
         run_seq(&r);
         if (r.seconds < best)
             best = r.seconds;
@@ -892,7 +901,8 @@ struct cell {
     double seq_ns;      /* measured, per record */
     int ran[NEXEC];
     struct stat3 rate[NEXEC];
-    double rss_kb[NEXEC];
+    double rss_kb[NEXEC];     /* peak RSS of this process during a run */
+    double rss_add_kb[NEXEC]; /* the peak less what it was before the run */
     long pss_kb;
     int pss_workers;
 };
@@ -933,7 +943,8 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
                      int cellno, int ncell)
 {
     struct bench_ctx ctx = {&d->table, spin_for(c->weight), 0};
-    double seq_rates[MAX_RUNS], rates[NEXEC][MAX_RUNS], rss[NEXEC][MAX_RUNS];
+    double seq_rates[MAX_RUNS], rates[NEXEC][MAX_RUNS], rss[NEXEC][MAX_RUNS],
+        add[NEXEC][MAX_RUNS];
     int nr[NEXEC] = {0};
     uint64_t seq_sum = 0;
     int near300 = nearest_weight(o, 300);
@@ -971,7 +982,9 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             r.ordered = o->ordered && x->takes_order;
             progress("%d/%d: %.0f ns x %u workers, run %d/%d: %s", cellno, ncell, c->weight,
                      c->workers, k + 1, o->runs, exec_label(e, o->ordered));
+            malloc_trim(0); /* what the last executor freed is not this one's */
             rss_reset();
+            long rss0 = proc_status_kb("/proc/self/status", "VmRSS:");
             last_pss_kb = -1;
             int rc = x->run(&r);
             if (rc == BENCH_NOTAV) {
@@ -998,6 +1011,7 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             }
             rates[e][nr[e]] = (double)c->n / r.seconds;
             rss[e][nr[e]] = (double)rss_peak_kb();
+            add[e][nr[e]] = rss[e][nr[e]] - (double)rss0;
             nr[e]++;
             if (last_pss_kb >= 0) {
                 c->pss_kb = last_pss_kb;
@@ -1016,6 +1030,7 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
         if (nr[e]) {
             c->rate[e] = stat_of(rates[e], nr[e]);
             c->rss_kb[e] = stat_of(rss[e], nr[e]).med;
+            c->rss_add_kb[e] = stat_of(add[e], nr[e]).med;
         }
     }
 }
@@ -1053,8 +1068,8 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
             c->weight, c->seq_ns, c->workers, c->workers > 1 ? "s" : "", c->n,
             fmt_rate(b1, sizeof b1, ideal_of(c)), c->workers,
             fmt_rate(b2, sizeof b2, c->seq_rate.med));
-        say("%-16s %9s  %5s  %-11s %8s %8s %7s %7s  %-14s\n", "executor", "rec/s", "eff",
-            "[min-max]", "ovh ns", "RSS MB", "x mutex", "x glib", "x best peer");
+        say("%-16s %9s  %5s  %-13s %7s %7s %7s %7s  %s\n", "executor", "rec/s", "eff",
+            "[min-max]", "ovh ns", "+RSS MB", "x mutex", "x glib", "x best peer");
         for (int e = 0; e < NEXEC; e++) {
             if (!c->ran[e])
                 continue;
@@ -1074,9 +1089,9 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
             if (best >= 0 && !executors[e].peer)
                 snprintf(xb, sizeof xb, "%.2f %s", s->med / c->rate[best].med,
                          executors[best].name);
-            say("%-16s %9s  %5.3f  [%.3f-%.3f] %8.0f %8.1f %7s %7s  %s\n",
+            say("%-16s %9s  %5.3f  [%.3f-%.3f] %7.0f %7.1f %7s %7s  %s\n",
                 exec_label(e, o->ordered), fmt_rate(b1, sizeof b1, s->med), s->med / ideal,
-                s->min / ideal, s->max / ideal, ovh, c->rss_kb[e] / 1024, xm, xg, xb);
+                s->min / ideal, s->max / ideal, ovh, c->rss_add_kb[e] / 1024, xm, xg, xb);
         }
         if (c->pss_kb >= 0)
             say("fork workers: %d, total PSS %.1f MB for a %.1f MB context (%.2f x)\n",
@@ -1094,7 +1109,7 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
         return;
     }
     fprintf(f, "weight_ns,seq_ns_per_record,workers,records,executor,ordered,rate,rate_min,"
-               "rate_max,ideal,efficiency,eff_min,eff_max,overhead_ns,peak_rss_kb,"
+               "rate_max,ideal,efficiency,eff_min,eff_max,overhead_ns,peak_rss_kb,rss_added_kb,"
                "fork_pss_kb,context_kb");
     for (int p = 0; p < NEXEC; p++)
         if (executors[p].peer || p == 0)
@@ -1103,7 +1118,7 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
     for (int ci = 0; ci < ncells; ci++) {
         const struct cell *c = &cells[ci];
         double ideal = ideal_of(c);
-        fprintf(f, "%.0f,%.1f,%u,%zu,seq,0,%.0f,%.0f,%.0f,%.0f,,,,,,,%zu", c->weight, c->seq_ns,
+        fprintf(f, "%.0f,%.1f,%u,%zu,seq,0,%.0f,%.0f,%.0f,%.0f,,,,,,,,%zu", c->weight, c->seq_ns,
                 c->workers, c->n, c->seq_rate.med, c->seq_rate.min, c->seq_rate.max, ideal,
                 d->table.bytes / 1024);
         for (int p = 0; p < NEXEC; p++)
@@ -1114,11 +1129,12 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
             if (!c->ran[e])
                 continue;
             const struct stat3 *s = &c->rate[e];
-            fprintf(f, "%.0f,%.1f,%u,%zu,%s,%d,%.0f,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.1f,%.0f,",
+            fprintf(f, "%.0f,%.1f,%u,%zu,%s,%d,%.0f,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.1f,%.0f,%.0f,",
                     c->weight, c->seq_ns, c->workers, c->n, executors[e].name,
                     o->ordered && executors[e].takes_order, s->med, s->min, s->max, ideal,
                     s->med / ideal, s->min / ideal, s->max / ideal,
-                    (1.0 / s->med - 1.0 / ideal) * c->workers * 1e9, c->rss_kb[e]);
+                    (1.0 / s->med - 1.0 / ideal) * c->workers * 1e9, c->rss_kb[e],
+                    c->rss_add_kb[e]);
             if (executors[e].run == run_fork && c->pss_kb >= 0)
                 fprintf(f, "%ld", c->pss_kb);
             fprintf(f, ",%zu", d->table.bytes / 1024);
@@ -1137,28 +1153,44 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
 }
 
 /* gnuplot script, written next to the data so it can be re-run by hand. */
-static const char plot_script[] =
+static const char plot_head[] =
     "# Efficiency vs record weight; re-run with: gnuplot plot.gp\n"
     "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-    "  set terminal pngcairo size 1100,650 font 'Sans,11' linewidth 1.5\n"
+    "  set terminal pngcairo size 1100,650 font 'Sans,11'\n"
     "} else {\n"
     "  set terminal png size 1100,650\n"
     "}\n"
     "set output 'efficiency.png'\n"
-    "load 'plot-title.gp'\n"
     "set datafile missing '?'\n"
     "set logscale x 10\n"
     "set format x '%g'\n"
-    "set xlabel 'record weight: ns of work per record (log scale)'\n"
+    "set xlabel 'record weight: ns of work per record, measured (log scale)'\n"
     "set ylabel 'efficiency = rate / (workers x sequential rate)'\n"
     "set yrange [0:1.15]\n"
     "set ytics 0.1\n"
     "set grid xtics ytics mxtics\n"
-    "set key outside right top box\n"
-    "set style data linespoints\n"
-    "n = system('head -1 plot.dat | wc -w') + 0\n"
-    "plot for [i=2:n] 'plot.dat' using 1:i title columnheader(i) lw 2 pt (i % 7) + 4 ps 1.2, \\\n"
-    "     1 title 'ideal' lc rgb 'gray50' dt 2 lw 1\n";
+    "set key outside right top box\n";
+
+/* Line style per executor: ours bold, the ceiling dashed black, peers thin. */
+static const char *plot_style(const char *name)
+{
+    static const struct {
+        const char *name, *style;
+    } st[] = {
+        {"static", "lc rgb 'black' dt 2 lw 2 pt 6"},
+        {"threads", "lc rgb '#0050c8' lw 4 pt 7 ps 1.4"},
+        {"fork", "lc rgb '#d01c1c' lw 4 pt 5 ps 1.4"},
+        {"mutex", "lc rgb '#8c564b' lw 1.5 pt 9"},
+        {"glib", "lc rgb '#9467bd' lw 1.5 pt 11"},
+        {"omp-for", "lc rgb '#2ca02c' lw 1.5 pt 13"},
+        {"omp-task", "lc rgb '#17becf' lw 1.5 pt 4"},
+        {"tbb", "lc rgb '#ff7f0e' lw 1.5 pt 8"},
+    };
+    for (size_t i = 0; i < sizeof st / sizeof st[0]; i++)
+        if (strcmp(st[i].name, name) == 0)
+            return st[i].style;
+    return "lw 1.5";
+}
 
 static void write_plot(const struct opts *o, const char *dir, unsigned pw)
 {
@@ -1199,16 +1231,19 @@ static void write_plot(const struct opts *o, const char *dir, unsigned pw)
     f = fopen(path, "w");
     if (!f)
         return;
-    fputs(plot_script, f);
-    fclose(f);
     char host[256] = "this machine";
     gethostname(host, sizeof host - 1);
-    snprintf(path, sizeof path, "%s/plot-title.gp", dir);
-    f = fopen(path, "w");
-    if (!f)
-        return;
-    fprintf(f, "set title 'executor-bench: efficiency at %u workers, %u CPUs (%s)%s'\n", pw,
-            ncpus(), host, o->ordered ? ", ordered" : "");
+    fputs(plot_head, f);
+    fprintf(f,
+            "set title \"executor-bench: efficiency at %u workers on %s (%u CPUs)%s\\n"
+            "{/*0.8 median of %d run%s; 1.0 = workers x the sequential loop's rate}\"\n",
+            pw, host, ncpus(), o->ordered ? ", libexecutor ordered" : "", o->runs,
+            o->runs > 1 ? "s" : "");
+    fprintf(f, "plot ");
+    for (int i = 0; i < nc; i++)
+        fprintf(f, "'plot.dat' using 1:%d title columnheader(%d) with linespoints %s, \\\n     ",
+                i + 2, i + 2, plot_style(executors[cols[i]].name));
+    fprintf(f, "1 title 'ideal' lc rgb 'gray40' dt 2 lw 1.5\n");
     fclose(f);
 }
 
@@ -1859,7 +1894,8 @@ int main(int argc, char **argv)
         d.nrecs, o.file ? o.file : "built-in rows of 8 words", (double)d.table.bytes / (1 << 20),
         d.nwords, base_ns, ns_per_iter);
     say("each figure: median of %d run%s [min-max]; eff = rate / (workers x sequential rate); "
-        "ovh ns = (1/rate - 1/ideal) x workers%s\n",
+        "ovh ns = (1/rate - 1/ideal) x workers;\n+RSS MB = peak RSS during a run less RSS "
+        "before it%s\n",
         o.runs, o.runs > 1 ? "s" : "",
         o.ordered ? "; libexecutor in ordered mode, peers unordered" : "");
 
