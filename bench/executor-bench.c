@@ -1899,6 +1899,8 @@ int main(int argc, char **argv)
         o.runs, o.runs > 1 ? "s" : "",
         o.ordered ? "; libexecutor in ordered mode, peers unordered" : "");
 
+    if (o.quick)
+        say("--quick: a sanity check of the checksums; its figures mean nothing\n");
     if (o.latency)
         run_latency(&o, &d, o.out);
     if (o.swap)
