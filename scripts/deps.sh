@@ -15,7 +15,6 @@ for arg in "$@"; do
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
-case " ${EXEC_TEST_BUILDS:-} " in *" clang "*) pkgs+=(clang) ;; esac
 
 missing=()
 for p in "${pkgs[@]}"; do

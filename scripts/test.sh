@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: installs the missing Debian packages, then configures, builds and runs
 # the whole suite in the default build, checks the installed library from an outside
-# program (pkg-config and find_package), and runs the suite again under ASan+UBSan and
-# under TSan. Stops at the first failure.
+# program (pkg-config and find_package), runs the suite again under ASan+UBSan and under
+# TSan, and once more built with clang (warnings are errors there too). Stops at the first
+# failure.
 #
 # Environment:
-#   EXEC_TEST_BUILDS  what to run, in order (default: "default consumer asan tsan");
+#   EXEC_TEST_BUILDS  what to run, in order (default: "default consumer asan tsan clang");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer)
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default consumer asan tsan}
+builds=${EXEC_TEST_BUILDS:-default consumer asan tsan clang}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
@@ -40,7 +41,9 @@ quiet() {
 }
 
 if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
-    bash scripts/deps.sh || fail "scripts/deps.sh could not install the packages"
+    deps_args=()
+    case " $builds " in *" clang "*) deps_args=(--clang) ;; esac
+    bash scripts/deps.sh "${deps_args[@]}" || fail "scripts/deps.sh could not install the packages"
 fi
 
 # TSan maps its shadow at fixed addresses; with a high mmap ASLR entropy (vm.mmap_rnd_bits
