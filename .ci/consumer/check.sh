@@ -27,6 +27,12 @@ libdir=$(dirname "$pcdir")
 [ -f "$prefix/include/executor.h" ] && [ -f "$libdir/libexecutor.a" ] &&
     ls "$libdir"/libexecutor.so.* >/dev/null 2>&1 ||
     { echo "consumer check FAILED: install is missing files" >&2; exit 1; }
+# The shared library exports the public API only: exec_ names, none of the internal exec__.
+so=$(ls "$libdir"/libexecutor.so.*.*.* | head -n1)
+stray=$(nm -D --defined-only "$so" | awk '$3 !~ /^exec_/ || $3 ~ /^exec__/ {print $3}')
+[ -z "$stray" ] || { echo "consumer check FAILED: $so exports non-API symbols: $stray" >&2; exit 1; }
+step "exports: $(nm -D --defined-only "$so" | grep -c ' exec_') exec_ symbols, nothing else"
+
 export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 warn=(-std=c11 -Wall -Wextra -Werror)
 
