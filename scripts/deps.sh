@@ -16,6 +16,11 @@ for arg in "$@"; do
     esac
 done
 
+if ! command -v dpkg-query >/dev/null; then
+    echo "deps.sh: not a Debian system; make sure these (or their equivalents) are installed: ${pkgs[*]}" >&2
+    exit 0
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
