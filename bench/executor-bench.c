@@ -17,6 +17,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <math.h>
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -385,6 +387,15 @@ static long proc_status_kb(const char *path, const char *key)
 static long rss_peak_kb(void)
 {
     return proc_status_kb("/proc/self/status", "VmHWM:");
+}
+
+/* CPU time of every thread of this process so far. */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 /*
@@ -904,6 +915,8 @@ struct cell {
     struct stat3 rate[NEXEC];
     double rss_kb[NEXEC];     /* peak RSS of this process during a run */
     double rss_add_kb[NEXEC]; /* the peak less what it was before the run */
+    double cpu_ns[NEXEC];     /* CPU time of this process per record; -1: not known */
+    double seq_cpu_ns;
     long pss_kb;
     int pss_workers;
 };
@@ -945,7 +958,7 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
 {
     struct bench_ctx ctx = {&d->table, spin_for(c->weight), 0};
     double seq_rates[MAX_RUNS], rates[NEXEC][MAX_RUNS], rss[NEXEC][MAX_RUNS],
-        add[NEXEC][MAX_RUNS];
+        add[NEXEC][MAX_RUNS], cpu[NEXEC][MAX_RUNS], seq_cpu[MAX_RUNS];
     int nr[NEXEC] = {0};
     uint64_t seq_sum = 0;
     int near300 = nearest_weight(o, 300);
@@ -960,11 +973,13 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
         r.workers = c->workers;
         progress("%d/%d: %.0f ns x %u workers, run %d/%d: seq", cellno, ncell, c->weight,
                  c->workers, k + 1, o->runs);
-        run_seq(&r);
         if (k == 0) {
+            run_seq(&r); /* the first pass only warms caches */
             seq_sum = r.checksum;
-            run_seq(&r); /* the first pass only warmed caches */
         }
+        double scpu0 = cpu_seconds();
+        run_seq(&r);
+        seq_cpu[k] = (cpu_seconds() - scpu0) * 1e9 / (double)c->n;
         if (r.checksum != seq_sum) {
             progress_clear();
             fprintf(stderr, "executor-bench: the sequential loop is not deterministic\n");
@@ -987,7 +1002,9 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             rss_reset();
             long rss0 = proc_status_kb("/proc/self/status", "VmRSS:");
             last_pss_kb = -1;
+            double cpu0 = cpu_seconds();
             int rc = x->run(&r);
+            double cpu1 = cpu_seconds();
             if (rc == BENCH_NOTAV) {
                 x->notav = 1;
                 snprintf(x->notav_msg, sizeof x->notav_msg, "%s", r.err);
@@ -1013,6 +1030,7 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             rates[e][nr[e]] = (double)c->n / r.seconds;
             rss[e][nr[e]] = (double)rss_peak_kb();
             add[e][nr[e]] = rss[e][nr[e]] - (double)rss0;
+            cpu[e][nr[e]] = (cpu1 - cpu0) * 1e9 / (double)c->n;
             nr[e]++;
             if (last_pss_kb >= 0) {
                 c->pss_kb = last_pss_kb;
@@ -1026,12 +1044,15 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
     }
     c->seq_rate = stat_of(seq_rates, o->runs);
     c->seq_ns = 1e9 / c->seq_rate.med;
+    c->seq_cpu_ns = stat_of(seq_cpu, o->runs).med;
     for (int e = 0; e < NEXEC; e++) {
         c->ran[e] = nr[e] > 0;
         if (nr[e]) {
             c->rate[e] = stat_of(rates[e], nr[e]);
             c->rss_kb[e] = stat_of(rss[e], nr[e]).med;
             c->rss_add_kb[e] = stat_of(add[e], nr[e]).med;
+            /* Fork workers are other processes: their CPU is not ours to see. */
+            c->cpu_ns[e] = executors[e].run == run_fork ? -1 : stat_of(cpu[e], nr[e]).med;
         }
     }
 }
@@ -1064,13 +1085,13 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
     {
         const struct cell *c = &cells[ci];
         char b1[32], b2[32];
-        say("\n== weight %.0f ns (measured %.0f ns/record sequential), %u worker%s, %zu "
-            "records; ideal %s rec/s = %u x sequential %s\n",
-            c->weight, c->seq_ns, c->workers, c->workers > 1 ? "s" : "", c->n,
+        say("\n== weight %.0f ns (measured %.0f ns/record sequential, CPU %.0f ns), %u worker%s, "
+            "%zu records; ideal %s rec/s = %u x sequential %s\n",
+            c->weight, c->seq_ns, c->seq_cpu_ns, c->workers, c->workers > 1 ? "s" : "", c->n,
             fmt_rate(b1, sizeof b1, ideal_of(c)), c->workers,
             fmt_rate(b2, sizeof b2, c->seq_rate.med));
-        say("%-16s %9s  %5s  %-13s %7s %7s %7s %7s  %s\n", "executor", "rec/s", "eff",
-            "[min-max]", "ovh ns", "+RSS MB", "x mutex", "x glib", "x best peer");
+        say("%-16s %9s  %5s  %-13s %7s %7s %7s %7s %7s  %s\n", "executor", "rec/s", "eff",
+            "[min-max]", "ovh ns", "CPU ns", "+RSS MB", "x mutex", "x glib", "x best peer");
         for (int e = 0; e < NEXEC; e++) {
             if (!c->ran[e])
                 continue;
@@ -1090,9 +1111,12 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
             if (best >= 0 && !executors[e].peer)
                 snprintf(xb, sizeof xb, "%.2f %s", s->med / c->rate[best].med,
                          executors[best].name);
-            say("%-16s %9s  %5.3f  [%.3f-%.3f] %7.0f %7.1f %7s %7s  %s\n",
+            char cpu[16] = "-";
+            if (c->cpu_ns[e] >= 0)
+                snprintf(cpu, sizeof cpu, "%.0f", c->cpu_ns[e]);
+            say("%-16s %9s  %5.3f  [%.3f-%.3f] %7.0f %7s %7.1f %7s %7s  %s\n",
                 exec_label(e, o->ordered), fmt_rate(b1, sizeof b1, s->med), s->med / ideal,
-                s->min / ideal, s->max / ideal, ovh, c->rss_add_kb[e] / 1024, xm, xg, xb);
+                s->min / ideal, s->max / ideal, ovh, cpu, c->rss_add_kb[e] / 1024, xm, xg, xb);
         }
         if (c->pss_kb >= 0)
             say("fork workers: %d, total PSS %.1f MB for a %.1f MB context (%.2f x)\n",
@@ -1110,7 +1134,8 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
         return;
     }
     fprintf(f, "weight_ns,seq_ns_per_record,workers,records,executor,ordered,rate,rate_min,"
-               "rate_max,ideal,efficiency,eff_min,eff_max,overhead_ns,peak_rss_kb,rss_added_kb,"
+               "rate_max,ideal,efficiency,eff_min,eff_max,overhead_ns,cpu_ns_per_record,"
+               "peak_rss_kb,rss_added_kb,"
                "fork_pss_kb,context_kb");
     for (int p = 0; p < NEXEC; p++)
         if (executors[p].peer || p == 0)
@@ -1119,9 +1144,9 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
     for (int ci = 0; ci < ncells; ci++) {
         const struct cell *c = &cells[ci];
         double ideal = ideal_of(c);
-        fprintf(f, "%.0f,%.1f,%u,%zu,seq,0,%.0f,%.0f,%.0f,%.0f,,,,,,,,%zu", c->weight, c->seq_ns,
-                c->workers, c->n, c->seq_rate.med, c->seq_rate.min, c->seq_rate.max, ideal,
-                d->table.bytes / 1024);
+        fprintf(f, "%.0f,%.1f,%u,%zu,seq,0,%.0f,%.0f,%.0f,%.0f,,,,,%.1f,,,,%zu", c->weight,
+                c->seq_ns, c->workers, c->n, c->seq_rate.med, c->seq_rate.min, c->seq_rate.max,
+                ideal, c->seq_cpu_ns, d->table.bytes / 1024);
         for (int p = 0; p < NEXEC; p++)
             if (executors[p].peer || p == 0)
                 fprintf(f, ",");
@@ -1130,12 +1155,14 @@ static void write_csv(const struct opts *o, const struct dataset *d, const char 
             if (!c->ran[e])
                 continue;
             const struct stat3 *s = &c->rate[e];
-            fprintf(f, "%.0f,%.1f,%u,%zu,%s,%d,%.0f,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.1f,%.0f,%.0f,",
+            fprintf(f, "%.0f,%.1f,%u,%zu,%s,%d,%.0f,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.1f,",
                     c->weight, c->seq_ns, c->workers, c->n, executors[e].name,
                     o->ordered && executors[e].takes_order, s->med, s->min, s->max, ideal,
                     s->med / ideal, s->min / ideal, s->max / ideal,
-                    (1.0 / s->med - 1.0 / ideal) * c->workers * 1e9, c->rss_kb[e],
-                    c->rss_add_kb[e]);
+                    (1.0 / s->med - 1.0 / ideal) * c->workers * 1e9);
+            if (c->cpu_ns[e] >= 0)
+                fprintf(f, "%.1f", c->cpu_ns[e]);
+            fprintf(f, ",%.0f,%.0f,", c->rss_kb[e], c->rss_add_kb[e]);
             if (executors[e].run == run_fork && c->pss_kb >= 0)
                 fprintf(f, "%ld", c->pss_kb);
             fprintf(f, ",%zu", d->table.bytes / 1024);
@@ -1257,6 +1284,11 @@ static int run_gnuplot(const char *dir)
     if (pid == 0) {
         if (chdir(dir) != 0)
             _exit(126);
+        int fd = open("gnuplot.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
         execlp("gnuplot", "gnuplot", "plot.gp", (char *)NULL);
         _exit(127);
     }
@@ -1278,9 +1310,10 @@ static void print_targets(const struct opts *o, const struct dataset *d, unsigne
     for (int ci = 0; ci < ncells; ci++) {
         if (cells[ci].workers != pw)
             continue;
-        if (cells[ci].weight == o->weights[wl])
+        double w = cells[ci].weight;
+        if (w == o->weights[wl] && w >= 150 && w <= 600)
             light = &cells[ci];
-        if (cells[ci].weight == o->weights[wh])
+        if (w == o->weights[wh] && w >= 2500 && w <= 10000)
             heavy = &cells[ci];
     }
     say("\n== targets (DESIGN.md section 4), %u workers\n", pw);
@@ -1969,8 +2002,9 @@ int main(int argc, char **argv)
         d.nrecs, o.file ? o.file : "built-in rows of 8 words", (double)d.table.bytes / (1 << 20),
         d.nwords, base_ns, ns_per_iter);
     say("each figure: median of %d run%s [min-max]; eff = rate / (workers x sequential rate); "
-        "ovh ns = (1/rate - 1/ideal) x workers;\n+RSS MB = peak RSS during a run less RSS "
-        "before it%s\n",
+        "ovh ns = (1/rate - 1/ideal) x workers;\nCPU ns = CPU time of the whole process per "
+        "record (fork workers not counted); +RSS MB = peak RSS during a run less RSS before "
+        "it%s\n",
         o.runs, o.runs > 1 ? "s" : "",
         o.ordered ? "; libexecutor in ordered mode, peers unordered" : "");
 
@@ -2021,7 +2055,8 @@ int main(int argc, char **argv)
             say("; no plot: gnuplot not found (apt-get install gnuplot-nox), data in "
                 "%s/plot.dat\n", o.out);
         else
-            say("; no plot: gnuplot failed on %s/plot.gp\n", o.out);
+            say("; no plot: gnuplot failed on %s/plot.gp (see %s/gnuplot.log)\n", o.out,
+                o.out);
     } else {
         say("\nwrote %s/table.txt%s%s%s%s\n", o.out, o.latency ? ", " : "",
             o.latency ? o.out : "", o.latency ? "/latency.csv" : "", o.swap ? ", swap.csv" : "");
