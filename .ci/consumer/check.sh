@@ -55,6 +55,20 @@ fi
 run "$tmp/pc_static"
 step "pkg-config --static: ok"
 
+# The installed header from C++: extern "C" names link against the C library.
+if command -v "${CXX:-c++}" >/dev/null; then
+    cat >"$tmp/cxx.cc" <<'CXX'
+#include <executor.h>
+#include <cstring>
+int main() { return std::strcmp(exec_err_name(EXEC_EOF), "EXEC_EOF") != 0; }
+CXX
+    read -r -a flags <<<"$(pkg-config --cflags --libs executor)"
+    run "${CXX:-c++}" -std=c++11 -Wall -Wextra -pedantic -Werror -o "$tmp/cxx" "$tmp/cxx.cc" \
+        "${flags[@]}" -Wl,-rpath,"$libdir"
+    run "$tmp/cxx"
+    step "C++ program against the header: ok"
+fi
+
 # find_package(executor): executor::executor and executor::executor_static.
 run cmake -S "$here" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
     -DCMAKE_C_FLAGS="${warn[*]}" -DCMAKE_BUILD_TYPE=Release
