@@ -1,0 +1,64 @@
+/*
+ * EXEC_FORK: the layout of a generation's shared region (one memfd, mapped
+ * MAP_SHARED by the parent and inherited by the zygote and the workers).
+ *
+ *   [input section: read-only in workers]
+ *     per worker, per slot: struct fk_sin, recs[batch], data[dcap]
+ *   [output section: written by workers]
+ *     per worker: struct fk_hdr, then per slot: struct fk_sout, res[batch], rdata[rcap]
+ *
+ * Ring entries are slot indices, never pointers. The parent treats everything
+ * in the output section as untrusted input: it never uses a worker's ring mask,
+ * and it bounds-checks every index, count, offset and length it reads.
+ */
+#ifndef EXEC_FORK_SHM_H
+#define EXEC_FORK_SHM_H
+
+#include <ck_ec.h>
+#include <ck_ring.h>
+#include <stdint.h>
+
+#define FK_RING 64u      /* ring entries (power of two, > slots per worker) */
+#define FK_NOSLOT 0xffffffffu
+
+/* Worker states in fk_hdr.state. */
+#define FK_W_STARTING 0u
+#define FK_W_READY 1u
+#define FK_W_INITFAIL 2u
+#define FK_W_RETIRED 3u /* left on purpose (records-per-worker limit) */
+
+/* One worker's header. Written by the worker except `stop` and the producer
+ * side of `in` (the parent's). */
+struct fk_hdr {
+    uint32_t state;
+    uint32_t busy;     /* 1 while a batch is being run */
+    uint32_t cur_slot; /* the slot it is on */
+    uint32_t cur_rec;  /* the record index it is on */
+    uint32_t tick;     /* bumped before every record */
+    int32_t pid;
+    uint32_t stop; /* parent: leave at the next batch boundary */
+    char pad0[64 - 7 * sizeof(uint32_t)];
+    struct ck_ec32 ec; /* the parent bumps it after each enqueue on `in` */
+    char pad1[64 - sizeof(struct ck_ec32)];
+    struct ck_ring in;  /* parent -> worker: slots to run */
+    struct ck_ring out; /* worker -> parent: slots done */
+    ck_ring_buffer_t inbuf[FK_RING];
+    ck_ring_buffer_t outbuf[FK_RING];
+};
+
+/* Parent-written, read-only in the worker. */
+struct fk_sin {
+    uint32_t n;    /* records in the slot */
+    uint32_t from; /* first record to run in this pass */
+    char pad[56];
+};
+
+/* Worker-written. */
+struct fk_sout {
+    uint32_t done;      /* records [from, done) have results */
+    uint32_t pad0;
+    uint64_t rdata_len; /* bytes of rdata used by this pass */
+    char pad[48];
+};
+
+#endif /* EXEC_FORK_SHM_H */
