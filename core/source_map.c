@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SMAP_TICK 1024u                  /* records between looks at the clock */
+#define SMAP_TICK 64u                    /* records between looks at the clock */
 #define SMAP_PROGRESS_START 1000000000ull /* no line for runs shorter than 1 s */
 #define SMAP_PROGRESS_EVERY 250000000ull
 
