@@ -87,8 +87,8 @@ static inline int fu_process(void *ctx, void *ws, const void *rec, size_t len,
     memcpy(&r, rec, sizeof r);
     switch (r.action) {
     case FU_SEGV: {
-        int *volatile p = NULL;
-        *p = 1;
+        volatile uintptr_t bad = 16; /* the first page is never mapped */
+        *(volatile int *)bad = 1;
         break;
     }
     case FU_ABORT:

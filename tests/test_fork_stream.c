@@ -321,5 +321,7 @@ int main(void)
         cmocka_unit_test(test_user_errors),
         cmocka_unit_test(test_pollable),
     };
+    if (getenv("FU_ONLY"))
+        cmocka_set_test_filter(getenv("FU_ONLY"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

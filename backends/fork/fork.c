@@ -181,6 +181,7 @@ struct fk {
     pthread_cond_t cond;
     bool stopping;
     uint32_t dead_pending;
+    uint32_t sup_idle; /* supervisor asleep with no deadline (timeouts on) */
     struct fk_gen *cur; /* where new batches go (submit_lock) */
     struct fk_slot *done; /* consumer: completed by death handling */
     unsigned reap_g;
@@ -349,9 +350,10 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         ck_pr_store_32(&h->cur_rec, from);
         ck_pr_store_32(&h->busy, 1);
         uint32_t i;
+        size_t good = 0; /* result bytes in use, as of the last sane writer */
         for (i = from; i < n; i++) {
-            /* Room for a whole max_result, and a writer process() left sane. */
-            if (i > from && (w.len > w.cap || w.cap - w.len < max_result))
+            /* Room for a whole max_result before a record starts. */
+            if (i > from && w.cap - w.len < max_result)
                 break;
             if (i + 4 < n)
                 __builtin_prefetch(wb.data + wb.recs[i + 4].off);
@@ -359,9 +361,16 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
             ck_pr_store_32(&h->tick, h->tick + 1);
             wb.n = i + 1;
             exec__run_batch(ops, g->ctx, ws, &wb, i, &w, max_result);
+            if (w.len > w.cap || w.start > w.len) {
+                /* process() broke the writer: this record's entry is garbage
+                 * (the parent will say so); end the pass here. */
+                i++;
+                break;
+            }
+            good = w.len;
         }
         out->done = i;
-        out->rdata_len = w.len;
+        out->rdata_len = good;
         ck_pr_store_32(&h->busy, 0);
         ck_pr_fence_store();
         ck_ring_enqueue_spsc(&h->out, h->outbuf, (void *)(uintptr_t)si);
@@ -659,10 +668,6 @@ static void fk_sup_recv(struct fk *fk, struct fk_gen *g)
                 wk->state = W_LIVE;
                 wk->pid = m.pid;
                 wk->pidfd = fd;
-                wk->exited = wk->have_status = wk->ready = wk->kill_req = false;
-                wk->kill_why = K_NONE;
-                wk->last_tick = 0;
-                wk->last_change = 0;
                 ck_pr_store_32(&wk->alive, 1);
                 fd = -1;
             }
@@ -792,6 +797,12 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                     continue;
                 if (wk->state == W_WAIT)
                     ck_pr_store_64(&ex->respawns, ex->respawns + 1);
+                /* Reset before the worker runs: it may break the protocol
+                 * (kill_req) before its SPAWNED message is read. */
+                wk->exited = wk->have_status = wk->ready = wk->kill_req = false;
+                wk->kill_why = K_NONE;
+                wk->last_tick = 0;
+                wk->last_change = 0;
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)i, 0, 0};
                 fk_sup_send(g, &m);
                 wk->state = W_SPAWNING;
@@ -814,7 +825,8 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                         wk->to_rec = ck_pr_load_32(&wk->hdr->cur_rec);
                         fk_sup_kill(wk, K_TIMEOUT);
                     }
-                    if (busy && wk->kill_why == K_NONE) {
+                    /* Look again while it has work (idle pools sleep). */
+                    if ((busy || ck_pr_load_uint(&wk->qn)) && wk->kill_why == K_NONE) {
                         unsigned tick_ms = ex->opt.timeout_ms / 4 + 1;
                         if (tick_ms > 100)
                             tick_ms = 100;
@@ -829,6 +841,20 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
 }
 
 enum { P_EFD, P_ZSOCK, P_ZPID, P_WORKER };
+
+static bool fk_any_queued(struct fk *fk)
+{
+    for (unsigned k = 0; k < FK_MAXGEN; k++) {
+        struct fk_gen *g = &fk->gens[k];
+        uint32_t gs = ck_pr_load_32(&g->state);
+        if (gs != G_ACTIVE && gs != G_RETIRING)
+            continue;
+        for (unsigned i = 0; i < g->nw; i++)
+            if (ck_pr_load_uint(&g->w[i].qn))
+                return true;
+    }
+    return false;
+}
 
 static void *fk_sup_main(void *arg)
 {
@@ -868,8 +894,16 @@ static void *fk_sup_main(void *arg)
                 }
             }
         }
+        if (fk->ex->opt.timeout_ms && wait_ms < 0) {
+            /* Idle: a dispatch wakes us to watch the clock again. */
+            ck_pr_store_32(&fk->sup_idle, 1);
+            ck_pr_fence_memory();
+            if (fk_any_queued(fk))
+                wait_ms = 0;
+        }
         pthread_mutex_unlock(&fk->lock);
         int r = poll(fk->pfd, n, wait_ms);
+        ck_pr_store_32(&fk->sup_idle, 0);
         pthread_mutex_lock(&fk->lock);
         if (r <= 0)
             continue;
@@ -1452,7 +1486,6 @@ static struct exec__batch *fk_batch_get(exec_t *ex)
 
 static void fk_dispatch(exec_t *ex, struct exec__batch *b)
 {
-    (void)ex;
     struct fk_slot *s = (struct fk_slot *)b;
     struct fk_worker *wk = s->wk;
     s->from = 0;
@@ -1463,8 +1496,11 @@ static void fk_dispatch(exec_t *ex, struct exec__batch *b)
     pthread_mutex_lock(&wk->lock);
     bool ok = fk_enqueue(wk, s);
     pthread_mutex_unlock(&wk->lock);
+    struct fk *fk = ex->be_priv;
     if (!ok)
-        fk_kill_req(ex->be_priv, wk);
+        fk_kill_req(fk, wk);
+    if (ck_pr_load_32(&fk->sup_idle) && ck_pr_fas_32(&fk->sup_idle, 0))
+        fk_wake_sup(fk);
 }
 
 static bool fk_hungry(exec_t *ex, const struct exec__batch *b)

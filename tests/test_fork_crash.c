@@ -1,0 +1,208 @@
+/* EXEC_FORK crash isolation: workers that crash, hang or write garbage on
+ * chosen records; exactly those records report it, every other one is right,
+ * every tag comes back once, and the stream goes on. */
+#include "forkutil.h"
+#include "../backends/fork/fork_shm.h"
+
+struct plan {
+    uint64_t every; /* one chosen record in `every` */
+    uint8_t kinds[3];
+    unsigned nkinds;
+};
+
+static uint8_t plan_pick(uint64_t i, void *arg)
+{
+    const struct plan *p = arg;
+    if (i % p->every != p->every / 2)
+        return FU_OK;
+    return p->kinds[(i / p->every) % p->nkinds];
+}
+
+static uint64_t scale(uint64_t n)
+{
+    return fu_sanitized() ? n / 10 : n;
+}
+
+static void run_plan(const struct plan *p, uint64_t n, unsigned flags, unsigned timeout_ms,
+                     uint64_t *chosen_out)
+{
+    struct fu_ctx ctx = {.salt = 0xabc};
+    exec_options_t o = {.workers = 2, .flags = flags, .timeout_ms = timeout_ms};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+    struct fu_run r = {.n = n,
+                       .salt = ctx.salt,
+                       .plan = plan_pick,
+                       .plan_arg = (void *)p,
+                       .ordered = flags & EXEC_ORDERED};
+    assert_int_equal(fu_drive(ex, &r), 0);
+    fu_assert_clean(&r);
+    uint64_t chosen = n / p->every;
+    assert_int_equal(r.ok, n - chosen);
+    exec_stats_t st;
+    assert_int_equal(exec_stats(ex, &st), 0);
+    assert_int_equal(st.delivered, n);
+    assert_true(st.respawns >= chosen);
+    exec_destroy(ex);
+    if (chosen_out)
+        *chosen_out = chosen;
+}
+
+/* SIGSEGV, abort() and _exit() on 1,000 records of 1,000,000. */
+static void test_crashes(void **state)
+{
+    (void)state;
+    struct plan p = {.every = 1000, .kinds = {FU_SEGV, FU_ABORT, FU_EXIT}, .nkinds = 3};
+    run_plan(&p, scale(1000000), 0, 0, NULL);
+}
+
+/* In ordered mode a crashed record keeps its place. */
+static void test_crashes_ordered(void **state)
+{
+    (void)state;
+    struct plan p = {.every = 500, .kinds = {FU_SEGV, FU_EXIT, FU_ABORT}, .nkinds = 3};
+    run_plan(&p, scale(200000), EXEC_ORDERED, 0, NULL);
+}
+
+/* Records that hang for ever: killed at the timeout, EXEC_ERECTIMEOUT. */
+static void test_hangs(void **state)
+{
+    (void)state;
+    struct plan p = {.every = 1000, .kinds = {FU_HANG}, .nkinds = 1};
+    run_plan(&p, scale(1000000), 0, 10, NULL);
+}
+
+/* A worker whose shared result entry is garbage: EXEC_EWORKER for exactly that
+ * record, the worker is replaced. */
+static void test_garbage_entries(void **state)
+{
+    (void)state;
+    struct plan p = {.every = 1000, .kinds = {FU_GARBAGE}, .nkinds = 1};
+    run_plan(&p, scale(1000000), 0, 0, NULL);
+}
+
+/* Everything at once, ordered. */
+static void test_mixed_ordered(void **state)
+{
+    (void)state;
+    struct plan p = {.every = 700, .kinds = {FU_GARBAGE, FU_SEGV, FU_HANG}, .nkinds = 3};
+    run_plan(&p, scale(210000), EXEC_ORDERED, 20, NULL);
+}
+
+/* ------------------------------------------------------------------------- */
+/* A worker scribbling random bytes over its whole shared area               */
+/* ------------------------------------------------------------------------- */
+
+static int scribble_process(void *ctx, void *ws, const void *rec, size_t len,
+                            exec_writer_t *out)
+{
+    struct fu_rec r;
+    memcpy(&r, rec, sizeof r);
+    if (r.action != FU_GARBAGE)
+        return fu_process(ctx, ws, rec, len, out);
+    /* The writer's grow_arg is the worker's header (see fork_shm.h); the
+     * result area of its slots follows it. */
+    struct fk_hdr *h = out->grow_arg;
+    uint64_t x = fu_mix(r.value + 1);
+    unsigned char *base = (unsigned char *)h;
+    size_t span = (size_t)(out->buf - (char *)base) + 4096;
+    for (int k = 0; k < 64; k++) {
+        x = fu_mix(x);
+        base[x % span] = (unsigned char)(x >> 56);
+    }
+    x = fu_mix(x);
+    switch (x % 4) {
+    case 0: /* the out ring: an index that was never sent */
+        h->outbuf[h->out.p_tail % FK_RING].value = (void *)(uintptr_t)(x >> 8);
+        h->out.p_tail += 1 + (unsigned)(x % 3);
+        break;
+    case 1: /* the ring's mask (never used by the parent) */
+        h->out.mask = 0xffffffffu;
+        break;
+    case 2:
+        memset(out->buf, 0xff, 256);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static const exec_ops_t scribble_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = scribble_process,
+};
+
+static uint8_t plan_scribble(uint64_t i, void *arg)
+{
+    (void)arg;
+    return i % 997 == 500 ? FU_GARBAGE : FU_OK;
+}
+
+static void test_scribblers(void **state)
+{
+    (void)state;
+    struct fu_ctx ctx = {.salt = 0x77};
+    exec_options_t o = {.workers = 2, .timeout_ms = 2000};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &scribble_ops, &ctx, EXEC_FORK, &o), 0);
+    const uint64_t n = scale(200000);
+    unsigned char *seen = calloc(n, 1);
+    exec_result_t res;
+    uint64_t got = 0, ok = 0, bad_ok = 0, errs = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        struct fu_rec rec = {.action = plan_scribble(i, NULL), .value = i};
+        while (exec_try_submit(ex, &rec, sizeof rec, i) == EXEC_EAGAIN) {
+            assert_int_equal(exec_next(ex, &res, 20000), 0);
+            assert_true(res.tag < n);
+            assert_int_equal(seen[res.tag]++, 0);
+            got++;
+            if (res.status == 0 && plan_scribble(res.tag, NULL) == FU_OK) {
+                uint64_t v;
+                if (res.len == sizeof v && (memcpy(&v, res.data, sizeof v),
+                                            v == fu_expect(res.tag, ctx.salt)))
+                    ok++;
+                else
+                    bad_ok++;
+            } else if (res.status != 0) {
+                assert_true(res.status == EXEC_EWORKER || res.status == EXEC_ECRASHED ||
+                            res.status == EXEC_ERECTIMEOUT);
+                errs++;
+            }
+        }
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    int rc;
+    while ((rc = exec_next(ex, &res, 20000)) == 0) {
+        assert_true(res.tag < n);
+        assert_int_equal(seen[res.tag]++, 0);
+        got++;
+        if (res.status != 0)
+            errs++;
+    }
+    assert_int_equal(rc, EXEC_EOF);
+    assert_int_equal(got, n);
+    /* Scribbled result bytes of the same slot may be wrong; everything else
+     * arrived, once, and the parent survived. */
+    assert_true(ok > n / 2);
+    print_message("scribblers: %" PRIu64 " ok, %" PRIu64 " errors, %" PRIu64
+                  " wrong bytes\n", ok, errs, bad_ok);
+    free(seen);
+    exec_destroy(ex);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crashes),
+        cmocka_unit_test(test_crashes_ordered),
+        cmocka_unit_test(test_hangs),
+        cmocka_unit_test(test_garbage_entries),
+        cmocka_unit_test(test_mixed_ordered),
+        cmocka_unit_test(test_scribblers),
+    };
+    if (getenv("FU_ONLY"))
+        cmocka_set_test_filter(getenv("FU_ONLY"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
