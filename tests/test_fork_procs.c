@@ -1,0 +1,311 @@
+/* EXEC_FORK and the processes around it: recycling, destroy leaving nothing,
+ * kill -9 of the host, a multithreaded host, hosts that ignore SIGCHLD, and
+ * several executors side by side. */
+#include "forkutil.h"
+
+#include <pthread.h>
+#include <sys/prctl.h>
+
+static uint64_t scale(uint64_t n)
+{
+    return fu_sanitized() ? n / 10 : n;
+}
+
+static uint8_t plan_crashy(uint64_t i, void *arg)
+{
+    (void)arg;
+    if (i % 100 != 37)
+        return FU_OK;
+    static const uint8_t k[3] = {FU_SEGV, FU_ABORT, FU_EXIT};
+    return k[(i / 100) % 3];
+}
+
+/* ------------------------------------------------------------------------- */
+
+static void recycle(unsigned flags)
+{
+    struct fu_ctx ctx = {.salt = 31};
+    exec_options_t o = {.workers = 2, .max_records_per_worker = 1000, .flags = flags};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+    const uint64_t n = scale(100000);
+    struct fu_run r = {.n = n, .salt = ctx.salt, .ordered = flags & EXEC_ORDERED};
+    assert_int_equal(fu_drive(ex, &r), 0);
+    fu_assert_clean(&r);
+    assert_int_equal(r.ok, n);
+    exec_stats_t st;
+    assert_int_equal(exec_stats(ex, &st), 0);
+    /* A worker leaves at the first batch boundary past 1000 records. */
+    uint64_t most = n / 1000 + 2, least = n / (1000 + 128) - 2;
+    assert_true(st.respawns >= least && st.respawns <= most);
+    assert_int_equal(st.crashed, 0);
+    exec_destroy(ex);
+}
+
+static void test_recycle(void **state)
+{
+    (void)state;
+    recycle(0);
+}
+
+static void test_recycle_ordered(void **state)
+{
+    (void)state;
+    recycle(EXEC_ORDERED);
+}
+
+/* ------------------------------------------------------------------------- */
+
+static void test_destroy_leaves_nothing(void **state)
+{
+    (void)state;
+    int fds = fu_count_fds();
+    pid_t kids[64];
+    assert_int_equal(fu_descendants(kids, 64), 0);
+    for (int round = 0; round < 3; round++) {
+        struct fu_ctx ctx = {.salt = 1};
+        exec_options_t o = {.workers = 2, .timeout_ms = round == 2 ? 1000 : 0};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+        assert_int_equal(fu_memfd_maps(), 1);
+        assert_int_equal(fu_descendants(kids, 64), 3); /* zygote + 2 workers */
+        /* Leave records in flight, one of them hanging (round 1, 2). */
+        for (uint64_t i = 0; i < 5000; i++) {
+            struct fu_rec rec = {.value = i};
+            if (round > 0 && i == 100)
+                rec.action = FU_HANG;
+            if (exec_try_submit(ex, &rec, sizeof rec, i) != 0)
+                break;
+        }
+        if (round == 0) {
+            exec_result_t res;
+            assert_int_equal(exec_next(ex, &res, 10000), 0);
+        }
+        exec_destroy(ex);
+        assert_int_equal(ctx.released, 1);
+        assert_int_equal(fu_count_fds(), fds);
+        assert_int_equal(fu_memfd_maps(), 0);
+        assert_int_equal(fu_descendants(kids, 64), 0); /* no child, no zombie */
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+
+static bool pid_gone(pid_t p)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *q = strrchr(buf, ')');
+    return q && (q[2] == 'Z' || q[2] == 'X');
+}
+
+/* kill -9 of the host: its zygote and workers are gone within 1 s. */
+static void test_host_killed(void **state)
+{
+    (void)state;
+    /* Orphans come to us, so that we can reap them and count them. */
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t host = fork();
+    assert_true(host >= 0);
+    if (host == 0) {
+        close(p[0]);
+        struct fu_ctx ctx = {.salt = 3};
+        exec_options_t o = {.workers = 2};
+        exec_t *ex;
+        if (exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o) != 0)
+            _exit(1);
+        /* Keep the workers busy, then report every descendant. */
+        for (uint64_t i = 0; i < 3000; i++) {
+            struct fu_rec rec = {.value = i};
+            if (exec_try_submit(ex, &rec, sizeof rec, i) != 0)
+                break;
+        }
+        pid_t d[16];
+        int n = fu_descendants(d, 16);
+        if (write(p[1], &n, sizeof n) != sizeof n || write(p[1], d, sizeof d) != sizeof d)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(p[1]);
+    int n = 0;
+    pid_t d[16];
+    assert_int_equal(read(p[0], &n, sizeof n), sizeof n);
+    assert_int_equal(read(p[0], d, sizeof d), sizeof d);
+    close(p[0]);
+    assert_int_equal(n, 3);
+    assert_int_equal(kill(host, SIGKILL), 0);
+    assert_int_equal(waitpid(host, NULL, 0), host);
+    uint64_t t0 = (uint64_t)time(NULL);
+    bool gone = false;
+    for (int k = 0; k < 100 && !gone; k++) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        gone = true;
+        for (int i = 0; i < n; i++)
+            if (!pid_gone(d[i]))
+                gone = false;
+        if (!gone)
+            usleep(10000);
+    }
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+    assert_true(gone);
+    assert_true((uint64_t)time(NULL) - t0 <= 2);
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+/* ------------------------------------------------------------------------- */
+/* A host whose other threads hold a mutex and loop in malloc                */
+/* ------------------------------------------------------------------------- */
+
+static pthread_mutex_t host_mu = PTHREAD_MUTEX_INITIALIZER;
+static volatile int host_stop;
+
+static void *host_thread(void *arg)
+{
+    (void)arg;
+    unsigned x = 1;
+    while (!host_stop) {
+        pthread_mutex_lock(&host_mu);
+        for (int i = 0; i < 200; i++) {
+            x = x * 1103515245u + 12345u;
+            void *m = malloc(16 + x % 4096);
+            free(m);
+        }
+        pthread_mutex_unlock(&host_mu);
+    }
+    return NULL;
+}
+
+static void test_busy_host(void **state)
+{
+    (void)state;
+    pthread_t t[3];
+    host_stop = 0;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, host_thread, NULL), 0);
+    struct fu_ctx ctx = {.salt = 9};
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+    struct fu_run r = {.n = scale(30000), .salt = ctx.salt, .plan = plan_crashy};
+    assert_int_equal(fu_drive(ex, &r), 0);
+    fu_assert_clean(&r);
+    assert_int_equal(r.crashed, r.n / 100);
+    exec_destroy(ex);
+    host_stop = 1;
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+}
+
+/* A host that ignores SIGCHLD (its children are reaped by the kernel). */
+static void test_sigchld_ignored(void **state)
+{
+    (void)state;
+    struct sigaction old, ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGCHLD, &ign, &old);
+    int fds = fu_count_fds();
+    struct fu_ctx ctx = {.salt = 4};
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+    struct fu_run r = {.n = scale(20000), .salt = ctx.salt, .plan = plan_crashy};
+    assert_int_equal(fu_drive(ex, &r), 0);
+    fu_assert_clean(&r);
+    exec_destroy(ex);
+    pid_t kids[8];
+    assert_int_equal(fu_descendants(kids, 8), 0);
+    assert_int_equal(fu_count_fds(), fds);
+    sigaction(SIGCHLD, &old, NULL);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Two fork executors and one threads executor side by side                  */
+/* ------------------------------------------------------------------------- */
+
+static int ts_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ws;
+    const struct fu_ctx *c = ctx;
+    struct fu_rec r;
+    if (len != sizeof r)
+        return 99;
+    memcpy(&r, rec, sizeof r);
+    uint64_t v = fu_expect(r.value, c->salt);
+    return exec_write(out, &v, sizeof v);
+}
+
+static const exec_ops_t ts_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+    .process = ts_process,
+};
+
+struct side {
+    exec_t *ex;
+    struct fu_run r;
+    int rc;
+};
+
+static void *side_main(void *arg)
+{
+    struct side *s = arg;
+    s->rc = fu_drive(s->ex, &s->r);
+    return NULL;
+}
+
+static void test_side_by_side(void **state)
+{
+    (void)state;
+    struct fu_ctx c[3] = {{.salt = 100}, {.salt = 200}, {.salt = 300}};
+    struct side s[3];
+    memset(s, 0, sizeof s);
+    exec_options_t o = {.workers = 2};
+    assert_int_equal(exec_create(&s[0].ex, &fu_ops, &c[0], EXEC_FORK, &o), 0);
+    assert_int_equal(exec_create(&s[1].ex, &ts_ops, &c[1], EXEC_FORK, &o), 0);
+    assert_int_equal(exec_create(&s[2].ex, &ts_ops, &c[2], EXEC_THREADS, &o), 0);
+    assert_int_equal(exec_backend(s[2].ex), EXEC_THREADS);
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        s[i].r.n = scale(200000);
+        s[i].r.salt = c[i].salt;
+        s[i].r.plan = i == 0 ? plan_crashy : NULL;
+        assert_int_equal(pthread_create(&t[i], NULL, side_main, &s[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s[i].rc, 0);
+        fu_assert_clean(&s[i].r);
+    }
+    assert_int_equal(s[0].r.crashed, s[0].r.n / 100);
+    for (int i = 0; i < 3; i++)
+        exec_destroy(s[i].ex);
+    pid_t kids[8];
+    assert_int_equal(fu_descendants(kids, 8), 0);
+    assert_int_equal(fu_memfd_maps(), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_recycle),
+        cmocka_unit_test(test_recycle_ordered),
+        cmocka_unit_test(test_destroy_leaves_nothing),
+        cmocka_unit_test(test_host_killed),
+        cmocka_unit_test(test_busy_host),
+        cmocka_unit_test(test_sigchld_ignored),
+        cmocka_unit_test(test_side_by_side),
+    };
+    if (getenv("FU_ONLY"))
+        cmocka_set_test_filter(getenv("FU_ONLY"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
