@@ -125,7 +125,8 @@ static inline int fu_process(void *ctx, void *ws, const void *rec, size_t len,
 
 static inline void fu_release(void *ctx)
 {
-    ((struct fu_ctx *)ctx)->released++;
+    /* From the library's thread (swapped out) or from exec_destroy(). */
+    __atomic_fetch_add(&((struct fu_ctx *)ctx)->released, 1, __ATOMIC_ACQ_REL);
 }
 
 static const exec_ops_t fu_ops = {
