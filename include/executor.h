@@ -315,9 +315,13 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
  * mix; records submitted after this returns see the new one; the old one gets
  * ops->ctx_release once no worker uses it. Workers never block on a swap, and
  * the call does not wait for the old context's readers.
- * EXEC_THREADS: publishes new_ctx with RCU. EXEC_FORK: starts a new generation of
- * workers (not available yet: EXEC_ENOTSUP).
- * Errors: EXEC_EINVAL, EXEC_ESTATE (after exec_destroy started), EXEC_ENOMEM.
+ * EXEC_THREADS: publishes new_ctx with RCU. EXEC_FORK: forks a new generation of
+ * workers that inherit new_ctx and waits until they all ran worker_init; if one
+ * refuses, the swap is rolled back (EXEC_EINIT, new_ctx not released) and the
+ * old generation keeps serving. Otherwise the old generation finishes the
+ * records already given to it and exits, and its context is released then.
+ * Errors: EXEC_EINVAL, EXEC_ESTATE (after exec_destroy started), EXEC_ENOMEM,
+ * EXEC_EINIT and EXEC_EBUSY (EXEC_FORK: 15 older generations still draining).
  * Thread-safe (swaps are serialized).
  */
 int exec_swap_context(exec_t *ex, void *new_ctx);
