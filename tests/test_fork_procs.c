@@ -4,6 +4,7 @@
 #include "forkutil.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 
 static uint64_t scale(uint64_t n)
@@ -168,13 +169,13 @@ static void test_host_killed(void **state)
 /* ------------------------------------------------------------------------- */
 
 static pthread_mutex_t host_mu = PTHREAD_MUTEX_INITIALIZER;
-static volatile int host_stop;
+static atomic_int host_stop;
 
 static void *host_thread(void *arg)
 {
     (void)arg;
     unsigned x = 1;
-    while (!host_stop) {
+    while (!atomic_load(&host_stop)) {
         pthread_mutex_lock(&host_mu);
         for (int i = 0; i < 200; i++) {
             x = x * 1103515245u + 12345u;
@@ -190,7 +191,7 @@ static void test_busy_host(void **state)
 {
     (void)state;
     pthread_t t[3];
-    host_stop = 0;
+    atomic_store(&host_stop, 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(pthread_create(&t[i], NULL, host_thread, NULL), 0);
     struct fu_ctx ctx = {.salt = 9};
@@ -202,7 +203,7 @@ static void test_busy_host(void **state)
     fu_assert_clean(&r);
     assert_int_equal(r.crashed, r.n / 100);
     exec_destroy(ex);
-    host_stop = 1;
+    atomic_store(&host_stop, 1);
     for (int i = 0; i < 3; i++)
         pthread_join(t[i], NULL);
 }
