@@ -1142,7 +1142,7 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
             c->weight, c->seq_ns, c->seq_cpu_ns, c->workers, c->workers > 1 ? "s" : "", c->n,
             fmt_rate(b1, sizeof b1, ideal_of(c)), c->workers,
             fmt_rate(b2, sizeof b2, c->seq_rate.med));
-        say("%-16s %9s  %5s  %-13s %7s %7s %7s %7s %7s  %s\n", "executor", "rec/s", "eff",
+        say("%-18s %9s  %5s  %-13s %7s %7s %7s %7s %7s  %s\n", "executor", "rec/s", "eff",
             "[min-max]", "ovh ns", "CPU ns", "+RSS MB", "x mutex", "x glib", "x best peer");
         for (int e = 0; e < NEXEC; e++) {
             if (!c->ran[e])
@@ -1166,7 +1166,7 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
             char cpu[16] = "-";
             if (c->cpu_ns[e] >= 0)
                 snprintf(cpu, sizeof cpu, "%.0f", c->cpu_ns[e]);
-            say("%-16s %9s  %5.3f  [%.3f-%.3f] %7.0f %7s %7.1f %7s %7s  %s\n",
+            say("%-18s %9s  %5.3f  [%.3f-%.3f] %7.0f %7s %7.1f %7s %7s  %s\n",
                 exec_label(e, o->ordered), fmt_rate(b1, sizeof b1, s->med), s->med / ideal,
                 s->min / ideal, s->max / ideal, ovh, cpu, c->rss_add_kb[e] / 1024, xm, xg, xb);
         }
