@@ -4,6 +4,8 @@
 #include "forkutil.h"
 #include "../backends/fork/fork_shm.h"
 
+#include <sys/mman.h>
+
 struct plan {
     uint64_t every; /* one chosen record in `every` */
     uint8_t kinds[3];
@@ -192,6 +194,78 @@ static void test_scribblers(void **state)
     exec_destroy(ex);
 }
 
+/* ------------------------------------------------------------------------- */
+/* A worker area whose replacements never start: it is given up on, its      */
+/* records are reported, the other worker carries the stream.               */
+/* ------------------------------------------------------------------------- */
+
+struct loop_ctx {
+    struct fu_ctx fu; /* first: fu_process reads it */
+    unsigned *inits;  /* shared with the children (MAP_SHARED) */
+};
+
+static int loop_init(void *ctx, void **ws)
+{
+    (void)ws;
+    struct loop_ctx *c = ctx;
+    /* The first two workers start; every later one refuses. */
+    return __atomic_fetch_add(c->inits, 1, __ATOMIC_ACQ_REL) >= 2;
+}
+
+static uint8_t plan_one_crash(uint64_t i, void *arg)
+{
+    (void)arg;
+    return i == 1000 ? FU_SEGV : FU_OK;
+}
+
+static void test_crash_loop(void **state)
+{
+    (void)state;
+    struct loop_ctx c = {.fu = {.salt = 0x55}};
+    c.inits = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(c.inits != MAP_FAILED);
+    exec_ops_t ops = fu_ops;
+    ops.worker_init = loop_init;
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &ops, &c, EXEC_FORK, &o), 0);
+    const uint64_t n = 40000;
+    unsigned char *seen = calloc(n, 1);
+    exec_result_t res;
+    uint64_t got = 0, ok = 0, crashed = 0, lost = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        struct fu_rec rec = {.action = plan_one_crash(i, NULL), .value = i};
+        int rc;
+        while ((rc = exec_try_submit(ex, &rec, sizeof rec, i)) == EXEC_EAGAIN) {
+            assert_int_equal(exec_next(ex, &res, 20000), 0);
+            assert_int_equal(seen[res.tag]++, 0);
+            got++;
+            ok += res.status == 0;
+            crashed += res.status == EXEC_ECRASHED;
+            lost += res.status == EXEC_EWORKER;
+        }
+        assert_int_equal(rc, 0);
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    int rc;
+    while ((rc = exec_next(ex, &res, 20000)) == 0) {
+        assert_int_equal(seen[res.tag]++, 0);
+        got++;
+        ok += res.status == 0;
+        crashed += res.status == EXEC_ECRASHED;
+        lost += res.status == EXEC_EWORKER;
+    }
+    assert_int_equal(rc, EXEC_EOF);
+    assert_int_equal(got, n);
+    assert_int_equal(crashed, 1);
+    assert_int_equal(ok + crashed + lost, n);
+    assert_true(ok > n / 4); /* the live worker carried on */
+    assert_true(__atomic_load_n(c.inits, __ATOMIC_ACQUIRE) >= 2 + 8);
+    exec_destroy(ex);
+    free(seen);
+    munmap(c.inits, 4096);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_garbage_entries),
         cmocka_unit_test(test_mixed_ordered),
         cmocka_unit_test(test_scribblers),
+        cmocka_unit_test(test_crash_loop),
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));

@@ -795,8 +795,6 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
             if (wk->state == W_NONE || (wk->state == W_WAIT && now >= wk->respawn_at)) {
                 if (g->zsock < 0)
                     continue;
-                if (wk->state == W_WAIT)
-                    ck_pr_store_64(&ex->respawns, ex->respawns + 1);
                 /* Reset before the worker runs: it may break the protocol
                  * (kill_req) before its SPAWNED message is read. */
                 wk->exited = wk->have_status = wk->ready = wk->kill_req = false;
@@ -1399,6 +1397,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     if (give_up) {
         wk->state = W_GONE;
     } else {
+        /* Counted here (the consumer): a result after a death sees it. */
+        ck_pr_store_64(&ex->respawns, ex->respawns + 1);
         wk->state = W_WAIT;
         uint64_t backoff = wk->fails ? 1000000ull << (wk->fails < 10 ? wk->fails : 10) : 0;
         wk->respawn_at = exec__now_ns() + backoff;
