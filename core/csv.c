@@ -217,12 +217,13 @@ static int src_scan_lines(struct exec_source *s, size_t *cend)
     return 0;
 }
 
-static void src_error(struct exec_source *s, int code, uint64_t where, uint64_t length,
-                      const void *data)
+/* Records the error of record s->recno, which began at input offset off. */
+static void src_error(struct exec_source *s, int code, uint64_t off, uint64_t where,
+                      uint64_t length, const void *data)
 {
     s->err.code = code;
     s->err.record = s->recno;
-    s->err.offset = s->rec_off;
+    s->err.offset = off;
     s->err.where = where;
     s->err.length = length;
     s->err.data = data;
@@ -250,7 +251,7 @@ static int src_next_text(struct exec_source *s, const void **rec, size_t *len)
                 s->recno++;
                 uint64_t length = s->base + s->end - s->rec_off;
                 const void *data = s->discard ? NULL : s->buf + s->rec;
-                src_error(s, s->discard ? EXEC_E2BIG : EXEC_EUNTERMINATED,
+                src_error(s, s->discard ? EXEC_E2BIG : EXEC_EUNTERMINATED, s->rec_off,
                           s->discard ? s->base + s->end : s->quote_open, length, data);
                 s->done = true;
                 s->rec = s->p = s->end;
@@ -279,15 +280,11 @@ static int src_next_text(struct exec_source *s, const void **rec, size_t *len)
         if (last)
             s->done = true;
         if (big) {
-            s->rec_off = off;
-            src_error(s, EXEC_E2BIG, off + length, length, NULL);
-            s->rec_off = s->base + s->p;
+            src_error(s, EXEC_E2BIG, off, off + length, length, NULL);
             return EXEC_E2BIG;
         }
         if (bad) {
-            s->rec_off = off;
-            src_error(s, bad, where, length, s->buf + start);
-            s->rec_off = s->base + s->p;
+            src_error(s, bad, off, where, length, s->buf + start);
             return bad;
         }
         if (length == 0 && (s->o.flags & EXEC_SOURCE_SKIP_EMPTY)) {
@@ -317,7 +314,7 @@ static int src_next_len32(struct exec_source *s, const void **rec, size_t *len)
             }
             if (s->eof) {
                 s->done = true;
-                src_error(s, EXEC_ETRUNCATED, s->base + s->end, s->err.length, NULL);
+                src_error(s, EXEC_ETRUNCATED, s->rec_off, s->base + s->end, s->err.length, NULL);
                 return EXEC_ETRUNCATED;
             }
             s->p = s->rec;
@@ -337,7 +334,7 @@ static int src_next_len32(struct exec_source *s, const void **rec, size_t *len)
             if (n > s->o.max_record) {
                 s->recno++;
                 s->rec_off = s->base + s->rec;
-                src_error(s, EXEC_E2BIG, s->rec_off + 4 + n, n, NULL);
+                src_error(s, EXEC_E2BIG, s->rec_off, s->rec_off + 4 + n, n, NULL);
                 s->rec += 4;
                 s->skip_left = n;
                 continue;
@@ -357,7 +354,7 @@ static int src_next_len32(struct exec_source *s, const void **rec, size_t *len)
             if (have == 0)
                 return 0;
             s->recno++;
-            src_error(s, EXEC_ETRUNCATED, s->base + s->end, have, s->buf + s->rec);
+            src_error(s, EXEC_ETRUNCATED, s->rec_off, s->base + s->end, have, s->buf + s->rec);
             s->rec = s->p = s->end;
             return EXEC_ETRUNCATED;
         }

@@ -331,7 +331,7 @@ struct par {
 };
 
 static struct par bench_parallel(const char *path, struct memsrc *mem, const exec_ops_t *ops,
-                                 void *ctx, unsigned workers, unsigned flags)
+                                 void *ctx, unsigned workers, unsigned flags, exec_backend_t be)
 {
     struct meter meter = {0};
     g_meter = &meter;
@@ -342,7 +342,9 @@ static struct par bench_parallel(const char *path, struct memsrc *mem, const exe
     wrapped.process = m_process;
     exec_options_t eo = {.workers = workers, .flags = flags};
     exec_t *ex;
-    int rc = exec_create(&ex, &wrapped, ctx, EXEC_THREADS, &eo);
+    int rc = exec_create(&ex, &wrapped, ctx, be, &eo);
+    if (rc == EXEC_ENOTSUP)
+        return (struct par){0, 0, 0};
     if (rc) {
         fprintf(stderr, "csv-bench: exec_create: %s\n", exec_strerror(rc));
         exit(1);
@@ -375,7 +377,8 @@ static struct par bench_parallel(const char *path, struct memsrc *mem, const exe
     exec_destroy(ex); /* runs worker_fini: the meter is complete after this */
     struct par p;
     p.rps = (double)n / wall;
-    p.off_cpu = 1.0 - (double)meter.cpu_ns / 1e9 / (workers * wall);
+    /* Forked workers add to their own copy of the meter: not measured there. */
+    p.off_cpu = be == EXEC_FORK ? -1 : 1.0 - (double)meter.cpu_ns / 1e9 / (workers * wall);
     p.main_cpu = main_cpu / wall;
     return p;
 }
@@ -476,19 +479,32 @@ int main(int argc, char **argv)
         double lc = bench_libcsv(path, ctx, &sink);
         printf("  sequential with libcsv parsing:           %8.0f records/s\n", lc);
 #endif
-        for (int ord = 0; ord < 2; ord++) {
-            struct par f = bench_parallel(path, NULL, bench_ops(), ctx, workers,
-                                          ord ? EXEC_ORDERED : 0);
-            struct par m = bench_parallel(NULL, &mem, bench_ops(), ctx, workers,
-                                          ord ? EXEC_ORDERED : 0);
-            printf("  %-9s file  exec_map_fd: %8.0f records/s  efficiency %.2f  workers off "
-                   "CPU %4.1f%%  caller thread busy %4.1f%%\n",
-                   ord ? "ordered" : "unordered", f.rps, f.rps / (workers * seq),
-                   100 * f.off_cpu, 100 * f.main_cpu);
-            printf("  %-9s memory exec_map:  %8.0f records/s  efficiency %.2f  workers off "
-                   "CPU %4.1f%%  caller thread busy %4.1f%%  (file/memory %.2f)\n",
-                   ord ? "ordered" : "unordered", m.rps, m.rps / (workers * seq),
-                   100 * m.off_cpu, 100 * m.main_cpu, f.rps / m.rps);
+        for (int be = EXEC_THREADS; be <= EXEC_FORK; be++) {
+            for (int ord = 0; ord < 2; ord++) {
+                unsigned fl = ord ? EXEC_ORDERED : 0;
+                struct par f = bench_parallel(path, NULL, bench_ops(), ctx, workers, fl, be);
+                if (f.rps == 0) {
+                    printf("  %s: not built\n", exec_backend_name(be));
+                    break;
+                }
+                struct par m = bench_parallel(NULL, &mem, bench_ops(), ctx, workers, fl, be);
+                char off[2][32];
+                for (int i = 0; i < 2; i++) {
+                    double v = i ? m.off_cpu : f.off_cpu;
+                    if (v < 0)
+                        snprintf(off[i], sizeof off[i], " n/a");
+                    else
+                        snprintf(off[i], sizeof off[i], "%4.1f%%", 100 * v);
+                }
+                printf("  %-7s %-9s file   exec_map_fd: %8.0f records/s  efficiency %.2f  "
+                       "workers off CPU %s  caller busy %4.1f%%\n",
+                       exec_backend_name(be), ord ? "ordered" : "unordered", f.rps,
+                       f.rps / (workers * seq), off[0], 100 * f.main_cpu);
+                printf("  %-7s %-9s memory exec_map:    %8.0f records/s  efficiency %.2f  "
+                       "workers off CPU %s  caller busy %4.1f%%  file/memory %.2f\n",
+                       exec_backend_name(be), ord ? "ordered" : "unordered", m.rps,
+                       m.rps / (workers * seq), off[1], 100 * m.main_cpu, f.rps / m.rps);
+            }
         }
         wt_free(ctx);
         (void)sink;
