@@ -63,11 +63,13 @@ int exec_fd(const exec_t *ex)
 
 uint32_t exec__max_batches(const exec_t *ex)
 {
-    uint32_t by_workers = ex->opt.workers * 64u;
-    uint32_t m = by_workers < 256u ? 256u : by_workers;
-    /* +1: the batch the consumer is still handing out must never be what keeps
-     * a submitter waiting when the window has room. */
-    return (ex->opt.window < m ? ex->opt.window : m) + 1;
+    /* Enough full batches to hold the window, as many again for batches sent
+     * early and small (see exec__append), and one the consumer still holds. */
+    uint64_t full = (ex->opt.window + ex->opt.batch - 1) / ex->opt.batch;
+    uint64_t m = 2 * full + 2;
+    if (m > ex->opt.window)
+        m = ex->opt.window;
+    return (uint32_t)m + 1;
 }
 
 /* Fills defaults and checks ranges. */
@@ -182,6 +184,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     pthread_cond_init(&ex->wait_cond, &ca);
     pthread_condattr_destroy(&ca);
 
+    ex->early_max = exec__max_batches(ex) / 2;
     uint64_t n = 1;
     while (n < exec__max_batches(ex))
         n <<= 1;
@@ -302,8 +305,12 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     ex->next_rec_seq++;
     ck_pr_store_64(&ex->submitted, ex->submitted + 1);
     /* Send early when a worker runs short; looking every 8th record is enough
-     * (and the first record of a batch always looks: latency mode). */
-    if (b->n == b->cap || ((b->n & 7) == 1 && ex->be->hungry(ex, b)))
+     * (and the first record of a batch always looks: latency mode). Early,
+     * small batches may take only half the batches, so the rest fill up and
+     * the window, not the batch count, is what bounds a slow consumer. */
+    if (b->n == b->cap ||
+        ((b->n & 7) == 1 && ex->batches - ck_pr_load_64(&ex->batches_put) < ex->early_max &&
+         ex->be->hungry(ex, b)))
         exec__dispatch_open(ex);
     return 0;
 }
@@ -518,6 +525,7 @@ static int exec__ready(exec_t *ex, int timeout_ms)
             return 0;
         if (ex->cur) {
             ex->be->batch_put(ex, ex->cur);
+            ck_pr_store_64(&ex->batches_put, ex->batches_put + 1);
             ex->cur = NULL;
             exec__wake_submitters(ex);
         }

@@ -155,6 +155,8 @@ struct exec {
      * delivered (the window is submitted - collected). progress: consumer, bumped
      * whenever room may have appeared (sleeping submitters wait on it). */
     uint64_t submitted, collected, progress;
+    uint64_t batches_put; /* consumer: batches recycled (batches - this = out) */
+    uint64_t early_max;   /* most batches out before none is sent early */
     uint64_t ok, user_errors, crashed, timed_out, too_big,
         cancelled, worker_errors, batches, swaps, generation, respawns;
     uint32_t fatal; /* set by a backend that gave up */

@@ -20,7 +20,7 @@ static inline __attribute__((always_inline)) int exec__writer_room(struct exec_w
         w->overflow = true;
         return EXEC_ERESULT2BIG;
     }
-    if (w->cap - w->len < n) {
+    if (w->cap - w->len < n || !w->buf) {
         if (!w->grow || w->grow(w, w->len + n) != 0) {
             w->overflow = true;
             return EXEC_ERESULT2BIG;

@@ -19,6 +19,7 @@
 #include <ck_ec.h>
 #include <ck_pr.h>
 #include <ck_ring.h>
+#include <ck_stack.h>
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -57,7 +58,9 @@ struct thr_worker {
 struct thr_batch {
     struct exec__batch b; /* first: a struct exec__batch * is a struct thr_batch * */
     struct exec_writer w;
+    ck_stack_entry_t link; /* in the free stack */
 };
+CK_STACK_CONTAINER(struct thr_batch, link, thr_batch_of)
 
 struct thr {
     exec_t *ex;
@@ -71,9 +74,10 @@ struct thr {
     pthread_cond_t init_cond;
     unsigned init_done;
 
-    /* Batch pool: consumer -> producer ring of free batches. */
-    struct ck_ring free;
-    ck_ring_buffer_t *freebuf;
+    /* Batch pool: a LIFO of free batches (the consumer pushes, the producer
+     * pops; one popper, so no ABA). LIFO reuses the batches still warm in
+     * cache and keeps the touched set, hence RSS, as small as what is in flight. */
+    ck_stack_t free;
     struct thr_batch **all;
     uint32_t nall, maxb;
     unsigned reap_pos;
@@ -299,11 +303,10 @@ static int thr_start(exec_t *ex)
     unsigned rsz = thr_pow2(t->maxb + 1);
     t->w = calloc(t->nw, sizeof *t->w);
     t->all = calloc(t->maxb, sizeof *t->all);
-    t->freebuf = calloc(rsz, sizeof *t->freebuf);
     t->cur = calloc(1, sizeof *t->cur);
-    if (!t->w || !t->all || !t->freebuf || !t->cur)
+    if (!t->w || !t->all || !t->cur)
         return EXEC_ENOMEM;
-    ck_ring_init(&t->free, rsz);
+    ck_stack_init(&t->free);
     t->cur->ctx = ex->ctx0;
     exec__tsan_release(t->cur);
     for (unsigned i = 0; i < t->nw; i++) {
@@ -341,7 +344,9 @@ static struct exec__batch *thr_batch_get(exec_t *ex)
 {
     struct thr *t = ex->be_priv;
     struct thr_batch *tb;
-    if (ck_ring_dequeue_spsc(&t->free, t->freebuf, &tb)) {
+    ck_stack_entry_t *e = ck_stack_pop_upmc(&t->free);
+    if (e) {
+        tb = thr_batch_of(e);
         exec__tsan_acquire(tb);
         return &tb->b;
     }
@@ -415,8 +420,9 @@ static struct exec__batch *thr_reap(exec_t *ex)
 static void thr_batch_put(exec_t *ex, struct exec__batch *b)
 {
     struct thr *t = ex->be_priv;
-    exec__tsan_release(b);
-    ck_ring_enqueue_spsc(&t->free, t->freebuf, b);
+    struct thr_batch *tb = (struct thr_batch *)b;
+    exec__tsan_release(tb);
+    ck_stack_push_upmc(&t->free, &tb->link);
 }
 
 static int thr_swap(exec_t *ex, void *new_ctx, uint64_t generation)
@@ -480,7 +486,6 @@ static void thr_stop(exec_t *ex)
     }
     free(t->w);
     free(t->all);
-    free(t->freebuf);
     pthread_mutex_destroy(&t->init_lock);
     pthread_cond_destroy(&t->init_cond);
     pthread_mutex_destroy(&t->rec_lock);
