@@ -5,6 +5,8 @@
  */
 #include "testutil.h"
 
+#include <sched.h>
+
 /* What process() sees: the test's own count of records in flight. */
 struct bp {
     exec_t *_Atomic ex;
@@ -143,7 +145,7 @@ static void test_full_window(void **s)
  */
 static void window_single_thread(unsigned workers, unsigned window, unsigned batch, unsigned flags)
 {
-    const uint64_t n = 200000;
+    const uint64_t n = window < 16 ? 20000 : 200000; /* a tiny window is a round trip each */
     struct bp b = {.bound = window};
     exec_t *ex = mk(&b, workers, window, batch, flags);
     unsigned char rec[TU_REC_MAX];
@@ -218,7 +220,7 @@ static void *consume(void *arg)
  */
 static void window_two_threads(unsigned workers, unsigned window, unsigned flags, bool slow)
 {
-    const uint64_t n = 200000;
+    const uint64_t n = window < 16 ? 20000 : 200000;
     struct bp b = {.bound = (long)window + 1};
     exec_t *ex = mk(&b, workers, window, 0, flags);
     struct consumer c = {.ex = ex, .b = &b, .slow = slow};
@@ -318,6 +320,74 @@ static void test_blocking_submit(void **s)
     blocking_submit(300, 0, true);
 }
 
+/*
+ * A producer that submits one record at a time and waits for it to be done
+ * (a server in latency mode) with nobody collecting yet: while fewer than
+ * `window` records are in flight, exec_submit() must not block. Each record
+ * then travels alone; batches must not run out before the window does.
+ */
+struct trickle {
+    exec_t *ex;
+    struct bp *b;
+    uint64_t n;
+    atomic_uint_fast64_t done;
+};
+
+static void *trickle_submit(void *arg)
+{
+    struct trickle *tr = arg;
+    unsigned char rec[TU_REC_MAX];
+    for (uint64_t t = 0; t < tr->n; t++) {
+        int rc = exec_submit(tr->ex, rec, tu_rec(t, rec), t);
+        TU_WCHECK(rc == 0);
+        if (rc)
+            break;
+        atomic_fetch_add(&tr->done, 1);
+        /* Give it a moment to run alone (it may also wait in a batch for
+         * exec_next, which nobody calls here). */
+        uint64_t end = tu_now_ms() + 2;
+        while (atomic_load(&tr->b->processed) <= t && tu_now_ms() < end)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static void test_submit_within_window_never_blocks(void **s)
+{
+    (void)s;
+    const unsigned window = 1000;
+    struct bp b = {.bound = LONG_MAX};
+    exec_t *ex = mk(&b, 2, window, 0, 0);
+    struct trickle tr = {.ex = ex, .b = &b, .n = window - 1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, trickle_submit, &tr), 0);
+    bool ok = tu_wait_u64(&tr.done, tr.n, 60000);
+    uint64_t stuck_at = atomic_load(&tr.done);
+    /* Collect everything so that a blocked producer gets free either way. */
+    uint64_t got = 0;
+    exec_result_t r;
+    while (got < stuck_at || atomic_load(&tr.done) < tr.n) {
+        int rc = exec_next(ex, &r, 10);
+        if (rc == 0)
+            got++;
+        else
+            assert_int_equal(rc, EXEC_ETIMEDOUT);
+        if (got == tr.n)
+            break;
+    }
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (!ok)
+        print_error("exec_submit blocked after %" PRIu64 " of %u records in flight (window %u)\n",
+                    stuck_at, window - 1, window);
+    assert_true(ok);
+    assert_int_equal(exec_finish(ex), 0);
+    while (exec_next(ex, &r, -1) == 0)
+        got++;
+    assert_int_equal(got, tr.n);
+    exec_destroy(ex);
+    tu_wfail_check();
+}
+
 /* exec_finish() from another thread releases a submitter blocked on a full
  * window: it returns EXEC_ESTATE and its record is not taken. */
 static void test_finish_releases_blocked_submit(void **s)
@@ -405,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_window_two_threads),
         cmocka_unit_test(test_blocking_submit),
         cmocka_unit_test(test_finish_releases_blocked_submit),
+        cmocka_unit_test(test_submit_within_window_never_blocks),
         cmocka_unit_test(test_memory_flat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -303,7 +303,7 @@ static void test_destroy_after_swaps(void **s)
     (void)s;
     for (int round = 0; round < 5; round++) {
         exec_t *ex = mk(2, 0);
-        for (uint64_t t = 0; t < 250; t++) /* within the window: none collected */
+        for (uint64_t t = 0; t < 200; t++) /* within the window: none collected */
             submit_rec(ex, t, 0);
         for (unsigned k = 1; k <= 200; k++)
             assert_int_equal(swap_to(ex, k), 0);
