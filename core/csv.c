@@ -250,9 +250,10 @@ static int src_next_text(struct exec_source *s, const void **rec, size_t *len)
             if (s->quoted) {
                 s->recno++;
                 uint64_t length = s->base + s->end - s->rec_off;
-                const void *data = s->discard ? NULL : s->buf + s->rec;
-                src_error(s, s->discard ? EXEC_E2BIG : EXEC_EUNTERMINATED, s->rec_off,
-                          s->discard ? s->base + s->end : s->quote_open, length, data);
+                bool big = s->discard || length > s->o.max_record;
+                src_error(s, big ? EXEC_E2BIG : EXEC_EUNTERMINATED, s->rec_off,
+                          big ? s->base + s->end : s->quote_open, length,
+                          big ? NULL : s->buf + s->rec);
                 s->done = true;
                 s->rec = s->p = s->end;
                 return s->err.code;
@@ -266,7 +267,8 @@ static int src_next_text(struct exec_source *s, const void **rec, size_t *len)
         }
         size_t start = s->rec;
         s->recno++;
-        if (cend > start && s->buf[cend - 1] == '\r' && !s->discard)
+        /* In a dropped record the byte before cend is still kept. */
+        if (cend > start && s->buf[cend - 1] == '\r')
             cend--;
         uint64_t length = s->base + cend - s->rec_off;
         uint64_t off = s->rec_off;

@@ -13,6 +13,7 @@
 #include "executor.h"
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,132 @@ static void test_offset_size(void **state)
     close(fd);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Random inputs against a byte-at-a-time reading of the documented rules.    */
+/* ------------------------------------------------------------------------- */
+
+struct ref_item {
+    int code;
+    size_t off, len, where;
+};
+
+static size_t ref_scan(const char *in, size_t n, size_t max, struct ref_item *out)
+{
+    size_t k = 0, i = 0;
+    while (i < n) {
+        size_t start = i, where = 0, qopen = 0;
+        bool quoted = false, ended = false;
+        int bad = 0;
+        for (; i < n; i++) {
+            char c = in[i];
+            if (!quoted) {
+                if (c == '\n') {
+                    ended = true;
+                    break;
+                }
+                if (c == '"') {
+                    if (i == start || in[i - 1] == ',') {
+                        quoted = true;
+                        qopen = i;
+                    } else if (!bad) {
+                        bad = EXEC_EBADQUOTE;
+                        where = i;
+                    }
+                }
+            } else if (c == '"') {
+                if (i + 1 < n && in[i + 1] == '"') {
+                    i++;
+                    continue;
+                }
+                quoted = false;
+                if (i + 1 < n && in[i + 1] != ',' && in[i + 1] != '\n' && in[i + 1] != '\r' &&
+                    !bad) {
+                    bad = EXEC_EBADQUOTE;
+                    where = i + 1;
+                }
+            }
+        }
+        struct ref_item *it = &out[k++];
+        it->off = start;
+        if (quoted) {
+            it->len = n - start;
+            it->code = it->len > max ? EXEC_E2BIG : EXEC_EUNTERMINATED;
+            it->where = it->len > max ? n : qopen;
+            break;
+        }
+        size_t cend = i;
+        if (cend > start && in[cend - 1] == '\r')
+            cend--;
+        it->len = cend - start;
+        if (it->len > max) {
+            it->code = EXEC_E2BIG;
+            it->where = start + it->len;
+        } else if (bad) {
+            it->code = bad;
+            it->where = where;
+        } else {
+            it->code = 1;
+        }
+        i = ended ? i + 1 : n;
+    }
+    return k;
+}
+
+static void test_random(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "aaab,,\"\"\"\n\n\r";
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    char in[96];
+    struct ref_item want[96];
+    static const size_t sizes[] = {16, 17, 0};
+    for (int iter = 0; iter < 10000; iter++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t n = x % sizeof in;
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            in[i] = alphabet[x % (sizeof alphabet - 1)];
+        }
+        size_t max = iter % 2 ? 8 : ((size_t)64 << 20);
+        size_t nw = ref_scan(in, n, max, want);
+        for (size_t k = 0; k < 3; k++) {
+            exec_source_options_t o = {.read_size = sizes[k], .max_record = max};
+            int fd = mem_fd(in, n);
+            exec_source_t *s;
+            assert_int_equal(exec_source_open_fd(&s, fd, &o), 0);
+            for (size_t j = 0; j <= nw; j++) {
+                const void *rec;
+                size_t len;
+                uint64_t recno;
+                int r = exec_source_next(s, &rec, &len, &recno);
+                int wc = j < nw ? want[j].code : 0;
+                if (r != wc)
+                    fail_msg("input '%.*s' (read %zu, max %zu): item %zu: %s, want %s",
+                             (int)n, in, sizes[k], max, j, exec_err_name(r), exec_err_name(wc));
+                if (r == 0)
+                    break;
+                assert_int_equal(recno, j + 1);
+                if (r == 1) {
+                    assert_int_equal(len, want[j].len);
+                    assert_memory_equal(rec, in + want[j].off, len);
+                } else {
+                    const exec_source_error_t *e = exec_source_error(s);
+                    if (e->offset != want[j].off || e->where != want[j].where ||
+                        e->length != want[j].len)
+                        fail_msg("input '%.*s' (read %zu, max %zu): item %zu: %s at %llu "
+                                 "where %llu length %llu, want %zu %zu %zu",
+                                 (int)n, in, sizes[k], max, j, exec_err_name(r),
+                                 (unsigned long long)e->offset, (unsigned long long)e->where,
+                                 (unsigned long long)e->length, want[j].off, want[j].where,
+                                 want[j].len);
+                }
+            }
+            exec_source_close(s);
+            close(fd);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_header),    cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_too_big),   cmocka_unit_test(test_len32),
         cmocka_unit_test(test_args),      cmocka_unit_test(test_offset_size),
+        cmocka_unit_test(test_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
