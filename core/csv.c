@@ -110,9 +110,14 @@ static int src_fill(struct exec_source *s)
         src_find_shift(&s->q, keep);
         src_find_shift(&s->nl, keep);
     }
-    if (s->cap - s->end < s->o.read_size) {
-        size_t ncap = s->cap ? s->cap * 2 : s->o.read_size;
-        while (ncap - s->end < s->o.read_size)
+    /* Room for one read; a small regular file needs no more than its size
+     * (+1 to see the end). */
+    size_t want = s->o.read_size;
+    if (s->size >= 0 && (uint64_t)s->size - s->base < want)
+        want = (size_t)((uint64_t)s->size - s->base) + 1;
+    if (s->cap - s->end < want) {
+        size_t ncap = s->cap ? s->cap * 2 : want;
+        while (ncap - s->end < want)
             ncap *= 2;
         /* One spare byte past the data keeps lookahead reads in bounds. */
         char *nb = realloc(s->buf, ncap + 1);

@@ -414,6 +414,8 @@ static void test_random(void **state)
     char in[96];
     struct ref_item want[96];
     static const size_t sizes[] = {16, 17, 0};
+    int fd = memfd_create("fuzz", MFD_CLOEXEC);
+    assert_true(fd >= 0);
     for (int iter = 0; iter < 10000; iter++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         size_t n = x % sizeof in;
@@ -425,7 +427,9 @@ static void test_random(void **state)
         size_t nw = ref_scan(in, n, max, want);
         for (size_t k = 0; k < 3; k++) {
             exec_source_options_t o = {.read_size = sizes[k], .max_record = max};
-            int fd = mem_fd(in, n);
+            assert_int_equal(ftruncate(fd, 0), 0);
+            assert_int_equal(pwrite(fd, in, n, 0), (ssize_t)n);
+            assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
             exec_source_t *s;
             assert_int_equal(exec_source_open_fd(&s, fd, &o), 0);
             for (size_t j = 0; j <= nw; j++) {
@@ -456,9 +460,9 @@ static void test_random(void **state)
                 }
             }
             exec_source_close(s);
-            close(fd);
         }
     }
+    close(fd);
 }
 
 int main(void)
