@@ -333,6 +333,29 @@ static void test_plugins_all_backends(void **state)
     }
 }
 
+/* AUTO picks fork for the plugin that is not thread-safe, threads for the other. */
+static void test_auto_choice(void **state)
+{
+    (void)state;
+    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
+    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
+    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
+    char *ts[] = {prog, "--plugin", so, "--spec", spec, "--stats", input, NULL};
+    assert_int_equal(run(ts), 0);
+    assert_true(err_has("backend threads"));
+    snprintf(so, sizeof so, "%s/libscratch.so", bin);
+    char *fs[] = {prog, "--plugin", so, "--spec", spec, "--stats", input, NULL};
+    if (!fork_built) {
+        assert_int_equal(run(fs), 1);
+        assert_true(err_has("needs the fork backend"));
+        return;
+    }
+    assert_int_equal(run(fs), 0);
+    assert_true(err_has("backend fork"));
+    assert_true(err_has("20000 records, 20000 ok"));
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -435,6 +458,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed),
         cmocka_unit_test(test_plugins_all_backends),
+        cmocka_unit_test(test_auto_choice),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_malformed_input),
     };
