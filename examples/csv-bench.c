@@ -36,6 +36,7 @@
 #endif
 
 static const exec_ops_t *bench_ops(void);
+static const exec_ops_t *noop_ops(void);
 
 static double now_s(void)
 {
@@ -448,6 +449,17 @@ int main(int argc, char **argv)
 
     struct memsrc mem = {0};
     load(path, &mem);
+
+    /* With a process() that does nothing, the caller's thread (read, scan,
+     * submit, collect, write) is all there is: its ceiling in records/s. */
+    for (int be = EXEC_THREADS; be <= EXEC_FORK; be++) {
+        struct par f = bench_parallel(path, NULL, noop_ops(), NULL, workers, 0, be);
+        struct par m = bench_parallel(NULL, &mem, noop_ops(), NULL, workers, 0, be);
+        if (f.rps > 0)
+            printf("empty process(), %-7s: file exec_map_fd %.2f M records/s (%.0f ns each), "
+                   "memory exec_map %.2f M records/s\n",
+                   exec_backend_name(be), f.rps / 1e6, 1e9 / f.rps, m.rps / 1e6);
+    }
     for (unsigned k = 0; k < nworks; k++) {
         char spec[4200];
         snprintf(spec, sizeof spec, "table=%s,column=text,id=id,work=%u", table, works[k]);
@@ -555,6 +567,23 @@ static const exec_ops_t *bench_ops(void)
         .process = b_process,
         .worker_init = b_init,
         .worker_fini = b_fini,
+    };
+    return &ops;
+}
+
+static int noop_process(void *ctx, void *state, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ctx, (void)state, (void)rec, (void)len, (void)out;
+    return 0;
+}
+
+static const exec_ops_t *noop_ops(void)
+{
+    static const exec_ops_t ops = {
+        .version = EXEC_OPS_VERSION,
+        .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+        .name = "noop",
+        .process = noop_process,
     };
     return &ops;
 }
