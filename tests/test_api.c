@@ -197,6 +197,8 @@ static void fork_case(exec_backend_t want)
     exec_t *ex = (exec_t *)&ex;
     int rc = exec_create(&ex, &ops, NULL, want, &o);
     if (rc == EXEC_ENOTSUP) {
+        print_message("%s with FORK_SAFE only: EXEC_ENOTSUP in this build\n",
+                      exec_backend_name(want));
         assert_null(ex);
         assert_int_equal(tu_threads(), threads);
         assert_int_equal(tu_fds(), fds);
@@ -612,5 +614,5 @@ int main(void)
         cmocka_unit_test(test_map_bad_args),
         cmocka_unit_test(test_strerror),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tu_warm_up, NULL);
 }
