@@ -2135,8 +2135,12 @@ int main(int argc, char **argv)
             say("; no plot: gnuplot failed on %s/plot.gp (see %s/gnuplot.log)\n", o.out,
                 o.out);
     } else {
-        say("\nwrote %s/table.txt%s%s%s%s\n", o.out, o.latency ? ", " : "",
-            o.latency ? o.out : "", o.latency ? "/latency.csv" : "", o.swap ? ", swap.csv" : "");
+        say("\nwrote %s/table.txt", o.out);
+        if (o.latency)
+            say(", %s/latency.csv", o.out);
+        if (o.swap)
+            say(", %s/swap.csv", o.out);
+        say("\n");
     }
     if (failures) {
         say("FAILED: %d error%s (see above)\n", failures, failures > 1 ? "s" : "");
