@@ -37,13 +37,13 @@ static void run_plain(exec_backend_t be, unsigned flags, uint64_t n)
 static void test_not_thread_safe_fork(void **state)
 {
     (void)state;
-    run_plain(EXEC_FORK, 0, scale(1000000));
+    run_plain(EXEC_FORK, 0, 1000000);
 }
 
 static void test_not_thread_safe_auto(void **state)
 {
     (void)state;
-    run_plain(EXEC_AUTO, 0, scale(1000000));
+    run_plain(EXEC_AUTO, 0, 1000000);
 }
 
 static void test_ordered(void **state)

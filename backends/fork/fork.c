@@ -150,7 +150,9 @@ struct fk_gen {
     uint64_t generation;
     void *ctx;
     bool release_ctx;
-    unsigned nw, nslot, rr;
+    unsigned nw, nslot;
+    unsigned rr;     /* producer: where batch_get starts looking */
+    unsigned reap_w; /* consumer: where reap starts looking */
     char *base;
     size_t size, in_size, in_slot, out_slot, out_worker, hdr_size;
     size_t dcap, rcap, recs_size, res_size;
@@ -1534,7 +1536,7 @@ static struct exec__batch *fk_reap(exec_t *ex)
             continue;
         }
         for (unsigned i = 0; i < g->nw; i++) {
-            struct fk_worker *wk = &g->w[i];
+            struct fk_worker *wk = &g->w[(g->reap_w + i) % g->nw];
             if (ck_pr_load_32(&wk->gone)) {
                 pthread_mutex_lock(&wk->lock);
                 fk_fail_all(fk, wk, EXEC_EWORKER);
@@ -1543,7 +1545,9 @@ static struct exec__batch *fk_reap(exec_t *ex)
             }
             struct fk_slot *s = fk_pull(fk, wk);
             if (s) {
+                /* Start after this worker next time: fair to every ring. */
                 fk->reap_g = (fk->reap_g + k) % FK_MAXGEN;
+                g->reap_w = wk->idx + 1 == g->nw ? 0 : wk->idx + 1;
                 return &s->b;
             }
         }
