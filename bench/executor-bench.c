@@ -74,7 +74,8 @@ static void usage(FILE *f)
         "  --weight LIST     record weights in ns of work, e.g. 100,300,1000,5000,20000,50000\n"
         "                    (the default); a calibrated loop is added to the lookups so a\n"
         "                    record costs about that much on this machine\n"
-        "  --workers LIST    worker counts, e.g. 1,2 (default: 1 up to the CPUs available)\n"
+        "  --workers LIST    worker counts, e.g. 1,2 (default: 1, 2, 4... and the number of\n"
+        "                    CPUs available)\n"
         "  --records N       at most N records per run (default 1000000)\n"
         "  --duration S      aim each run at about S seconds of sequential work (default\n"
         "                    0.15); fewer records are used where that is enough\n"
@@ -2028,8 +2029,10 @@ int main(int argc, char **argv)
             o.workers[0] = cpus >= 2 ? cpus : 2;
             o.nworkers = 1;
         } else {
-            for (unsigned i = 1; i <= cpus && o.nworkers < MAX_WORKERS; i++)
+            /* 1, 2, 4, ... and the number of CPUs. */
+            for (unsigned i = 1; i < cpus && o.nworkers < MAX_WORKERS - 1; i *= 2)
                 o.workers[o.nworkers++] = i;
+            o.workers[o.nworkers++] = cpus;
         }
     }
     if (!records_set)
