@@ -1374,7 +1374,7 @@ static void print_targets(const struct opts *o, const struct dataset *d, unsigne
         if (w == o->weights[wh] && w >= 2500 && w <= 10000)
             heavy = &cells[ci];
     }
-    say("\n== targets (DESIGN.md section 4), %u workers\n", pw);
+    say("\n== targets (DESIGN.md section 4), %u worker%s\n", pw, pw > 1 ? "s" : "");
     struct {
         int e;
         const struct cell *c;
@@ -1579,7 +1579,7 @@ struct swapper {
     uint64_t spin;
     uint64_t *salts; /* salts[g]: the salt of generation g */
     unsigned period_us;
-    volatile int stop;
+    int stop; /* atomic */
     size_t nswaps;
     double *lat; /* swap call latency, seconds */
     size_t lat_cap;
@@ -1590,7 +1590,8 @@ struct swapper {
 static void *swapper_main(void *arg)
 {
     struct swapper *s = arg;
-    while (!s->stop && s->nswaps + 1 < SWAP_MAX_GEN && s->nswaps < s->lat_cap) {
+    while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) && s->nswaps + 1 < SWAP_MAX_GEN &&
+           s->nswaps < s->lat_cap) {
         usleep(s->period_us);
         struct bench_ctx *c = malloc(sizeof *c);
         if (!c) {
@@ -1620,7 +1621,7 @@ struct swmap {
     const uint64_t *vals; /* the sequential loop's value of each record */
     const uint64_t *salts;
     size_t n, next, bad;
-    volatile size_t done;
+    size_t done; /* atomic: the sampler reads it */
     int ordered;
 };
 
@@ -1661,7 +1662,7 @@ static int sw_emit(void *arg, const exec_result_t *res)
 struct sampler {
     struct swmap *m;
     unsigned fixed; /* EXEC_THREADS: workers keep their slots for the whole run */
-    volatile int stop;
+    int stop;       /* atomic */
     size_t cap, n;
     size_t *total, *slowest, *delivered;
 };
@@ -1676,7 +1677,7 @@ static void *sampler_main(void *arg)
     struct sampler *s = arg;
     uint64_t last_total = 0, last_del = 0, last[MAX_WORKERS] = {0};
     double t0 = bench_now();
-    for (uint64_t k = 1; !s->stop && s->n < s->cap; k++) {
+    for (uint64_t k = 1; !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) && s->n < s->cap; k++) {
         double until = t0 + (double)k * SWAP_WINDOW_S, now = bench_now();
         if (until > now)
             usleep((useconds_t)((until - now) * 1e6));
@@ -1791,8 +1792,8 @@ static double swap_run(const struct opts *o, const struct dataset *d, exec_backe
     double t0 = bench_now();
     rc = exec_map(ex, sw_read, &m, sw_emit, &m);
     double dt = bench_now() - t0;
-    sw.stop = 1;
-    sa.stop = 1;
+    __atomic_store_n(&sw.stop, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&sa.stop, 1, __ATOMIC_RELEASE);
     if (swaps)
         pthread_join(tsw, NULL);
     pthread_join(tsa, NULL);
