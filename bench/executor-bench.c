@@ -2052,6 +2052,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "executor-bench: cannot create %s: %s\n", o.out, strerror(errno));
         return 1;
     }
+    /* Say where the files went in full, wherever the program was started. */
+    static char outdir[4096];
+    if (realpath(o.out, outdir))
+        o.out = outdir;
     char path[4096];
     snprintf(path, sizeof path, "%s/table.txt", o.out);
     table_file = fopen(path, "w");
