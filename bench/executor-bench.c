@@ -88,7 +88,8 @@ static void usage(FILE *f)
         "  --latency         latency mode: one record in flight at a time, p50/p99/p999\n"
         "                    submit-to-result per executor (default weights 300,5000)\n"
         "  --swap            swap mode: exec_swap_context() every few ms under full load;\n"
-        "                    swap call latency and 10 ms throughput windows\n"
+        "                    swap call latency and 10 ms throughput windows (default\n"
+        "                    weights 300,5000)\n"
         "  --quick           a tiny data set and one short run: a sanity check\n"
         "  --help            this text\n"
         "\n"
@@ -1872,8 +1873,8 @@ static void run_swap_mode(const struct opts *o, const struct dataset *d, const c
     fprintf(csv, "backend,weight_ns,workers,swapping,swaps,swap_p50_us,swap_p99_us,swap_max_us,"
                  "rate,windows,empty_windows,worker_idle_windows,undelivered_windows\n");
     double secs = o->quick ? 0.2 : 1.0;
-    say("\n== swap: exec_swap_context() to a freshly built context every 2 ms (fork: 50 ms) "
-        "under full load,\n   %u workers, about %.1f s a run, each run also without swaps; "
+    say("\n== swap: exec_swap_context() to a new context every 2 ms (fork: 50 ms; each a "
+        "fresh object with its own salt\n   over the same table) under full load, %u workers, about %.1f s a run, each run also without swaps; "
         "in 10 ms windows: empty = no record done\n   by any worker (a stall), a worker idle = "
         "one worker did none, none delivered = the consumer got none\n",
         pw, secs);
