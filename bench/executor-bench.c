@@ -1873,10 +1873,11 @@ static void run_swap_mode(const struct opts *o, const struct dataset *d, const c
     fprintf(csv, "backend,weight_ns,workers,swapping,swaps,swap_p50_us,swap_p99_us,swap_max_us,"
                  "rate,windows,empty_windows,worker_idle_windows,undelivered_windows\n");
     double secs = o->quick ? 0.2 : 1.0;
-    say("\n== swap: exec_swap_context() to a new context every 2 ms (fork: 50 ms; each a "
-        "fresh object with its own salt\n   over the same table) under full load, %u workers, about %.1f s a run, each run also without swaps; "
-        "in 10 ms windows: empty = no record done\n   by any worker (a stall), a worker idle = "
-        "one worker did none, none delivered = the consumer got none\n",
+    say("\n== swap: exec_swap_context() to a new context every 2 ms (fork: 50 ms) under full "
+        "load; a new context\n   is a fresh object with its own salt over the same table. %u "
+        "workers, about %.1f s a run, each run also\n   without swaps. In 10 ms windows: empty = "
+        "no record done by any worker (a stall), a worker idle =\n   one worker did none, none "
+        "delivered = the consumer got none\n",
         pw, secs);
     for (int wi = 0; wi < o->nweights; wi++) {
         double w = o->weights[wi];
