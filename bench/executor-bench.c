@@ -151,11 +151,15 @@ static unsigned ncpus(void)
 /* ------------------------------------------------------------------------- */
 
 static FILE *table_file; /* copy of the stdout table */
-static int progress_on;
+static int progress_on;    /* stderr is a terminal */
+static int progress_shown; /* a progress line is on it */
+
+static void progress_clear(void);
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
+    progress_clear(); /* the table and the progress line share a terminal */
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -181,11 +185,13 @@ static void progress(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\r\033[K[%5.1f s] %s", bench_now() - t_start, line);
     fflush(stderr);
+    progress_shown = 1;
 }
 
 static void progress_clear(void)
 {
-    if (progress_on) {
+    if (progress_shown) {
+        progress_shown = 0;
         fprintf(stderr, "\r\033[K");
         fflush(stderr);
     }
