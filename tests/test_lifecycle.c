@@ -28,6 +28,7 @@ struct life {
     /* Gate for a record held inside process(). */
     atomic_bool hold, holding, held_done;
     atomic_uint spin_us;
+    atomic_bool whoami; /* results start with the worker's state pointer */
 };
 
 static struct life L;
@@ -96,6 +97,8 @@ static int life_process(void *ctx, void *ws, const void *rec, size_t len, exec_w
         struct timespec ts = {0, (long)us * 1000};
         nanosleep(&ts, NULL);
     }
+    if (atomic_load(&L.whoami))
+        exec_write(out, &s, sizeof s);
     return tu_rev_write(rec, len, out);
 }
 
@@ -166,6 +169,27 @@ static void test_destroy_after_create(void **s)
     check_after(2, threads, fds);
 }
 
+/* A whoami result: the worker's state, then tu_rev's result. Worker index
+ * i always ran on the same worker (state), and different indices on
+ * different ones. */
+static void check_who(const exec_result_t *r, void **state_of, unsigned w)
+{
+    void *ws;
+    assert_true(r->worker < w);
+    assert_true(r->len > sizeof ws);
+    memcpy(&ws, r->data, sizeof ws);
+    exec_result_t rest = *r;
+    rest.data = (const char *)r->data + sizeof ws;
+    rest.len -= sizeof ws;
+    assert_true(tu_rev_ok(&rest));
+    if (!state_of[r->worker]) {
+        for (unsigned i = 0; i < w; i++)
+            assert_ptr_not_equal(state_of[i], ws);
+        state_of[r->worker] = ws;
+    }
+    assert_ptr_equal(state_of[r->worker], ws);
+}
+
 /* worker_init/worker_fini run once in each worker thread, each on its own
  * thread; process() gets the state of the thread it runs on. */
 static void test_init_fini_per_worker(void **s)
@@ -173,7 +197,9 @@ static void test_init_fini_per_worker(void **s)
     (void)s;
     int threads = tu_threads(), fds = tu_fds();
     life_reset();
+    atomic_store(&L.whoami, true);
     const unsigned w = 6;
+    void *state_of[6] = {0};
     exec_t *ex = mk(w, 0, 0);
     /* Every worker has started before exec_create returned. */
     assert_int_equal(atomic_load(&L.init_ok), w);
@@ -189,17 +215,14 @@ static void test_init_fini_per_worker(void **s)
         int rc;
         while ((rc = exec_try_submit(ex, rec, tu_rec(t, rec), t)) == EXEC_EAGAIN) {
             assert_int_equal(exec_next(ex, &r, -1), 0);
-            assert_true(tu_rev_ok(&r));
-            assert_true(r.worker < w);
+            check_who(&r, state_of, w);
         }
         assert_int_equal(rc, 0);
     }
     assert_int_equal(exec_finish(ex), 0);
     int rc;
-    while ((rc = exec_next(ex, &r, -1)) == 0) {
-        assert_true(tu_rev_ok(&r));
-        assert_true(r.worker < w);
-    }
+    while ((rc = exec_next(ex, &r, -1)) == 0)
+        check_who(&r, state_of, w);
     assert_int_equal(rc, EXEC_EOF);
     assert_int_equal(atomic_load(&L.inits), w); /* no more inits while running */
     assert_int_equal(atomic_load(&L.finis), 0); /* and no fini before destroy */
