@@ -614,7 +614,12 @@ static void fk_sup_dead(struct fk *fk, struct fk_gen *g, struct fk_worker *wk)
     pthread_cond_broadcast(&fk->cond);
     if (gs == G_STARTING || gs == G_ACTIVE || gs == G_RETIRING) {
         ck_pr_store_32(&fk->dead_pending, 1);
-        exec__notify(fk->ex);
+        /* Wake the consumer whatever *armed says: a worker killed inside
+         * exec__notify() may have cleared it without writing the eventfd. */
+        ck_pr_fence_memory();
+        uint64_t one = 1;
+        ssize_t r = write(fk->ex->efd, &one, sizeof one);
+        (void)r;
     }
 }
 
