@@ -78,7 +78,8 @@ static void usage(FILE *f)
         "                    CPUs available)\n"
         "  --records N       at most N records per run (default 1000000)\n"
         "  --duration S      aim each run at about S seconds of sequential work (default\n"
-        "                    0.15); fewer records are used where that is enough\n"
+        "                    0.12, and at least 3000 records); fewer records are used where\n"
+        "                    that is enough\n"
         "  --ordered         libexecutor delivers results in input order (peers do not)\n"
         "  --executors LIST  which to run, from: static,threads,threads-submit,fork,\n"
         "                    mutex,glib,omp-for,omp-task,tbb (default: all)\n"
@@ -2059,7 +2060,7 @@ int main(int argc, char **argv)
     if (!records_set)
         o.records = o.quick ? 20000 : 1000000;
     if (o.duration < 0)
-        o.duration = o.quick ? 0.01 : 0.15;
+        o.duration = o.quick ? 0.01 : 0.12;
     if (o.runs < 0)
         o.runs = o.quick ? 1 : 3;
     progress_on = isatty(2);
@@ -2129,7 +2130,8 @@ int main(int argc, char **argv)
             double per_ns = o.weights[wi] > base_ns ? o.weights[wi] : base_ns;
             double want = o.duration * 1e9 / per_ns;
             size_t n = want > (double)d.nrecs ? d.nrecs : (size_t)want;
-            size_t nmin = d.nrecs < 2000 ? d.nrecs : 2000;
+            /* Enough batches that the last one's imbalance stays small. */
+            size_t nmin = d.nrecs < 3000 ? d.nrecs : 3000;
             if (n < nmin)
                 n = nmin;
             for (int pi = 0; pi < o.nworkers; pi++, ci++) {
