@@ -193,7 +193,7 @@ static void fork_case(exec_backend_t want)
     exec_ops_t ops = tu_rev_ops;
     ops.caps = EXEC_CAP_FORK_SAFE;
     exec_options_t o = {.workers = 2};
-    int threads = tu_threads(), fds = tu_fds();
+    int threads = tu_threads(), fds = tu_fds(), children = tu_children();
     exec_t *ex = (exec_t *)&ex;
     int rc = exec_create(&ex, &ops, NULL, want, &o);
     if (rc == EXEC_ENOTSUP) {
@@ -228,7 +228,10 @@ static void fork_case(exec_backend_t want)
     assert_true(tu_tags_complete(&tags));
     tu_tags_free(&tags);
     exec_destroy(ex);
+    /* Nothing left behind: no descriptor, thread or child process. */
     assert_int_equal(tu_fds(), fds);
+    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_children(), children);
 }
 
 static void test_fork_backend(void **state)

@@ -228,6 +228,34 @@ static inline int tu_threads(void) { return tu_count_dir("/proc/self/task", 0); 
 /* Open descriptors of this process. */
 static inline int tu_fds(void) { return tu_count_dir("/proc/self/fd", 1); }
 
+/* Live child processes of this process (any thread's), or -1 if the kernel
+ * does not say (/proc/PID/task/TID/children). Zombies count until reaped. */
+static inline int tu_children(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            n = -1;
+            break;
+        }
+        long pid;
+        while (fscanf(f, "%ld", &pid) == 1)
+            n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
 static void *tu__nop(void *arg) { return arg; }
 
 /* A cmocka group setup: starts and joins one thread, so that threads a
