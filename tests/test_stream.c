@@ -472,6 +472,101 @@ static void test_writer_first_record(void **s)
     }
 }
 
+/* ------------------------------------------------------------------------- */
+/* Large records and results, up to max_record and max_result                */
+/* ------------------------------------------------------------------------- */
+
+#define BIGREC 70000u /* above the 64 KiB a batch holds by default */
+
+static size_t big_len(uint64_t tag)
+{
+    switch (tag % 5) {
+    case 0: return BIGREC;       /* exactly max_record */
+    case 1: return 0;
+    case 2: return 65536;
+    default: return (size_t)(tag * 7919 % BIGREC);
+    }
+}
+
+static void big_fill(uint64_t tag, unsigned char *buf, size_t len)
+{
+    uint64_t x = tag * 0x9e3779b97f4a7c15ull + 7;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf[i] = (unsigned char)x;
+    }
+}
+
+/* Checks a result of tu_rev for a big_fill record; buf and want are scratch. */
+static void check_big(const exec_result_t *r, unsigned char *buf, unsigned char *want)
+{
+    size_t len = big_len(r->tag);
+    big_fill(r->tag, buf, len);
+    for (size_t i = 0; i < len; i++)
+        want[i] = buf[len - 1 - i];
+    uint64_t h = tu_fnv64(buf, len);
+    memcpy(want + len, &h, 8);
+    assert_int_equal(r->status, 0);
+    assert_int_equal(r->len, len + 8);
+    assert_memory_equal(r->data, want, len + 8);
+}
+
+static void big_records(unsigned flags)
+{
+    const uint64_t n = 600;
+    exec_options_t o = {.workers = 3, .flags = flags, .max_record = BIGREC,
+                        .max_result = BIGREC + 8, .window = 200};
+    exec_t *ex = NULL;
+    assert_int_equal(exec_create(&ex, &tu_rev_ops, NULL, EXEC_THREADS, &o), 0);
+    unsigned char *rec = malloc(BIGREC + 1), *buf = malloc(BIGREC), *want = malloc(BIGREC + 8);
+    assert_non_null(rec);
+    assert_non_null(buf);
+    assert_non_null(want);
+    tu_tags_t tags;
+    tu_tags_init(&tags, n);
+    exec_result_t r;
+    uint64_t got = 0;
+    for (uint64_t t = 0; t < n; t++) {
+        size_t len = big_len(t);
+        big_fill(t, rec, len);
+        int rc;
+        while ((rc = exec_try_submit(ex, rec, len, t)) == EXEC_EAGAIN) {
+            assert_int_equal(exec_next(ex, &r, -1), 0);
+            check_big(&r, buf, want);
+            assert_true(tu_tags_mark(&tags, r.tag));
+            assert_true(!(flags & EXEC_ORDERED) || r.seq == got);
+            got++;
+        }
+        assert_int_equal(rc, 0);
+        memset(rec, 0xee, len); /* the library has its own copy */
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    int rc;
+    while ((rc = exec_next(ex, &r, -1)) == 0) {
+        check_big(&r, buf, want);
+        assert_true(tu_tags_mark(&tags, r.tag));
+        assert_true(!(flags & EXEC_ORDERED) || r.seq == got);
+        got++;
+    }
+    assert_int_equal(rc, EXEC_EOF);
+    assert_true(tu_tags_complete(&tags));
+    assert_int_equal(exec_try_submit(ex, rec, BIGREC, 0), EXEC_ESTATE);
+    exec_destroy(ex);
+    ex = NULL;
+    assert_int_equal(exec_create(&ex, &tu_rev_ops, NULL, EXEC_THREADS, &o), 0);
+    assert_int_equal(exec_try_submit(ex, rec, BIGREC + 1, 0), EXEC_E2BIG);
+    exec_destroy(ex);
+    tu_tags_free(&tags);
+    free(rec);
+    free(buf);
+    free(want);
+}
+
+static void test_big_records_unordered(void **s) { (void)s; big_records(0); }
+static void test_big_records_ordered(void **s) { (void)s; big_records(EXEC_ORDERED); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -484,6 +579,8 @@ int main(void)
         cmocka_unit_test(test_errors_unordered),
         cmocka_unit_test(test_errors_ordered),
         cmocka_unit_test(test_writer_first_record),
+        cmocka_unit_test(test_big_records_unordered),
+        cmocka_unit_test(test_big_records_ordered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
