@@ -185,6 +185,8 @@ struct fk {
     uint32_t dead_pending;
     uint32_t sup_idle; /* supervisor asleep with no deadline (timeouts on) */
     struct fk_gen *cur; /* where new batches go (submit_lock) */
+    uint32_t held_all;  /* slots the core holds, all generations */
+    uint32_t maxb;      /* at most this many (core sizes its reorder ring so) */
     struct fk_slot *done; /* consumer: completed by death handling */
     unsigned reap_g;
     struct pollfd *pfd;
@@ -1468,6 +1470,8 @@ static struct exec__batch *fk_batch_get(exec_t *ex)
     struct fk *fk = ex->be_priv;
     struct fk_gen *g = fk->cur;
     struct fk_worker *best = NULL;
+    if (ck_pr_load_32(&fk->held_all) >= fk->maxb)
+        return NULL; /* old generations still hold their share */
     unsigned best_q = UINT_MAX;
     for (unsigned i = 0; i < g->nw; i++) {
         unsigned k = (g->rr + i) % g->nw;
@@ -1488,6 +1492,7 @@ static struct exec__batch *fk_batch_get(exec_t *ex)
         return NULL;
     exec__tsan_acquire(s);
     ck_pr_inc_32(&g->held);
+    ck_pr_inc_32(&fk->held_all);
     return &s->b;
 }
 
@@ -1568,6 +1573,7 @@ static void fk_batch_put(exec_t *ex, struct exec__batch *b)
     exec__tsan_release(s);
     ck_ring_enqueue_spsc(&s->wk->freer, s->wk->freebuf, s);
     ck_pr_dec_32(&g->held);
+    ck_pr_dec_32(&fk->held_all);
     if (ck_pr_load_32(&g->state) == G_RETIRING && ck_pr_load_32(&g->held) == 0)
         fk_drained(fk, g);
 }
@@ -1581,6 +1587,7 @@ static int fk_start(exec_t *ex)
         return EXEC_ENOMEM;
     ex->be_priv = fk;
     fk->ex = ex;
+    fk->maxb = exec__max_batches(ex);
     fk->sup_efd = -1;
     pthread_mutex_init(&fk->lock, NULL);
     pthread_condattr_t ca;
