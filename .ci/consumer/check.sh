@@ -24,11 +24,13 @@ run() {
 run cmake --install "$build" --prefix "$prefix"
 pcdir=$(dirname "$(find "$prefix" -name executor.pc | head -n1)")
 libdir=$(dirname "$pcdir")
-[ -f "$prefix/include/executor.h" ] && [ -f "$libdir/libexecutor.a" ] &&
-    ls "$libdir"/libexecutor.so.* >/dev/null 2>&1 ||
-    { echo "consumer check FAILED: install is missing files" >&2; exit 1; }
+sos=("$libdir"/libexecutor.so.*.*.*)
+for f in "$prefix/include/executor.h" "$libdir/libexecutor.a" "$libdir/libexecutor.so" "${sos[0]}" \
+    "$libdir/cmake/executor/executorConfig.cmake" "$libdir/cmake/executor/executorConfigVersion.cmake"; do
+    [ -f "$f" ] || { echo "consumer check FAILED: not installed: $f" >&2; exit 1; }
+done
 # The shared library exports the public API only: exec_ names, none of the internal exec__.
-so=$(ls "$libdir"/libexecutor.so.*.*.* | head -n1)
+so=${sos[0]}
 stray=$(nm -D --defined-only "$so" | awk '$3 !~ /^exec_/ || $3 ~ /^exec__/ {print $3}')
 [ -z "$stray" ] || { echo "consumer check FAILED: $so exports non-API symbols: $stray" >&2; exit 1; }
 step "exports: $(nm -D --defined-only "$so" | grep -c ' exec_') exec_ symbols, nothing else"
