@@ -256,7 +256,9 @@ int main(int argc, char **argv)
     int rc = input && strcmp(input, "-") ? exec_source_open(&src, input, &so)
                                          : exec_source_open_fd(&src, 0, &so);
     if (rc) {
-        fprintf(stderr, PROG ": %s: %s\n", run.in_name, exec_strerror(rc));
+        /* open() and read() failures are negated errno values: say them as the system does. */
+        fprintf(stderr, PROG ": %s: %s\n", run.in_name,
+                rc > -4000 ? strerror(-rc) : exec_strerror(rc));
         goto out;
     }
     const void *h;
@@ -324,7 +326,8 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s: stopped at the malformed record (--skip-bad goes on)\n",
                 run.in_name);
     } else if (rc) {
-        fprintf(stderr, PROG ": %s: %s\n", run.in_name, exec_strerror(rc));
+        fprintf(stderr, PROG ": %s: %s\n", run.in_name,
+                rc > -4000 && rc < 0 && rc != EXEC_E2BIG ? strerror(-rc) : exec_strerror(rc));
     } else if (rep.failed) {
         fprintf(stderr, PROG ": %s: %llu of %llu records failed\n", run.in_name,
                 (unsigned long long)rep.failed, (unsigned long long)rep.records);
