@@ -32,6 +32,7 @@ static char bin[PATH_MAX];  /* build dir's examples/ */
 static char data[PATH_MAX]; /* tests/data/ */
 static char input[64], out_path[64], err_path[64], bad_path[64];
 static bool fork_built;
+static bool have_examples; /* built unless EXEC_BUILD_EXAMPLES=OFF */
 
 /* ------------------------------------------------------------------------- */
 
@@ -236,6 +237,9 @@ static int setup(void **state)
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s", __FILE__);
     snprintf(data, sizeof data, "%s/data", dirname(src));
+    char probe_path[PATH_MAX + 16];
+    snprintf(probe_path, sizeof probe_path, "%s/executor-map", bin);
+    have_examples = access(probe_path, X_OK) == 0;
     int pid = (int)getpid();
     snprintf(input, sizeof input, "/tmp/exec-cmd-in-%d.csv", pid);
     snprintf(out_path, sizeof out_path, "/tmp/exec-cmd-out-%d", pid);
@@ -266,6 +270,8 @@ static int teardown(void **state)
 static void test_seed(void **state)
 {
     (void)state;
+    if (!have_examples)
+        skip();
     char prog[PATH_MAX + 8], file[PATH_MAX + 16];
     snprintf(prog, sizeof prog, "%s/seed", bin);
     snprintf(file, sizeof file, "%s/seed.csv", data);
@@ -280,6 +286,8 @@ static void test_seed(void **state)
 static void test_plugins_all_backends(void **state)
 {
     (void)state;
+    if (!have_examples)
+        skip();
     static const char *const plugins[] = {"libwordtable.so", "libscratch.so"};
     static const char *const backends[] = {"auto", "threads", "fork"};
     char spec[PATH_MAX + 64];
@@ -337,6 +345,8 @@ static void test_plugins_all_backends(void **state)
 static void test_auto_choice(void **state)
 {
     (void)state;
+    if (!have_examples)
+        skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
     snprintf(prog, sizeof prog, "%s/executor-map", bin);
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
@@ -359,6 +369,8 @@ static void test_auto_choice(void **state)
 static void test_errors(void **state)
 {
     (void)state;
+    if (!have_examples)
+        skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
     snprintf(prog, sizeof prog, "%s/executor-map", bin);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
@@ -418,6 +430,8 @@ static void test_errors(void **state)
 static void test_malformed_input(void **state)
 {
     (void)state;
+    if (!have_examples)
+        skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
     snprintf(prog, sizeof prog, "%s/executor-map", bin);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
