@@ -366,6 +366,39 @@ static void test_auto_choice(void **state)
     assert_true(err_has("20000 records, 20000 ok"));
 }
 
+/* Other formats: plain lines (a quote is data), length-prefixed records. */
+static void test_formats(void **state)
+{
+    (void)state;
+    if (!have_examples)
+        skip();
+    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
+    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
+    snprintf(spec, sizeof spec, "table=%s/words.txt,column=1,id=0", data);
+    FILE *f = fopen(bad_path, "we");
+    fputs("1,apple pie\n2,a cat\n", f);
+    fclose(f);
+    char *lines[] = {prog, "--plugin", so, "--spec", spec, "--format", "lines", "--ordered",
+                     bad_path, NULL};
+    assert_int_equal(run(lines), 0);
+    char *out = slurp(out_path, NULL);
+    assert_string_equal(out, "1,fruit\n2,animal\n");
+    free(out);
+    f = fopen(bad_path, "we");
+    fwrite("\x07\0\0\0" "7,\"owl\"" "\x08\0\0\0" "8,drill", 1, 4 + 7 + 4 + 7, f);
+    fclose(f);
+    char *len32[] = {prog, "--plugin", so, "--spec", spec, "--format", "len32le", "--ordered",
+                     bad_path, NULL};
+    assert_int_equal(run(len32), 1); /* the second length is one too long: truncated */
+    assert_true(err_has("record 2 (byte 11): input ends inside a length-prefixed record"));
+    out = slurp(out_path, NULL);
+    assert_string_equal(out, "7,animal\n");
+    free(out);
+    char *bad_format[] = {prog, "--plugin", so, "--spec", spec, "--format", "xml", bad_path, NULL};
+    assert_int_equal(run(bad_format), 2);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -473,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_seed),
         cmocka_unit_test(test_plugins_all_backends),
         cmocka_unit_test(test_auto_choice),
+        cmocka_unit_test(test_formats),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_malformed_input),
     };
