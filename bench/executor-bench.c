@@ -138,6 +138,15 @@ static int parse_list_u(const char *s, unsigned *v, int max)
     return n;
 }
 
+/* The 1-minute load average: how busy the machine was around a run. */
+static double loadavg1(void)
+{
+    double l[1];
+    return getloadavg(l, 1) == 1 ? l[0] : -1;
+}
+
+static double load_start;
+
 static unsigned ncpus(void)
 {
     cpu_set_t set;
@@ -1342,9 +1351,10 @@ static void write_plot(const struct opts *o, const char *dir, unsigned pw)
     fputs(plot_head, f);
     fprintf(f,
             "set title \"executor-bench: efficiency at %u workers on %s (%u CPUs)%s\\n"
-            "{/*0.8 median of %d run%s; 1.0 = workers x the sequential loop's rate}\"\n",
+            "{/*0.8 median of %d run%s; 1.0 = workers x the sequential loop's rate; "
+            "load average %.1f at the start, %.1f at the end}\"\n",
             pw, host, ncpus(), o->ordered ? ", libexecutor ordered" : "", o->runs,
-            o->runs > 1 ? "s" : "");
+            o->runs > 1 ? "s" : "", load_start, loadavg1());
     fprintf(f, "plot ");
     for (int i = 0; i < nc; i++)
         fprintf(f, "'plot.dat' using 1:%d title columnheader(%d) with linespoints %s, \\\n     ",
@@ -2100,8 +2110,13 @@ int main(int argc, char **argv)
 
     char host[256] = "?";
     gethostname(host, sizeof host - 1);
-    say("executor-bench: libexecutor %s on %s, %u CPUs available\n", EXEC_VERSION_STRING, host,
-        cpus);
+    load_start = loadavg1();
+    say("executor-bench: libexecutor %s on %s, %u CPUs available, load average %.2f\n",
+        EXEC_VERSION_STRING, host, cpus, load_start);
+    if (load_start > 0.5 * cpus)
+        say("warning: the machine is busy (load average %.1f on %u CPUs): other programs take "
+            "CPU time, so the\nfigures will be low and noisy; the CPU ns column is the steadier "
+            "one\n", load_start, cpus);
     say("records: %zu %s; context: %.1f MB hash table (%u words); classify without weight "
         "%.0f ns/record, weight loop %.3f ns/iteration\n",
         d.nrecs, o.file ? o.file : "built-in rows of 8 words", (double)d.table.bytes / (1 << 20),
@@ -2177,7 +2192,7 @@ int main(int argc, char **argv)
     } else if (runs_checked) {
         say("checksums: all %d executor runs match the sequential loop\n", runs_checked);
     }
-    say("total %.1f s\n", bench_now() - t_start);
+    say("total %.1f s, load average %.2f at the end (this run included)\n", bench_now() - t_start, loadavg1());
     if (table_file)
         fclose(table_file);
     free(cells);
