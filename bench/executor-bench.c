@@ -1352,7 +1352,7 @@ static void write_plot(const struct opts *o, const char *dir, unsigned pw)
     fprintf(f,
             "set title \"executor-bench: efficiency at %u workers on %s (%u CPUs)%s\\n"
             "{/*0.8 median of %d run%s; 1.0 = workers x the sequential loop's rate; "
-            "load average %.1f at the start, %.1f at the end}\"\n",
+            "load average %.1f before, %.1f after (this run included)}\"\n",
             pw, host, ncpus(), o->ordered ? ", libexecutor ordered" : "", o->runs,
             o->runs > 1 ? "s" : "", load_start, loadavg1());
     fprintf(f, "plot ");
@@ -2192,7 +2192,8 @@ int main(int argc, char **argv)
     } else if (runs_checked) {
         say("checksums: all %d executor runs match the sequential loop\n", runs_checked);
     }
-    say("total %.1f s, load average %.2f at the end (this run included)\n", bench_now() - t_start, loadavg1());
+    say("total %.1f s, load average %.2f at the end (this run included)\n",
+        bench_now() - t_start, loadavg1());
     if (table_file)
         fclose(table_file);
     free(cells);
