@@ -281,7 +281,8 @@ static int build_table(struct dataset *d, uint32_t nwords, uint64_t seed)
     d->table.bytes = nslots * sizeof *d->table.slots;
     /* Huge pages where the kernel allows them: a large read-only table is
      * what they are for, and without them TLB misses dominate the lookups. */
-    d->table.slots = aligned_alloc(2u << 20, (d->table.bytes + (2u << 20) - 1) & ~((size_t)(2u << 20) - 1));
+    size_t huge = (size_t)2 << 20;
+    d->table.slots = aligned_alloc(huge, (d->table.bytes + huge - 1) & ~(huge - 1));
     if (d->table.slots) {
         madvise(d->table.slots, d->table.bytes, MADV_HUGEPAGE);
         memset(d->table.slots, 0, d->table.bytes);
@@ -533,7 +534,8 @@ static int workers_mem(struct fork_mem *m)
         long pss = proc_status_kb(path, "Pss:");
         if (pss < 0)
             continue;
-        long pc = proc_status_kb(path, "Private_Clean:"), pd = proc_status_kb(path, "Private_Dirty:");
+        long pc = proc_status_kb(path, "Private_Clean:");
+        long pd = proc_status_kb(path, "Private_Dirty:");
         m->pss += pss;
         m->priv += (pc > 0 ? pc : 0) + (pd > 0 ? pd : 0);
         m->dirty += pd > 0 ? pd : 0;
