@@ -8,7 +8,9 @@
 # Environment:
 #   EXEC_TEST_BUILDS  what to run, in order (default: "default consumer asan tsan clang");
 #                     any configure preset (default release debug asan tsan clang), and
-#                     "consumer" (install the default build, build and run .ci/consumer)
+#                     "consumer" (install the default build, build and run .ci/consumer),
+#                     "valgrind" (the default build's tests under valgrind; slow, not run
+#                     unless asked for)
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
 #   EXEC_CTEST_JOBS   tests run at once (default: 1; the suites use every core)
@@ -42,7 +44,8 @@ quiet() {
 
 if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
     deps_args=()
-    case " $builds " in *" clang "*) deps_args=(--clang) ;; esac
+    case " $builds " in *" clang "*) deps_args+=(--clang) ;; esac
+    case " $builds " in *" valgrind "*) deps_args+=(--valgrind) ;; esac
     bash scripts/deps.sh "${deps_args[@]}" || fail "scripts/deps.sh could not install the packages"
 fi
 
@@ -96,9 +99,26 @@ run_consumer() {
     say "${summary[-1]}"
 }
 
+run_valgrind() {
+    local t0 log=$root/valgrind.ctest.log result
+    t0=$(date +%s)
+    configure_build default
+    say "valgrind: ctest -T memcheck in $root/default"
+    if ! (cd "$root/default" && ctest -T memcheck --output-on-failure --no-tests=ignore \
+        --overwrite MemoryCheckCommand="$(command -v valgrind)" \
+        --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
+        "${ctest_args[@]}") 2>&1 | tee "$log"; then
+        fail "valgrind: tests (log: $log)"
+    fi
+    result=$(grep -E 'tests passed|No tests were found' "$log" | tail -n1 || true)
+    summary+=("valgrind: ${result:-no tests}; took $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
 for b in $builds; do
     case $b in
     consumer) run_consumer ;;
+    valgrind) run_valgrind ;;
     *) run_build "$b" ;;
     esac
 done
