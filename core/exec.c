@@ -178,6 +178,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     pthread_mutex_init(&ex->next_lock, NULL);
     pthread_mutex_init(&ex->wait_lock, NULL);
     pthread_mutex_init(&ex->swap_lock, NULL);
+    pthread_mutex_init(&ex->flight_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -196,6 +197,13 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
             goto fail;
         }
     }
+    if (be->cancel_flags || be->cancel) {
+        ex->flight = calloc(n, sizeof *ex->flight);
+        if (!ex->flight) {
+            rc = EXEC_ENOMEM;
+            goto fail;
+        }
+    }
     rc = be->start(ex);
     if (rc) {
         be->stop(ex);
@@ -206,11 +214,13 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     return 0;
 fail:
     free(ex->reorder);
+    free(ex->flight);
     close(ex->efd);
     pthread_mutex_destroy(&ex->submit_lock);
     pthread_mutex_destroy(&ex->next_lock);
     pthread_mutex_destroy(&ex->wait_lock);
     pthread_mutex_destroy(&ex->swap_lock);
+    pthread_mutex_destroy(&ex->flight_lock);
     pthread_cond_destroy(&ex->wait_cond);
     free(ex);
     return rc;
@@ -254,6 +264,11 @@ static void exec__dispatch_open(exec_t *ex)
         return;
     ex->open = NULL;
     ck_pr_store_64(&ex->batches, ex->batches + 1);
+    if (ex->flight) {
+        pthread_mutex_lock(&ex->flight_lock);
+        ex->flight[b->seq & ex->reorder_mask] = b;
+        pthread_mutex_unlock(&ex->flight_lock);
+    }
     ex->be->dispatch(ex, b);
 }
 
@@ -290,6 +305,8 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
         b->data_len = 0;
         b->rdata_len = 0;
         b->generation = 0;
+        b->progress = 0;
+        b->t_open = exec__now_ns();
         b->seq = ex->next_batch_seq++;
         b->rec_seq0 = ex->next_rec_seq;
         ex->open = b;
@@ -301,6 +318,8 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     if (len)
         memcpy(b->data + b->data_len, rec, len);
     b->data_len += len;
+    if (b->rflags)
+        b->rflags[b->n] = 0;
     b->n++;
     ex->next_rec_seq++;
     ck_pr_store_64(&ex->submitted, ex->submitted + 1);
@@ -319,6 +338,8 @@ static int exec__submit(exec_t *ex, const void *rec, size_t len, uint64_t tag, b
 {
     if (!ex || (!rec && len))
         return EXEC_EINVAL;
+    if (ck_pr_load_8((uint8_t *)&ex->finished))
+        return EXEC_ESTATE;
     if (len > ex->opt.max_record)
         return EXEC_E2BIG;
     for (;;) {
@@ -421,11 +442,24 @@ int exec_finish(exec_t *ex)
 /* Consumer                                                                  */
 /* ------------------------------------------------------------------------- */
 
+/* A completed batch from the backend; it leaves the cancellable set. */
+static struct exec__batch *exec__reap(exec_t *ex)
+{
+    struct exec__batch *b = ex->be->reap(ex);
+    if (b && ex->flight) {
+        pthread_mutex_lock(&ex->flight_lock);
+        if (ex->flight[b->seq & ex->reorder_mask] == b)
+            ex->flight[b->seq & ex->reorder_mask] = NULL;
+        pthread_mutex_unlock(&ex->flight_lock);
+    }
+    return b;
+}
+
 /* next_lock held. The next batch to deliver from, or NULL if none is ready. */
 static struct exec__batch *exec__take(exec_t *ex)
 {
     if (!ex->reorder)
-        return ex->be->reap(ex);
+        return exec__reap(ex);
     for (;;) {
         struct exec__batch **slot = &ex->reorder[ex->deliver_seq & ex->reorder_mask];
         if (*slot && (*slot)->seq == ex->deliver_seq) {
@@ -434,7 +468,7 @@ static struct exec__batch *exec__take(exec_t *ex)
             ck_pr_store_64(&ex->deliver_seq, ex->deliver_seq + 1);
             return b;
         }
-        struct exec__batch *r = ex->be->reap(ex);
+        struct exec__batch *r = exec__reap(ex);
         if (!r)
             return NULL;
         ex->reorder[r->seq & ex->reorder_mask] = r;
@@ -477,6 +511,15 @@ static void exec__deliver(exec_t *ex, exec_result_t *res)
     res->seq = b->rec_seq0 + i;
     res->generation = b->generation;
     res->worker = b->worker;
+    res->flags = r->flags & EXEC_RESULT_EARLY;
+    if (i == 0) {
+        /* One latency sample per batch: its first record, submit to result. */
+        uint64_t d = exec__now_ns() - b->t_open;
+        unsigned k = d ? 63u - (unsigned)__builtin_clzll(d) : 0;
+        if (k >= EXEC_LAT_BUCKETS)
+            k = EXEC_LAT_BUCKETS - 1;
+        ck_pr_store_64(&ex->lat_hist[k], ex->lat_hist[k] + 1);
+    }
     exec__count(ex, r->status);
     if (b->cursor == b->n) {
         /* The whole batch is collected: give its window room back now, so a
@@ -542,6 +585,12 @@ static int exec__ready(exec_t *ex, int timeout_ms)
         /* Nothing ready: make sure nothing waits in the open batch, then arm
          * the wake-up and look once more before sleeping. */
         exec__flush(ex);
+        /* Reset the eventfd before arming, so exec_fd() polls readable only
+         * for what comes next (a loop that never sleeps here would else see
+         * it readable for ever). */
+        uint64_t v;
+        while (read(ex->efd, &v, sizeof v) > 0)
+            ;
         ck_pr_store_32(ex->armed, 1);
         ck_pr_fence_memory();
         b = exec__take(ex);
@@ -715,7 +764,11 @@ int exec_stats(const exec_t *ex, exec_stats_t *st)
     memset(st, 0, sizeof *st);
     st->backend = e->backend;
     st->workers = e->opt.workers;
-    st->submitted = ck_pr_load_64(&e->submitted);
+    /* Submissions stand still while the result counters are read: then no
+     * record is counted delivered but not submitted, and in_flight (never
+     * above the window) is exact as of that moment or lower. */
+    pthread_mutex_lock(&e->submit_lock);
+    st->submitted = e->submitted;
     st->ok = ck_pr_load_64(&e->ok);
     st->user_errors = ck_pr_load_64(&e->user_errors);
     st->crashed = ck_pr_load_64(&e->crashed);
@@ -723,6 +776,7 @@ int exec_stats(const exec_t *ex, exec_stats_t *st)
     st->too_big = ck_pr_load_64(&e->too_big);
     st->cancelled = ck_pr_load_64(&e->cancelled);
     st->worker_errors = ck_pr_load_64(&e->worker_errors);
+    pthread_mutex_unlock(&e->submit_lock);
     st->batches = ck_pr_load_64(&e->batches);
     st->swaps = ck_pr_load_64(&e->swaps);
     st->generation = ck_pr_load_64(&e->generation);
@@ -730,6 +784,105 @@ int exec_stats(const exec_t *ex, exec_stats_t *st)
     st->delivered = st->ok + st->user_errors + st->crashed + st->timed_out + st->too_big +
                     st->cancelled + st->worker_errors;
     st->in_flight = st->submitted > st->delivered ? st->submitted - st->delivered : 0;
+
+    for (unsigned k = 0; k < EXEC_LAT_BUCKETS; k++) {
+        st->lat_hist[k] = ck_pr_load_64(&e->lat_hist[k]);
+        st->lat_samples += st->lat_hist[k];
+    }
+    uint64_t *pct[3] = {&st->lat_p50_ns, &st->lat_p99_ns, &st->lat_p999_ns};
+    const double q[3] = {0.50, 0.99, 0.999};
+    for (int j = 0; j < 3 && st->lat_samples; j++) {
+        uint64_t need = (uint64_t)(q[j] * (double)st->lat_samples + 0.5), seen = 0;
+        if (need == 0)
+            need = 1;
+        for (unsigned k = 0; k < EXEC_LAT_BUCKETS; k++) {
+            seen += st->lat_hist[k];
+            if (seen >= need) {
+                *pct[j] = (2ull << k) - 1; /* the bucket's upper bound */
+                break;
+            }
+        }
+    }
+    for (unsigned i = 0; i < e->opt.workers; i++) {
+        exec_worker_stats_t ws;
+        exec_worker_stats(e, i, &ws);
+        st->busy_ns += ws.busy_ns;
+        st->idle_ns += ws.idle_ns;
+    }
+    if (st->busy_ns + st->idle_ns)
+        st->utilisation = (double)st->busy_ns / (double)(st->busy_ns + st->idle_ns);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Cancel                                                                    */
+/* ------------------------------------------------------------------------- */
+
+static void exec__flag(struct exec__batch *b, uint32_t i)
+{
+    __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_RELAXED);
+}
+
+/* Cancels the unfinished records of b that match (all, or those tagged tag). */
+static int exec__cancel_batch(exec_t *ex, struct exec__batch *b, bool all, uint64_t tag,
+                              bool dispatched)
+{
+    int n = 0;
+    uint32_t from = 0;
+    if (dispatched && !ex->be->cancel)
+        from = __atomic_load_n(&b->progress, __ATOMIC_ACQUIRE);
+    for (uint32_t i = from; i < b->n; i++) {
+        if (!all && b->recs[i].tag != tag)
+            continue;
+        if (b->rflags && (__atomic_load_n(&b->rflags[i], __ATOMIC_RELAXED) & EXEC__RF_CANCEL))
+            continue; /* already cancelled */
+        if (dispatched && ex->be->cancel) {
+            n += ex->be->cancel(ex, b, i) > 0;
+        } else {
+            exec__flag(b, i);
+            n++;
+        }
+    }
+    return n;
+}
+
+static int exec__cancel(exec_t *ex, bool all, uint64_t tag)
+{
+    if (!ex)
+        return EXEC_EINVAL;
+    if (!ex->flight)
+        return EXEC_ENOTSUP;
+    int n = 0;
+    pthread_mutex_lock(&ex->submit_lock);
+    pthread_mutex_lock(&ex->flight_lock);
+    if (ex->open)
+        n += exec__cancel_batch(ex, ex->open, all, tag, false);
+    for (uint64_t k = 0; k <= ex->reorder_mask; k++)
+        if (ex->flight[k])
+            n += exec__cancel_batch(ex, ex->flight[k], all, tag, true);
+    pthread_mutex_unlock(&ex->flight_lock);
+    pthread_mutex_unlock(&ex->submit_lock);
+    return n > 0 || all ? n : EXEC_ENOENT;
+}
+
+int exec_cancel(exec_t *ex, uint64_t tag)
+{
+    return exec__cancel(ex, false, tag);
+}
+
+int exec_cancel_all(exec_t *ex)
+{
+    return exec__cancel(ex, true, 0);
+}
+
+int exec_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws)
+{
+    if (!ex || !ws || i >= ex->opt.workers)
+        return EXEC_EINVAL;
+    memset(ws, 0, sizeof *ws);
+    ws->index = i;
+    if (ex->be->worker_stats)
+        ex->be->worker_stats(ex, i, ws);
     return 0;
 }
 
@@ -743,11 +896,13 @@ void exec_destroy(exec_t *ex)
     exec__wake_submitters(ex);
     ex->be->stop(ex);
     free(ex->reorder);
+    free(ex->flight);
     close(ex->efd);
     pthread_mutex_destroy(&ex->submit_lock);
     pthread_mutex_destroy(&ex->next_lock);
     pthread_mutex_destroy(&ex->wait_lock);
     pthread_mutex_destroy(&ex->swap_lock);
+    pthread_mutex_destroy(&ex->flight_lock);
     pthread_cond_destroy(&ex->wait_cond);
     free(ex);
 }

@@ -31,8 +31,12 @@ struct exec__res {
     int32_t signal;
     int32_t exit_status;
     uint32_t len;
+    uint32_t flags; /* EXEC_RESULT_* */
     uint64_t off;
 };
+
+/* Per-record flags in exec__batch.rflags: set by the canceller, read by the worker. */
+#define EXEC__RF_CANCEL 0x1u
 
 /*
  * A batch: records filled by the producer (under ex->submit_lock), processed by
@@ -53,6 +57,12 @@ struct exec__batch {
     struct exec__res *res;
     char *rdata;
     size_t rdata_len, rdata_cap;
+    /* Cancel support (backends with cancel_flags): one byte per record that
+     * workers read before and after process(), and the index of the record a
+     * worker is on (ck_pr store per record). */
+    uint8_t *rflags;
+    uint32_t progress;
+    uint64_t t_open; /* when its first record was submitted (latency samples) */
 };
 
 /* The result writer handed to process(). */
@@ -63,6 +73,8 @@ struct exec_writer {
     size_t len;   /* end of what was written */
     size_t max;   /* max_result */
     bool overflow;
+    bool saw_cancel;       /* exec_cancelled() returned true */
+    const uint8_t *rflag;  /* this record's flags, or NULL */
     /* Makes room for at least need bytes in total; 0 or an error. NULL: fixed. */
     int (*grow)(struct exec_writer *w, size_t need);
     void *grow_arg;
@@ -102,6 +114,15 @@ struct exec__backend {
     /* The consumer is done with b (delivered): recycle it. */
     void (*batch_put)(exec_t *ex, struct exec__batch *b);
     int (*swap)(exec_t *ex, void *new_ctx, uint64_t generation);
+    /* Cancel: with cancel_flags, batches carry rflags that workers honour
+     * (exec__run_batch does). cancel, when set, decides for a record of a
+     * dispatched batch (called under ex->flight_lock): 1 if it cancelled it
+     * (queued: flag it; running: e.g. kill the worker), 0 if it had finished.
+     * Without it core flags records at or after b->progress. */
+    bool cancel_flags;
+    int (*cancel)(exec_t *ex, struct exec__batch *b, uint32_t i);
+    /* Optional: one worker's figures (core has filled index). */
+    void (*worker_stats)(const exec_t *ex, unsigned i, exec_worker_stats_t *ws);
     /* Stops workers, abandons what is in flight, releases every resource.
      * Must cope with a partial start(). */
     void (*stop)(exec_t *ex);
@@ -147,6 +168,14 @@ struct exec {
     uint64_t ready_head, ready_tail, ready_mask;
 
     pthread_mutex_t swap_lock;
+
+    /* Dispatched batches not yet taken by the consumer, by seq & reorder_mask,
+     * for exec_cancel. Lock order: next_lock, submit_lock, flight_lock. */
+    pthread_mutex_t flight_lock;
+    struct exec__batch **flight;
+
+    /* Latency histogram (consumer writes, anyone reads). */
+    uint64_t lat_hist[EXEC_LAT_BUCKETS];
     bool started;    /* start() succeeded: contexts are ours to release */
     bool destroying;
 

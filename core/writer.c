@@ -88,6 +88,14 @@ size_t exec_write_len(const exec_writer_t *w)
     return w ? w->len - w->start : 0;
 }
 
+int exec_cancelled(exec_writer_t *w)
+{
+    if (!w || !w->rflag || !(__atomic_load_n(w->rflag, __ATOMIC_RELAXED) & EXEC__RF_CANCEL))
+        return 0;
+    w->saw_cancel = true;
+    return 1;
+}
+
 uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
                          struct exec__batch *b, uint32_t from, struct exec_writer *w,
                          size_t max_result)
@@ -100,6 +108,7 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
             break;
         const struct exec__rec *r = &b->recs[i];
         struct exec__res *res = &b->res[i];
+        const uint8_t *rf = b->rflags ? &b->rflags[i] : NULL;
         /* The producer just wrote these bytes on another core: ask early. */
         if (i + 4 < b->n) {
             const struct exec__rec *ahead = &b->recs[i + 4];
@@ -108,11 +117,27 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
             __builtin_prefetch(&b->res[i + 4], 1);
         }
         exec__writer_begin(w);
-        int rc = ops->process(ctx, wstate, b->data + r->off, r->len, w);
         res->user_code = 0;
         res->signal = 0;
         res->exit_status = 0;
-        if (w->overflow) {
+        res->flags = 0;
+        if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
+            /* Cancelled while queued: never processed. */
+            res->status = EXEC_ECANCELLED;
+            res->off = w->start;
+            res->len = 0;
+            __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
+            continue;
+        }
+        w->rflag = rf;
+        w->saw_cancel = false;
+        int rc = ops->process(ctx, wstate, b->data + r->off, r->len, w);
+        if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
+            /* Cancelled while running: the result is dropped. */
+            res->status = EXEC_ECANCELLED;
+            res->flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
+            w->len = w->start;
+        } else if (w->overflow) {
             res->status = EXEC_ERESULT2BIG;
             w->len = w->start;
         } else if (rc != 0) {
@@ -123,6 +148,8 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         }
         res->off = w->start;
         res->len = (uint32_t)(w->len - w->start);
+        if (rf)
+            __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
     }
     return i;
 }

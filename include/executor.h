@@ -64,6 +64,7 @@ extern "C" {
 #define EXEC_E2BIG     (-E2BIG)     /* record larger than options.max_record */
 #define EXEC_ENOTSUP   (-ENOTSUP)   /* backend not available in this build */
 #define EXEC_EBUSY     (-EBUSY)     /* exec_map() on an executor already in use */
+#define EXEC_ENOENT    (-ENOENT)    /* not found: a field, a column, a tag in flight */
 
 /* Codes of the library's own, in a range errno does not use. */
 #define EXEC_EOF          (-4095) /* exec_next(): end of stream, every result delivered */
@@ -109,7 +110,8 @@ void *exec_write_reserve(exec_writer_t *out, size_t len);
 /* Appends formatted text (no terminating NUL). 0 or EXEC_ERESULT2BIG. */
 int exec_writef(exec_writer_t *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Drops what was written for this record so far. */
+/* Drops what was written for this record so far, and forgets an earlier
+ * EXEC_ERESULT2BIG: process() may then write a shorter result. */
 void exec_write_reset(exec_writer_t *out);
 /* Bytes written for this record so far. */
 size_t exec_write_len(const exec_writer_t *out);
@@ -215,8 +217,8 @@ int exec_get_options(const exec_t *ex, exec_options_t *out);
  * Blocks while the window is full; another thread must then be collecting with
  * exec_next(), so a single-threaded caller uses exec_try_submit() (or exec_map()).
  *
- * Errors: EXEC_EINVAL (NULL ex, rec NULL with len > 0), EXEC_E2BIG (len >
- * max_record), EXEC_ESTATE (after exec_finish()), EXEC_EFATAL.
+ * Errors: EXEC_EINVAL (NULL ex, rec NULL with len > 0), EXEC_ESTATE (after
+ * exec_finish(); checked first), EXEC_E2BIG (len > max_record), EXEC_EFATAL.
  * Thread-safe: any number of threads may submit at once.
  */
 int exec_submit(exec_t *ex, const void *rec, size_t len, uint64_t tag);
@@ -264,7 +266,12 @@ typedef struct exec_result {
     uint64_t seq;        /* the record's submission number, from 0 */
     uint64_t generation; /* which context it ran against: 0 for the first, +1 per swap */
     unsigned worker;     /* index of the worker that ran it */
+    unsigned flags;      /* EXEC_RESULT_* */
 } exec_result_t;
+
+/* Flags in exec_result_t.flags. */
+#define EXEC_RESULT_EARLY 0x1u /* cancelled while running, and process() saw it
+                                  (exec_cancelled() returned true) */
 
 /*
  * Returns one finished record in *res (0), EXEC_EOF once exec_finish() was called
@@ -301,7 +308,9 @@ int exec_fd(const exec_t *ex);
  * then returns). Finishes the executor. A record from read_cb need stay valid only
  * until the next read_cb call. read_cb returns 1 for a record. The callbacks run
  * in the calling thread with internal locks held: they must not call exec_*
- * functions on this executor (another executor is fine).
+ * functions on this executor (another executor is fine). When emit_cb stops the
+ * map, a record read_cb had just returned may not have been submitted (no room
+ * yet); it yields no result.
  * Errors: EXEC_EINVAL, EXEC_EBUSY (records were already submitted), EXEC_ESTATE
  * (after exec_finish), EXEC_E2BIG (a record from read_cb was too large).
  */
@@ -330,6 +339,8 @@ int exec_swap_context(exec_t *ex, void *new_ctx);
 /* Stats                                                                     */
 /* ------------------------------------------------------------------------- */
 
+#define EXEC_LAT_BUCKETS 40
+
 typedef struct exec_stats {
     exec_backend_t backend;
     unsigned workers;
@@ -347,10 +358,65 @@ typedef struct exec_stats {
     uint64_t swaps;
     uint64_t generation; /* the current context's generation */
     uint64_t respawns;   /* EXEC_FORK: workers replaced */
+    /* Submit-to-result latency, sampled on the first record of each batch (so
+     * every record when they travel one at a time): lat_hist[i] counts samples
+     * in [2^i, 2^(i+1)) ns; p50/p99/p999 are read off it (upper bounds). */
+    uint64_t lat_hist[EXEC_LAT_BUCKETS];
+    uint64_t lat_samples;
+    uint64_t lat_p50_ns, lat_p99_ns, lat_p999_ns;
+    /* Worker time, summed over workers (see exec_worker_stats). */
+    uint64_t busy_ns, idle_ns;
+    double utilisation; /* busy / (busy + idle), 0..1 */
 } exec_stats_t;
 
 /* Fills *st. Readable at any time from any thread without stopping the pool. */
 int exec_stats(const exec_t *ex, exec_stats_t *st);
+
+/* One worker's figures. Times are wall-clock nanoseconds since it started. */
+typedef struct exec_worker_stats {
+    unsigned index;
+    int pid;             /* EXEC_FORK: the worker process; 0 for threads */
+    uint64_t records;    /* records it ran */
+    uint64_t batches;
+    uint64_t busy_ns;    /* inside batches */
+    uint64_t idle_ns;    /* waiting for work */
+    uint64_t startup_ns; /* worker_init (and, for EXEC_FORK, the fork) */
+    /* EXEC_FORK: replacements of this worker, by cause. */
+    uint64_t respawns_crash, respawns_timeout, respawns_recycle, respawns_cancel;
+    /* EXEC_FORK, read from /proc/PID/smaps_rollup when asked (0 if unknown):
+     * its proportional share of memory, and the pages it has made private
+     * (how much of the shared context it has copied, plus its own heap). */
+    uint64_t pss_kb, private_dirty_kb;
+} exec_worker_stats_t;
+
+/*
+ * Fills *ws for worker i (0 <= i < workers). Readable at any time from any
+ * thread. Errors: EXEC_EINVAL (NULL, i out of range).
+ */
+int exec_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws);
+
+/* ------------------------------------------------------------------------- */
+/* Cancel                                                                    */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * Cancels every record with this tag that has not finished. A record still
+ * queued is never processed and gets status EXEC_ECANCELLED. A record already
+ * running: on EXEC_THREADS its process() may poll exec_cancelled() and return
+ * early; its result is EXEC_ECANCELLED either way, with EXEC_RESULT_EARLY when
+ * process() saw the flag; on EXEC_FORK its worker is killed and replaced and the
+ * result is EXEC_ECANCELLED. Every record still yields exactly one result.
+ * Returns how many records it cancelled (> 0), or EXEC_ENOENT when no record
+ * with that tag is still in flight (never submitted, or finished: a finished
+ * record keeps its result), EXEC_EINVAL, EXEC_ENOTSUP. A record that finishes
+ * at the very moment of the call may keep its result although it was counted:
+ * each result says what happened. Thread-safe.
+ */
+int exec_cancel(exec_t *ex, uint64_t tag);
+/* Cancels every record in flight (for shutdown); returns how many (>= 0). */
+int exec_cancel_all(exec_t *ex);
+/* For process(): non-zero once its record was cancelled. Cheap: poll it in long loops. */
+int exec_cancelled(exec_writer_t *out);
 
 /*
  * Stops the workers and frees everything: threads are joined, children reaped,
@@ -367,7 +433,6 @@ void exec_destroy(exec_t *ex);
 /* ------------------------------------------------------------------------- */
 
 /* Codes of the record sources (see docs/csv.md). */
-#define EXEC_ENOENT        (-ENOENT)  /* no such field or column */
 #define EXEC_ENOBUFS       (-ENOBUFS) /* the caller's buffer is too small */
 #define EXEC_EUNTERMINATED (-4070)    /* input ends inside a quoted field */
 #define EXEC_EBADQUOTE     (-4069)    /* quote inside an unquoted field, or text

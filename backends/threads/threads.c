@@ -53,6 +53,8 @@ struct thr_worker {
     pthread_t tid;
     bool started;
     int init_rc;
+    /* Figures: written by the worker (ck_pr stores), read by anyone. */
+    uint64_t t_start, startup_ns, busy_ns, records, batches;
 };
 
 struct thr_batch {
@@ -171,6 +173,7 @@ static void *thr_main(void *arg)
     exec_t *ex = t->ex;
     void *wstate = NULL;
 
+    ck_pr_store_64(&wk->t_start, exec__now_ns());
     urcu_memb_register_thread();
     int rc = 0;
     if (ex->ops->worker_init) {
@@ -180,6 +183,7 @@ static void *thr_main(void *arg)
         rc = ex->ops->worker_init(ref->ctx, &wstate);
         urcu_memb_read_unlock();
     }
+    ck_pr_store_64(&wk->startup_ns, exec__now_ns() - wk->t_start);
     pthread_mutex_lock(&t->init_lock);
     wk->init_rc = rc;
     t->init_done++;
@@ -209,7 +213,11 @@ static void *thr_main(void *arg)
             }
             if (ck_pr_load_32(&t->stop))
                 break;
+            uint64_t t0 = exec__now_ns();
             thr_process(wk, tb, wstate);
+            ck_pr_store_64(&wk->busy_ns, wk->busy_ns + (exec__now_ns() - t0));
+            ck_pr_store_64(&wk->records, wk->records + tb->b.n);
+            ck_pr_store_64(&wk->batches, wk->batches + 1);
             bool awaited = exec__awaited(ex, &tb->b);
             exec__tsan_release(tb);
             ck_ring_enqueue_spsc(&wk->out, wk->outbuf, tb);
@@ -222,7 +230,7 @@ static void *thr_main(void *arg)
         }
     }
 out:
-    if (ex->ops->worker_fini) {
+    if (ex->ops->worker_fini && rc == 0) {
         urcu_memb_read_lock();
         struct exec__ctxref *ref = rcu_dereference(t->cur);
         exec__tsan_acquire(ref);
@@ -360,10 +368,12 @@ static struct exec__batch *thr_batch_get(exec_t *ex)
     tb->b.recs = malloc(tb->b.cap * sizeof *tb->b.recs);
     tb->b.res = malloc(tb->b.cap * sizeof *tb->b.res);
     tb->b.data = malloc(dcap);
-    if (!tb->b.recs || !tb->b.res || !tb->b.data) {
+    tb->b.rflags = malloc(tb->b.cap);
+    if (!tb->b.recs || !tb->b.res || !tb->b.data || !tb->b.rflags) {
         free(tb->b.recs);
         free(tb->b.res);
         free(tb->b.data);
+        free(tb->b.rflags);
         free(tb);
         return NULL;
     }
@@ -475,6 +485,7 @@ static void thr_stop(exec_t *ex)
         free(t->all[i]->b.recs);
         free(t->all[i]->b.res);
         free(t->all[i]->b.data);
+        free(t->all[i]->b.rflags);
         free(t->all[i]->w.buf);
         free(t->all[i]);
     }
@@ -494,6 +505,19 @@ static void thr_stop(exec_t *ex)
     ex->be_priv = NULL;
 }
 
+static void thr_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws)
+{
+    struct thr *t = ex->be_priv;
+    struct thr_worker *wk = &t->w[i];
+    uint64_t start = ck_pr_load_64(&wk->t_start);
+    ws->records = ck_pr_load_64(&wk->records);
+    ws->batches = ck_pr_load_64(&wk->batches);
+    ws->busy_ns = ck_pr_load_64(&wk->busy_ns);
+    ws->startup_ns = ck_pr_load_64(&wk->startup_ns);
+    uint64_t up = start ? exec__now_ns() - start : 0;
+    ws->idle_ns = up > ws->busy_ns + ws->startup_ns ? up - ws->busy_ns - ws->startup_ns : 0;
+}
+
 const struct exec__backend exec__threads_backend = {
     .version = 1,
     .id = EXEC_THREADS,
@@ -505,5 +529,7 @@ const struct exec__backend exec__threads_backend = {
     .reap = thr_reap,
     .batch_put = thr_batch_put,
     .swap = thr_swap,
+    .cancel_flags = true,
+    .worker_stats = thr_worker_stats,
     .stop = thr_stop,
 };
