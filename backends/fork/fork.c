@@ -344,6 +344,7 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         struct fk_sout *out = fk_sout_at(g, idx, si);
         uint32_t n = in->n, from = in->from;
         wb.recs = (struct exec__rec *)(in + 1);
+        wb.rflags = (uint8_t *)(wb.recs + ex->opt.batch); /* read-only here */
         wb.data = (char *)in + g->recs_size;
         wb.res = (struct exec__res *)(out + 1);
         wb.cap = n;
@@ -1019,7 +1020,9 @@ static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t gene
     g->zpidfd = g->zsock = -1;
     g->dcap = o->max_record > 65536 ? o->max_record : 65536;
     g->rcap = o->max_result + 65536;
-    g->recs_size = fk_align(sizeof(struct fk_sin) + o->batch * sizeof(struct exec__rec), 64);
+    /* recs[batch], then the cancel flags (one byte per record). */
+    g->recs_size =
+        fk_align(sizeof(struct fk_sin) + o->batch * (sizeof(struct exec__rec) + 1), 64);
     g->res_size = fk_align(sizeof(struct fk_sout) + o->batch * sizeof(struct exec__res), 64);
     g->in_slot = g->recs_size + fk_align(g->dcap, 64);
     g->out_slot = g->res_size + fk_align(g->rcap, 64);
@@ -1090,6 +1093,7 @@ static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t gene
             sl->srdata = (char *)sl->sout + g->res_size;
             sl->b.cap = o->batch;
             sl->b.recs = (struct exec__rec *)(sl->sin + 1);
+            sl->b.rflags = (uint8_t *)(sl->b.recs + o->batch);
             sl->b.data = (char *)sl->sin + g->recs_size;
             sl->b.data_cap = g->dcap;
             sl->b.res = calloc(o->batch, sizeof *sl->b.res);
@@ -1185,6 +1189,11 @@ static struct fk_slot *fk_fifo_pop(struct fk_worker *wk)
     return s;
 }
 
+static bool fk_cancelled(const struct fk_slot *s, uint32_t i)
+{
+    return __atomic_load_n(&s->b.rflags[i], __ATOMIC_RELAXED) & EXEC__RF_CANCEL;
+}
+
 static bool fk_rbuf_room(struct fk_slot *s, size_t n)
 {
     if (s->rbuf_cap - s->rbuf_len >= n)
@@ -1216,6 +1225,12 @@ static bool fk_harvest(struct fk_slot *s, uint32_t to, uint64_t rlen, bool in_pl
         struct exec__res *o = &s->b.res[j];
         memset(o, 0, sizeof *o);
         bool has_data = r.status == 0 || r.status == EXEC_EUSER;
+        if (__atomic_load_n(&s->b.rflags[j], __ATOMIC_RELAXED) & EXEC__RF_CANCEL) {
+            /* Cancelled before we took its result: that is what it reports. */
+            o->status = EXEC_ECANCELLED;
+            o->flags = r.status == EXEC_ECANCELLED ? (r.flags & EXEC_RESULT_EARLY) : 0;
+            continue;
+        }
         if ((!has_data && r.status != EXEC_ERESULT2BIG) ||
             (has_data && (r.off > rlen || r.len > rlen - r.off))) {
             o->status = EXEC_EWORKER;
@@ -1284,11 +1299,13 @@ static struct fk_slot *fk_pull(struct fk *fk, struct fk_worker *wk)
             return NULL;
         }
         fk_fifo_pop(wk);
-        pthread_mutex_unlock(&wk->lock);
+        /* Under wk->lock: fk_cancel() sees either all of this or none. */
         bool in_place = !s->copied && s->from == 0 && done == s->b.n;
-        if (!fk_harvest(s, done, rlen, in_place))
-            fk_violation(fk, wk, false);
+        bool clean = fk_harvest(s, done, rlen, in_place);
         s->from = done;
+        pthread_mutex_unlock(&wk->lock);
+        if (!clean)
+            fk_violation(fk, wk, false);
         wk->completed++;
         if (done == s->b.n)
             return s;
@@ -1314,7 +1331,7 @@ static void fk_fail_all(struct fk *fk, struct fk_worker *wk, int status)
         }
         for (uint32_t j = s->from; j < s->b.n; j++) {
             memset(&s->b.res[j], 0, sizeof s->b.res[j]);
-            s->b.res[j].status = status;
+            s->b.res[j].status = fk_cancelled(s, j) ? EXEC_ECANCELLED : status;
         }
         s->from = s->b.n;
         fk_push_done(fk, s);
@@ -1361,7 +1378,7 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
             }
             for (uint32_t j = s->from; j < s->b.n; j++) {
                 memset(&s->b.res[j], 0, sizeof s->b.res[j]);
-                s->b.res[j].status = EXEC_EWORKER;
+                s->b.res[j].status = fk_cancelled(s, j) ? EXEC_ECANCELLED : EXEC_EWORKER;
             }
             s->from = s->b.n;
         } else if (why != K_OURS && !planned) {
@@ -1374,6 +1391,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
                 fk_harvest(s, cr, g->rcap, false);
                 bool tmo = why == K_TIMEOUT && to_slot == cs && to_rec == cr;
                 fk_set_cause(&s->b.res[cr], tmo ? EXEC_ERECTIMEOUT : EXEC_ECRASHED, wstatus);
+                if (fk_cancelled(s, cr))
+                    fk_set_cause(&s->b.res[cr], EXEC_ECANCELLED, 0);
                 s->from = cr + 1;
                 blamed = true;
             }
@@ -1500,12 +1519,12 @@ static void fk_dispatch(exec_t *ex, struct exec__batch *b)
 {
     struct fk_slot *s = (struct fk_slot *)b;
     struct fk_worker *wk = s->wk;
-    s->from = 0;
-    s->copied = false;
-    s->rbuf_len = 0;
     b->worker = wk->idx;
     b->generation = s->g->generation;
     pthread_mutex_lock(&wk->lock);
+    s->from = 0;
+    s->copied = false;
+    s->rbuf_len = 0;
     bool ok = fk_enqueue(wk, s);
     pthread_mutex_unlock(&wk->lock);
     struct fk *fk = ex->be_priv;
@@ -1513,6 +1532,33 @@ static void fk_dispatch(exec_t *ex, struct exec__batch *b)
         fk_kill_req(fk, wk);
     if (ck_pr_load_32(&fk->sup_idle) && ck_pr_fas_32(&fk->sup_idle, 0))
         fk_wake_sup(fk);
+}
+
+/*
+ * Core, under submit_lock and flight_lock: cancel record i of a dispatched
+ * batch. Its flag (in the slot's input, read-only to workers) makes a worker
+ * skip it, and makes us report it cancelled whatever a worker wrote; a worker
+ * running it right now is killed and replaced (the rest of its slot re-runs).
+ */
+static int fk_cancel(exec_t *ex, struct exec__batch *b, uint32_t i)
+{
+    struct fk *fk = ex->be_priv;
+    struct fk_slot *s = (struct fk_slot *)b;
+    struct fk_worker *wk = s->wk;
+    pthread_mutex_lock(&wk->lock);
+    if (i < s->from) {
+        pthread_mutex_unlock(&wk->lock);
+        return 0; /* its result is already ours */
+    }
+    __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_RELAXED);
+    struct fk_hdr *h = wk->hdr;
+    bool running = wk->fifo_n && wk->fifo[wk->fifo_head] == s->idx &&
+                   ck_pr_load_32(&h->busy) && ck_pr_load_32(&h->cur_slot) == s->idx &&
+                   ck_pr_load_32(&h->cur_rec) == i;
+    pthread_mutex_unlock(&wk->lock);
+    if (running)
+        fk_kill_req(fk, wk);
+    return 1;
 }
 
 static bool fk_hungry(exec_t *ex, const struct exec__batch *b)
@@ -1727,5 +1773,7 @@ const struct exec__backend exec__fork_backend = {
     .reap = fk_reap,
     .batch_put = fk_batch_put,
     .swap = fk_swap,
+    .cancel_flags = true,
+    .cancel = fk_cancel,
     .stop = fk_stop,
 };
