@@ -45,6 +45,14 @@ static void run_plan(const struct plan *p, uint64_t n, unsigned flags, unsigned 
     assert_int_equal(exec_stats(ex, &st), 0);
     assert_int_equal(st.delivered, n);
     assert_true(st.respawns >= chosen);
+    uint64_t by_cause = 0;
+    for (unsigned i = 0; i < 2; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        by_cause += ws.respawns_crash + ws.respawns_timeout;
+        assert_int_equal(ws.respawns_recycle + ws.respawns_cancel, 0);
+    }
+    assert_int_equal(by_cause, st.respawns);
     exec_destroy(ex);
     if (chosen_out)
         *chosen_out = chosen;

@@ -46,6 +46,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -82,7 +83,7 @@ struct fk_msg {
 /* Worker states (parent-private, under fk->lock). */
 enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD, W_WAIT, W_GONE };
 /* Why we killed a worker. */
-enum { K_NONE, K_TIMEOUT, K_OURS };
+enum { K_NONE, K_TIMEOUT, K_OURS, K_CANCEL };
 /* Generation states (ck_pr, changed under fk->lock). */
 enum { G_FREE, G_STARTING, G_ACTIVE, G_RETIRING, G_DRAINED, G_CLOSING };
 
@@ -125,6 +126,9 @@ struct fk_worker {
     bool viol_head;        /* ... while reporting the FIFO's head */
     unsigned completed;    /* slots returned since it was spawned */
     uint32_t gone;         /* ck_pr: given up on; producers skip it */
+    /* Figures (consumer writes, anyone reads with ck_pr). */
+    uint64_t records, batches;
+    uint64_t resp_crash, resp_timeout, resp_recycle, resp_cancel;
 
     /* Free slots: batch_put -> batch_get. */
     struct ck_ring freer;
@@ -135,6 +139,7 @@ struct fk_worker {
     pid_t pid;
     int pidfd;
     bool exited, have_status, ready, kill_req;
+    int kill_req_why;
     int wstatus;
     int kill_why;
     uint32_t to_slot, to_rec, last_tick;
@@ -818,7 +823,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                 FK_WAIT_AT(wk->respawn_at);
             } else if (wk->state == W_LIVE) {
                 if (wk->kill_req)
-                    fk_sup_kill(wk, K_OURS);
+                    fk_sup_kill(wk, wk->kill_req_why);
                 if (ex->opt.timeout_ms && wk->ready && wk->kill_why == K_NONE) {
                     uint32_t busy = ck_pr_load_32(&wk->hdr->busy);
                     uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
@@ -980,6 +985,8 @@ static void fk_gen_free(struct fk *fk, struct fk_gen *g, bool release)
     exec_t *ex = fk->ex;
     if (release && ex->ops->ctx_release)
         ex->ops->ctx_release(g->ctx);
+    /* Under the lock: fk_worker_stats() may be reading g->w. */
+    pthread_mutex_lock(&fk->lock);
     if (g->w) {
         for (unsigned i = 0; i < g->nw; i++) {
             struct fk_worker *wk = &g->w[i];
@@ -1001,7 +1008,6 @@ static void fk_gen_free(struct fk *fk, struct fk_gen *g, bool release)
     free(g->zpids);
     if (g->base)
         munmap(g->base, g->size);
-    pthread_mutex_lock(&fk->lock);
     memset(g, 0, sizeof *g);
     g->zpidfd = g->zsock = -1;
     ck_pr_store_32(&g->state, G_FREE);
@@ -1136,12 +1142,18 @@ static void fk_gen_abandon(struct fk *fk, struct fk_gen *g)
 /* ------------------------------------------------------------------------- */
 
 /* Asks the supervisor to kill wk (and so to replace it). */
-static void fk_kill_req(struct fk *fk, struct fk_worker *wk)
+static void fk_kill_req_why(struct fk *fk, struct fk_worker *wk, int why)
 {
     pthread_mutex_lock(&fk->lock);
     wk->kill_req = true;
+    wk->kill_req_why = why;
     pthread_mutex_unlock(&fk->lock);
     fk_wake_sup(fk);
+}
+
+static void fk_kill_req(struct fk *fk, struct fk_worker *wk)
+{
+    fk_kill_req_why(fk, wk, K_OURS);
 }
 
 /* Consumer. wk broke the protocol: kill it and stop reading what it writes. */
@@ -1302,11 +1314,14 @@ static struct fk_slot *fk_pull(struct fk *fk, struct fk_worker *wk)
         /* Under wk->lock: fk_cancel() sees either all of this or none. */
         bool in_place = !s->copied && s->from == 0 && done == s->b.n;
         bool clean = fk_harvest(s, done, rlen, in_place);
+        uint32_t ran = done - s->from;
         s->from = done;
         pthread_mutex_unlock(&wk->lock);
         if (!clean)
             fk_violation(fk, wk, false);
         wk->completed++;
+        ck_pr_store_64(&wk->records, wk->records + ran);
+        ck_pr_store_64(&wk->batches, wk->batches + 1);
         if (done == s->b.n)
             return s;
         /* The result area filled up: run the rest in another pass. */
@@ -1381,7 +1396,7 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
                 s->b.res[j].status = fk_cancelled(s, j) ? EXEC_ECANCELLED : EXEC_EWORKER;
             }
             s->from = s->b.n;
-        } else if (why != K_OURS && !planned) {
+        } else if (why != K_OURS && why != K_CANCEL && !planned) {
             uint32_t busy = ck_pr_load_32(&h->busy);
             uint32_t cs = ck_pr_load_32(&h->cur_slot);
             uint32_t cr = ck_pr_load_32(&h->cur_rec);
@@ -1427,6 +1442,11 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     } else {
         /* Counted here (the consumer): a result after a death sees it. */
         ck_pr_store_64(&ex->respawns, ex->respawns + 1);
+        uint64_t *cause = planned ? &wk->resp_recycle
+                      : why == K_TIMEOUT ? &wk->resp_timeout
+                      : why == K_CANCEL ? &wk->resp_cancel
+                                        : &wk->resp_crash;
+        ck_pr_store_64(cause, *cause + 1);
         wk->state = W_WAIT;
         uint64_t backoff = wk->fails ? 1000000ull << (wk->fails < 10 ? wk->fails : 10) : 0;
         wk->respawn_at = exec__now_ns() + backoff;
@@ -1557,8 +1577,49 @@ static int fk_cancel(exec_t *ex, struct exec__batch *b, uint32_t i)
                    ck_pr_load_32(&h->cur_rec) == i;
     pthread_mutex_unlock(&wk->lock);
     if (running)
-        fk_kill_req(fk, wk);
+        fk_kill_req_why(fk, wk, K_CANCEL);
     return 1;
+}
+
+/* From /proc/PID/smaps_rollup: Pss and Private_Dirty, in kB (0 if unknown). */
+static void fk_smaps(int pid, uint64_t *pss, uint64_t *dirty)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    unsigned long long v;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "Pss: %llu kB", &v) == 1)
+            *pss = v;
+        else if (sscanf(line, "Private_Dirty: %llu kB", &v) == 1)
+            *dirty = v;
+    }
+    fclose(f);
+}
+
+/* Any thread: worker i of the current generation. */
+static void fk_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws)
+{
+    struct fk *fk = ex->be_priv;
+    int pid = 0;
+    pthread_mutex_lock(&fk->lock);
+    struct fk_gen *g = ck_pr_load_ptr(&fk->cur);
+    if (g && g->w && i < g->nw) {
+        struct fk_worker *wk = &g->w[i];
+        pid = wk->state == W_LIVE ? wk->pid : 0;
+        ws->records = ck_pr_load_64(&wk->records);
+        ws->batches = ck_pr_load_64(&wk->batches);
+        ws->respawns_crash = ck_pr_load_64(&wk->resp_crash);
+        ws->respawns_timeout = ck_pr_load_64(&wk->resp_timeout);
+        ws->respawns_recycle = ck_pr_load_64(&wk->resp_recycle);
+        ws->respawns_cancel = ck_pr_load_64(&wk->resp_cancel);
+    }
+    pthread_mutex_unlock(&fk->lock);
+    ws->pid = pid;
+    if (pid > 0)
+        fk_smaps(pid, &ws->pss_kb, &ws->private_dirty_kb);
 }
 
 static bool fk_hungry(exec_t *ex, const struct exec__batch *b)
@@ -1775,5 +1836,6 @@ const struct exec__backend exec__fork_backend = {
     .swap = fk_swap,
     .cancel_flags = true,
     .cancel = fk_cancel,
+    .worker_stats = fk_worker_stats,
     .stop = fk_stop,
 };
