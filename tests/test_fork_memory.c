@@ -105,6 +105,17 @@ static void test_pss(void **state)
     print_message("workers' PSS: %ld kB in all (limit %ld kB, context %zu kB)\n", total, limit,
                   CTX_BYTES / 1024);
     assert_true(total < limit);
+    /* exec_worker_stats() reads the same figures. */
+    long via_stats = 0;
+    for (unsigned i = 0; i < 2; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        assert_true(ws.pid > 0);
+        assert_true(ws.pss_kb > 0);
+        assert_true(ws.private_dirty_kb < 16 * 1024);
+        via_stats += (long)ws.pss_kb;
+    }
+    assert_true(via_stats < limit);
     exec_destroy(ex);
     free(b.mem);
 }
