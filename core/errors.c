@@ -18,7 +18,7 @@ static const struct exec__errdesc exec__errors[] = {
     {EXEC_E2BIG, "EXEC_E2BIG", "record larger than max_record"},
     {EXEC_ENOTSUP, "EXEC_ENOTSUP", "not supported by this backend or build"},
     {EXEC_EBUSY, "EXEC_EBUSY", "executor already in use"},
-    {EXEC_ENOENT, "EXEC_ENOENT", "not found"},
+    {EXEC_ENOENT, "EXEC_ENOENT", "no such file, field, column or tag in flight"},
     {EXEC_ENOBUFS, "EXEC_ENOBUFS", "buffer too small"},
     {EXEC_EOF, "EXEC_EOF", "end of stream"},
     {EXEC_ESTATE, "EXEC_ESTATE", "call out of order (e.g. submit after finish)"},

@@ -186,6 +186,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     pthread_condattr_destroy(&ca);
 
     ex->early_max = exec__max_batches(ex) / 2;
+    ex->batch_limit = o.batch;
     uint64_t n = 1;
     while (n < exec__max_batches(ex))
         n <<= 1;
@@ -280,6 +281,24 @@ static void exec__flush(exec_t *ex)
     pthread_mutex_unlock(&ex->submit_lock);
 }
 
+/* submit_lock held. May a batch go out before it is full? Only while fewer
+ * than half the batches are out: see exec__append. */
+static bool exec__spare(exec_t *ex)
+{
+    return ex->batches - ck_pr_load_64(&ex->batches_put) < ex->early_max;
+}
+
+int exec__flush_idle(exec_t *ex)
+{
+    if (pthread_mutex_trylock(&ex->submit_lock) != 0)
+        return -1;
+    int sent = ex->open && ex->open->n > 0 && exec__spare(ex);
+    if (sent)
+        exec__dispatch_open(ex);
+    pthread_mutex_unlock(&ex->submit_lock);
+    return sent;
+}
+
 /* Appends one record under submit_lock: 0, EXEC_EAGAIN (no room: window or
  * batches), EXEC_ESTATE, EXEC_EFATAL. */
 static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
@@ -292,7 +311,7 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     if (ex->submitted - collected >= ex->opt.window)
         return EXEC_EAGAIN;
     struct exec__batch *b = ex->open;
-    if (b && (b->n == b->cap || b->data_cap - b->data_len < len)) {
+    if (b && (b->n >= b->cap || b->data_cap - b->data_len < len)) {
         exec__dispatch_open(ex);
         b = NULL;
     }
@@ -324,12 +343,14 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     ex->next_rec_seq++;
     ck_pr_store_64(&ex->submitted, ex->submitted + 1);
     /* Send early when a worker runs short; looking every 8th record is enough
-     * (and the first record of a batch always looks: latency mode). Early,
+     * (and the first record of a batch always looks: latency mode); or at the
+     * smaller size the backend asks for when records are heavy. Such early,
      * small batches may take only half the batches, so the rest fill up and
      * the window, not the batch count, is what bounds a slow consumer. */
+    bool spare = exec__spare(ex);
     if (b->n == b->cap ||
-        ((b->n & 7) == 1 && ex->batches - ck_pr_load_64(&ex->batches_put) < ex->early_max &&
-         ex->be->hungry(ex, b)))
+        (spare && (b->n >= ck_pr_load_32(&ex->batch_limit) || ck_pr_load_32(&ex->idle) ||
+                   ((b->n & 7) == 1 && ex->be->hungry(ex, b)))))
         exec__dispatch_open(ex);
     return 0;
 }
@@ -648,18 +669,26 @@ int exec_next_many(exec_t *ex, exec_result_t *res, size_t max, size_t *got, int 
 /* ------------------------------------------------------------------------- */
 
 /*
- * Delivers what is ready to emit_cb, waiting for something first if `wait`.
+ * Delivers results to emit_cb, waiting for one first if `wait`. With `one`,
+ * stops after the batch being delivered is done: its window room is then free,
+ * and the caller goes back to submitting, so the workers are refilled batch by
+ * batch while results are collected (collecting everything ready first lets
+ * them run dry on light records). *delivered counts what was handed out.
  * 0, or emit_cb's non-zero return, or an error other than EXEC_EAGAIN.
  */
-static int exec__drain(exec_t *ex, exec_emit_fn emit_cb, void *emit_arg, bool wait, int *stop)
+static int exec__drain(exec_t *ex, exec_emit_fn emit_cb, void *emit_arg, bool wait, bool one,
+                       int *stop, uint64_t *delivered)
 {
     exec_result_t res;
     pthread_mutex_lock(&ex->next_lock);
     int rc = exec__ready(ex, wait ? -1 : 0);
     while (rc == 0) {
         exec__deliver(ex, &res);
+        ++*delivered;
         *stop = emit_cb(emit_arg, &res);
         if (*stop)
+            break;
+        if (one && ex->cur->cursor == ex->cur->n)
             break;
         rc = exec__ready(ex, 0);
     }
@@ -703,7 +732,11 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg, exec_emit_fn emit
         }
         while ((r = exec__append(ex, rec, len, tag)) == EXEC_EAGAIN) {
             pthread_mutex_unlock(&ex->submit_lock);
-            r = exec__drain(ex, emit_cb, emit_arg, true, &stop);
+            /* Collect one batch if one is ready, else wait for one. */
+            uint64_t got = 0;
+            r = exec__drain(ex, emit_cb, emit_arg, false, true, &stop, &got);
+            if (!r && !stop && !got)
+                r = exec__drain(ex, emit_cb, emit_arg, true, true, &stop, &got);
             pthread_mutex_lock(&ex->submit_lock);
             if (r || stop)
                 break;
@@ -720,7 +753,8 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg, exec_emit_fn emit
     if (f && !rc)
         rc = f;
     for (;;) {
-        int n = exec__drain(ex, emit_cb, emit_arg, true, &stop);
+        uint64_t got = 0;
+        int n = exec__drain(ex, emit_cb, emit_arg, true, false, &stop, &got);
         if (stop)
             return stop;
         if (n == EXEC_EOF)

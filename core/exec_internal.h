@@ -185,11 +185,21 @@ struct exec {
      * whenever room may have appeared (sleeping submitters wait on it). */
     uint64_t submitted, collected, progress;
     uint64_t batches_put; /* consumer: batches recycled (batches - this = out) */
+    uint32_t batch_limit; /* records per batch the backend asks for (<= opt.batch) */
+    uint32_t idle;        /* workers going to sleep: send what is open at once */
     uint64_t early_max;   /* most batches out before none is sent early */
     uint64_t ok, user_errors, crashed, timed_out, too_big,
         cancelled, worker_errors, batches, swaps, generation, respawns;
     uint32_t fatal; /* set by a backend that gave up */
 };
+
+/*
+ * A worker about to sleep calls this (after counting itself in ex->idle) so no
+ * record waits in the open batch while it sleeps: sends the open batch and
+ * returns 1, returns 0 if there was none, or -1 if a producer holds the lock
+ * (it will see ex->idle on its next record; retry before sleeping for long).
+ */
+int exec__flush_idle(exec_t *ex);
 
 /* Backends call this after making results visible: wakes a sleeping consumer. */
 void exec__notify(exec_t *ex);

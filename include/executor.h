@@ -255,7 +255,9 @@ int exec_finish(exec_t *ex);
 typedef struct exec_result {
     uint64_t tag;        /* the caller's tag from submit */
     int status;          /* 0, EXEC_EUSER, EXEC_ECRASHED, EXEC_ERECTIMEOUT,
-                            EXEC_ERESULT2BIG, EXEC_ECANCELLED or EXEC_EWORKER */
+                            EXEC_ERESULT2BIG, EXEC_ECANCELLED or EXEC_EWORKER;
+                            exec_map_source() adds EXEC_E2BIG (record too large,
+                            never submitted: seq is UINT64_MAX) */
     int user_code;       /* EXEC_EUSER: what process() returned; else 0 */
     int signal;          /* EXEC_ECRASHED/ERECTIMEOUT: the signal that ended the
                             worker, 0 if it exited */

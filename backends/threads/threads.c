@@ -31,8 +31,10 @@
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
-#define THR_SPIN 256 /* pauses before a worker sleeps */
-#define THR_LOW 2u   /* a worker with this few batches queued is running dry */
+#define THR_SPIN 256                 /* pauses before a worker sleeps */
+#define THR_LOW 2u                   /* a worker with this few batches queued is running dry */
+#define THR_BATCH_NS 250000u         /* aim for batches of about this much work */
+#define THR_WAKE_AGE_NS 1000000u     /* results wait at most about this long for a wake-up */
 
 struct exec__ctxref {
     void *ctx;
@@ -55,6 +57,7 @@ struct thr_worker {
     int init_rc;
     /* Figures: written by the worker (ck_pr stores), read by anyone. */
     uint64_t t_start, startup_ns, busy_ns, records, batches;
+    uint64_t ewma_ns; /* smoothed cost of one record */
 };
 
 struct thr_batch {
@@ -84,6 +87,7 @@ struct thr {
     uint32_t nall, maxb;
     unsigned reap_pos;
     unsigned wake_out; /* wake the consumer once a worker has this many batches done */
+    uint64_t last_wake; /* when a worker last woke the consumer (ck_pr) */
 
     /* Reclaimer. */
     pthread_t reclaimer;
@@ -106,8 +110,9 @@ static void thr_wait32(const struct ck_ec_wait_state *st, const uint32_t *addr, 
                        const struct timespec *deadline)
 {
     (void)st;
-    (void)deadline; /* we always wait without a deadline */
-    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, as ck_ec gives. */
+    syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
+            FUTEX_BITSET_MATCH_ANY);
 }
 
 static void thr_wake32(const struct ck_ec_ops *ops, const uint32_t *addr)
@@ -157,13 +162,48 @@ static void thr_process(struct thr_worker *wk, struct thr_batch *tb, void *wstat
     urcu_memb_read_unlock();
 }
 
+/* In-rings are single-producer, multi-consumer: the owner takes from its own
+ * ring, and a worker that runs dry steals from the longest other one, so the
+ * last batches of a stream do not wait behind one busy worker. */
 static bool thr_take(struct thr_worker *wk, struct thr_batch **out)
 {
-    if (ck_ring_dequeue_spsc(&wk->in, wk->inbuf, out)) {
+    if (ck_ring_dequeue_spmc(&wk->in, wk->inbuf, out)) {
         exec__tsan_acquire(*out);
         return true;
     }
     return false;
+}
+
+static bool thr_steal(struct thr_worker *wk, struct thr_batch **out)
+{
+    struct thr *t = wk->t;
+    struct thr_worker *victim = NULL;
+    unsigned most = 0;
+    for (unsigned i = 0; i < t->nw; i++) {
+        unsigned n = ck_ring_size(&t->w[i].in);
+        if (&t->w[i] != wk && n > most) {
+            most = n;
+            victim = &t->w[i];
+        }
+    }
+    return victim && thr_take(victim, out);
+}
+
+/* Per-record cost, smoothed, sets how many records the producer puts in a
+ * batch: about THR_BATCH_NS of work, at most options.batch. Heavy records thus
+ * travel in small batches and the work stays spread to the end. */
+static void thr_tune(struct thr_worker *wk, uint64_t ns, uint32_t n)
+{
+    exec_t *ex = wk->t->ex;
+    uint64_t per = ns / (n ? n : 1) + 1;
+    wk->ewma_ns = wk->ewma_ns ? (wk->ewma_ns * 7 + per) / 8 : per;
+    uint64_t limit = THR_BATCH_NS / wk->ewma_ns;
+    if (limit < 1)
+        limit = 1;
+    if (limit > ex->opt.batch)
+        limit = ex->opt.batch;
+    if (ck_pr_load_32(&ex->batch_limit) != limit)
+        ck_pr_store_32(&ex->batch_limit, (uint32_t)limit);
 }
 
 static void *thr_main(void *arg)
@@ -199,14 +239,35 @@ static void *thr_main(void *arg)
                 while (!thr_take(wk, &tb)) {
                     if (ck_pr_load_32(&t->stop))
                         goto out;
+                    if ((spins & 31) == 0 && thr_steal(wk, &tb))
+                        break;
                     if (++spins < THR_SPIN) {
                         ck_pr_stall();
                         continue;
                     }
-                    /* Nothing came: tell a waiting consumer, then sleep. */
+                    /* Nothing came: tell a waiting consumer, make sure nothing
+                     * waits in the open batch, then sleep. */
                     if (ck_ring_size(&wk->out))
                         exec__notify(ex);
-                    ck_ec32_wait(&wk->ec, &thr_ec_mode, snap, NULL);
+                    ck_pr_inc_32(&ex->idle);
+                    ck_pr_fence_memory();
+                    int sent = exec__flush_idle(ex);
+                    if (sent != 1) {
+                        /* Lock busy: its holder may have looked at `idle` just
+                         * before we counted ourselves; look again in 1 ms. */
+                        struct timespec dl, *dlp = NULL;
+                        if (sent < 0) {
+                            clock_gettime(CLOCK_MONOTONIC, &dl);
+                            dl.tv_nsec += 1000000;
+                            if (dl.tv_nsec >= 1000000000) {
+                                dl.tv_sec++;
+                                dl.tv_nsec -= 1000000000;
+                            }
+                            dlp = &dl;
+                        }
+                        ck_ec32_wait(&wk->ec, &thr_ec_mode, snap, dlp);
+                    }
+                    ck_pr_dec_32(&ex->idle);
                     snap = ck_ec32_value(&wk->ec);
                     spins = 0;
                 }
@@ -215,18 +276,23 @@ static void *thr_main(void *arg)
                 break;
             uint64_t t0 = exec__now_ns();
             thr_process(wk, tb, wstate);
-            ck_pr_store_64(&wk->busy_ns, wk->busy_ns + (exec__now_ns() - t0));
+            uint64_t t1 = exec__now_ns();
+            ck_pr_store_64(&wk->busy_ns, wk->busy_ns + (t1 - t0));
+            thr_tune(wk, t1 - t0, tb->b.n);
             ck_pr_store_64(&wk->records, wk->records + tb->b.n);
             ck_pr_store_64(&wk->batches, wk->batches + 1);
             bool awaited = exec__awaited(ex, &tb->b);
             exec__tsan_release(tb);
             ck_ring_enqueue_spsc(&wk->out, wk->outbuf, tb);
-            /* Wake a sleeping consumer only when a good share is done or we run
-             * dry: each wake-up costs both sides a context switch. */
+            /* Wake a sleeping consumer only when a good share is done, we run
+             * dry, it waits for this very batch, or results have waited long
+             * enough: each wake-up costs both sides a context switch. */
             if (ck_pr_load_32(ex->armed) &&
                 (ck_ring_size(&wk->out) >= t->wake_out || ck_ring_size(&wk->in) <= THR_LOW ||
-                 awaited))
+                 awaited || t1 - ck_pr_load_64(&t->last_wake) > THR_WAKE_AGE_NS)) {
+                ck_pr_store_64(&t->last_wake, t1);
                 exec__notify(ex);
+            }
         }
     }
 out:
@@ -398,7 +464,7 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
         }
     }
     exec__tsan_release(b);
-    ck_ring_enqueue_spsc(&best->in, best->inbuf, b); /* sized to hold every batch */
+    ck_ring_enqueue_spmc(&best->in, best->inbuf, b); /* sized to hold every batch */
     ck_ec32_inc(&best->ec, &thr_ec_mode);
 }
 
