@@ -552,6 +552,57 @@ static int workers_mem(struct fork_mem *m)
 /* Set by the fork runner after each run (workers == 0: none measured). */
 static struct fork_mem last_mem;
 
+/* The library's own figures from the last run of each backend (threads, fork),
+ * read while the pool is still up: utilisation, latency, per-worker counts. */
+#define INS_MAX_WORKERS 64
+struct insights {
+    int valid;
+    exec_stats_t st;
+    unsigned nw;
+    exec_worker_stats_t w[INS_MAX_WORKERS];
+};
+static struct insights last_ins[2];
+
+static void insights_take(exec_t *ex, exec_backend_t backend)
+{
+    struct insights *in = &last_ins[backend == EXEC_FORK];
+    if (exec_stats(ex, &in->st) != 0)
+        return;
+    in->nw = in->st.workers < INS_MAX_WORKERS ? in->st.workers : INS_MAX_WORKERS;
+    for (unsigned i = 0; i < in->nw; i++)
+        exec_worker_stats(ex, i, &in->w[i]);
+    in->valid = 1;
+}
+
+static void insights_print(exec_backend_t backend)
+{
+    struct insights *in = &last_ins[backend == EXEC_FORK];
+    if (!in->valid)
+        return;
+    say("insights %s (last run): utilisation %.2f; latency p50 %.0f us, p99 %.0f us, "
+        "p999 %.0f us (%llu samples); respawns %llu\n",
+        exec_backend_name(backend), in->st.utilisation, in->st.lat_p50_ns / 1e3,
+        in->st.lat_p99_ns / 1e3, in->st.lat_p999_ns / 1e3,
+        (unsigned long long)in->st.lat_samples, (unsigned long long)in->st.respawns);
+    for (unsigned i = 0; i < in->nw; i++) {
+        const exec_worker_stats_t *w = &in->w[i];
+        char pid[32] = "";
+        if (w->pid)
+            snprintf(pid, sizeof pid, " pid %d", w->pid);
+        char mem[96] = "";
+        if (w->pss_kb || w->private_dirty_kb)
+            snprintf(mem, sizeof mem, "; PSS %.1f MB, private dirty %.1f MB",
+                     w->pss_kb / 1024.0, w->private_dirty_kb / 1024.0);
+        say("  worker %u%s: %llu records in %llu batches; busy %.1f ms, idle %.1f ms, "
+            "startup %.2f ms; respawns crash/timeout/recycle/cancel %llu/%llu/%llu/%llu%s\n",
+            i, pid, (unsigned long long)w->records, (unsigned long long)w->batches,
+            w->busy_ns / 1e6, w->idle_ns / 1e6, w->startup_ns / 1e6,
+            (unsigned long long)w->respawns_crash, (unsigned long long)w->respawns_timeout,
+            (unsigned long long)w->respawns_recycle, (unsigned long long)w->respawns_cancel, mem);
+    }
+    in->valid = 0;
+}
+
 static int run_seq(struct bench_run *r)
 {
     const struct bench_rec *recs = r->recs;
@@ -728,6 +779,8 @@ static int exec_runner(struct bench_run *r, exec_backend_t backend, int per_reco
     r->checksum = m.sum;
     if (backend == EXEC_FORK)
         workers_mem(&last_mem);
+    if (!per_record)
+        insights_take(ex, backend);
     exec_destroy(ex);
     if (rc) {
         snprintf(r->err, sizeof r->err, "%s: %s", per_record ? "exec_next" : "exec_map",
@@ -1202,6 +1255,8 @@ static void print_cell(const struct opts *o, const struct dataset *d, int ci)
                 exec_label(e, o->ordered), fmt_rate(b1, sizeof b1, s->med), s->med / ideal,
                 s->min / ideal, s->max / ideal, ovh, cpu, c->rss_add_kb[e] / 1024, xm, xg, xb);
         }
+        insights_print(EXEC_THREADS);
+        insights_print(EXEC_FORK);
         if (c->mem.workers)
             say("fork workers: %d; PSS %.1f MB in all (%.2f x the %.1f MB context; it also "
                 "counts their shares of our %.0f MB, records included); private %.1f MB, of "
