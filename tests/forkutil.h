@@ -157,7 +157,8 @@ struct fu_run {
     unsigned char *seen;
 };
 
-static inline void fu_bad(struct fu_run *r, const char *fmt, ...)
+static inline __attribute__((format(printf, 2, 3))) void fu_bad(struct fu_run *r, const char *fmt,
+                                                               ...)
 {
     if (r->bad++ == 0) {
         va_list ap;
