@@ -37,6 +37,7 @@ struct exec__res {
 
 /* Per-record flags in exec__batch.rflags: set by the canceller, read by the worker. */
 #define EXEC__RF_CANCEL 0x1u
+#define EXEC__RF_SOFT 0x2u /* ran past timeout_ms: asked to stop */
 
 /*
  * A batch: records filled by the producer (under ex->submit_lock), processed by

@@ -90,7 +90,8 @@ size_t exec_write_len(const exec_writer_t *w)
 
 int exec_cancelled(exec_writer_t *w)
 {
-    if (!w || !w->rflag || !(__atomic_load_n(w->rflag, __ATOMIC_RELAXED) & EXEC__RF_CANCEL))
+    if (!w || !w->rflag ||
+        !(__atomic_load_n(w->rflag, __ATOMIC_RELAXED) & (EXEC__RF_CANCEL | EXEC__RF_SOFT)))
         return 0;
     w->saw_cancel = true;
     return 1;
@@ -135,6 +136,11 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
             /* Cancelled while running: the result is dropped. */
             res->status = EXEC_ECANCELLED;
+            res->flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
+            w->len = w->start;
+        } else if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_SOFT)) {
+            /* Ran past its timeout and stopped within the grace. */
+            res->status = EXEC_ERECTIMEOUT;
             res->flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
             w->len = w->start;
         } else if (w->overflow) {

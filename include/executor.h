@@ -177,10 +177,18 @@ typedef struct exec_options {
     unsigned flags;       /* EXEC_ORDERED */
     size_t max_record;    /* largest record accepted; default 64 KiB, at most 64 MiB */
     size_t max_result;    /* largest result accepted; default 64 KiB, at most 64 MiB */
-    unsigned timeout_ms;  /* EXEC_FORK: a record running longer kills its worker
-                             (result EXEC_ERECTIMEOUT); default 0 = none */
+    unsigned timeout_ms;  /* EXEC_FORK: a record running longer is stopped in two
+                             steps (see grace_ms); its result is EXEC_ERECTIMEOUT;
+                             default 0 = none */
     unsigned max_records_per_worker; /* EXEC_FORK: a worker is replaced after this
                                         many records; default 0 = never */
+    unsigned grace_ms; /* EXEC_FORK, with timeout_ms: at the timeout the record is
+                          flagged (exec_cancelled() returns true in process()) and
+                          its worker gets SIGTERM; grace_ms later, if the record is
+                          still running, the worker's process group gets SIGKILL.
+                          A record that stops within the grace reads
+                          EXEC_ERECTIMEOUT with EXEC_RESULT_EARLY if it saw
+                          exec_cancelled(), and its worker lives on. Default 1000 */
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -272,8 +280,9 @@ typedef struct exec_result {
 } exec_result_t;
 
 /* Flags in exec_result_t.flags. */
-#define EXEC_RESULT_EARLY 0x1u /* cancelled while running, and process() saw it
-                                  (exec_cancelled() returned true) */
+#define EXEC_RESULT_EARLY 0x1u /* cancelled or timed out while running, and
+                                  process() saw it (exec_cancelled() returned
+                                  true) and returned */
 
 /*
  * Returns one finished record in *res (0), EXEC_EOF once exec_finish() was called

@@ -225,7 +225,8 @@ static inline void fu_check(struct fu_run *r, const exec_result_t *res, uint64_t
     if (a == FU_EXIT && (res->signal != 0 || res->exit_status != FU_EXIT_CODE))
         fu_bad(r, "tag %" PRIu64 ": signal %d exit %d, want exit %d", i, res->signal,
                res->exit_status, FU_EXIT_CODE);
-    if (a == FU_HANG && res->signal != SIGKILL)
+    /* SIGTERM at the timeout, SIGKILL after the grace. */
+    if (a == FU_HANG && res->signal != SIGTERM && res->signal != SIGKILL)
         fu_bad(r, "tag %" PRIu64 ": timed out with signal %d", i, res->signal);
     if (a == FU_USER && res->user_code != FU_USER_CODE)
         fu_bad(r, "tag %" PRIu64 ": user code %d", i, res->user_code);

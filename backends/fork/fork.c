@@ -144,6 +144,8 @@ struct fk_worker {
     int kill_why;
     uint32_t to_slot, to_rec, last_tick;
     uint64_t last_change;
+    uint64_t soft_at;    /* when it was asked to stop (timeout), or 0 */
+    uint32_t soft_tick;  /* its tick then */
     unsigned fails;
     uint64_t respawn_at;
     uint32_t alive; /* ck_pr: a hint for batch_get */
@@ -471,6 +473,8 @@ static __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_ge
                 if (pids[i] == p) {
                     pids[i] = 0;
                     live--;
+                    /* Whatever it forked into its group goes with it. */
+                    kill(-p, SIGKILL);
                     struct fk_msg m = {FK_M_EXITED, (int32_t)i, p, st};
                     fk_z_send(&sock, &m, -1);
                     break;
@@ -640,6 +644,30 @@ static void fk_sup_kill(struct fk_worker *wk, int why)
         kill(-wk->pid, SIGKILL); /* its group: whatever it forked goes too */
     pidfd_send_signal(wk->pidfd, SIGKILL, NULL, 0);
     wk->kill_why = why;
+}
+
+/*
+ * fk->lock held. wk ran past timeout_ms on (to_slot, to_rec): flag the record
+ * (exec_cancelled() then says so) and send SIGTERM; the hard kill follows
+ * after grace_ms. The flag goes on only while the slot is still the worker's
+ * (its FIFO head), so a slot being refilled never gets it. False when the
+ * FIFO lock is busy (lock order: wk->lock before fk->lock): try again.
+ */
+static bool fk_sup_soft(struct fk *fk, struct fk_worker *wk, uint32_t tick, uint64_t now)
+{
+    struct fk_gen *g = wk->g;
+    if (pthread_mutex_trylock(&wk->lock) != 0)
+        return false;
+    uint32_t cs = wk->to_slot, cr = wk->to_rec;
+    if (wk->fifo_n && cs < g->nslot && wk->fifo[wk->fifo_head] == cs && cr < wk->slots[cs].b.n)
+        __atomic_fetch_or(&wk->slots[cs].b.rflags[cr], EXEC__RF_SOFT, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&wk->lock);
+    wk->soft_at = now ? now : 1;
+    wk->soft_tick = tick;
+    if (wk->pidfd >= 0)
+        pidfd_send_signal(wk->pidfd, SIGTERM, NULL, 0);
+    (void)fk;
+    return true;
 }
 
 static void fk_sup_recv(struct fk *fk, struct fk_gen *g)
@@ -816,6 +844,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                 wk->kill_why = K_NONE;
                 wk->last_tick = 0;
                 wk->last_change = 0;
+                wk->soft_at = 0;
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)i, 0, 0};
                 fk_sup_send(g, &m);
                 wk->state = W_SPAWNING;
@@ -828,7 +857,15 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                     uint32_t busy = ck_pr_load_32(&wk->hdr->busy);
                     uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
                     uint64_t limit = (uint64_t)ex->opt.timeout_ms * 1000000u;
-                    if (!busy) {
+                    uint64_t grace = (uint64_t)ex->opt.grace_ms * 1000000u;
+                    if (wk->soft_at && (!busy || tick != wk->soft_tick))
+                        wk->soft_at = 0; /* it stopped within the grace */
+                    if (wk->soft_at) {
+                        if (now - wk->soft_at >= grace)
+                            fk_sup_kill(wk, K_TIMEOUT);
+                        else
+                            FK_WAIT_AT(wk->soft_at + grace);
+                    } else if (!busy) {
                         wk->last_change = 0;
                     } else if (wk->last_change == 0 || tick != wk->last_tick) {
                         wk->last_tick = tick;
@@ -836,7 +873,15 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                     } else if (now - wk->last_change >= limit) {
                         wk->to_slot = ck_pr_load_32(&wk->hdr->cur_slot);
                         wk->to_rec = ck_pr_load_32(&wk->hdr->cur_rec);
-                        fk_sup_kill(wk, K_TIMEOUT);
+                        ck_pr_fence_load();
+                        if (ck_pr_load_32(&wk->hdr->tick) != tick) {
+                            /* It moved on meanwhile: (slot, rec) may not be
+                             * the slow record's. Start its clock again. */
+                            wk->last_tick = 0;
+                            wk->last_change = 0;
+                        } else if (!fk_sup_soft(fk, wk, tick, now)) {
+                            FK_WAIT_AT(now + 1000000u); /* busy lock: soon again */
+                        }
                     }
                     /* Look again while it has work (idle pools sleep). */
                     if ((busy || ck_pr_load_uint(&wk->qn)) && wk->kill_why == K_NONE) {
@@ -1237,7 +1282,14 @@ static bool fk_harvest(struct fk_slot *s, uint32_t to, uint64_t rlen, bool in_pl
         struct exec__res *o = &s->b.res[j];
         memset(o, 0, sizeof *o);
         bool has_data = r.status == 0 || r.status == EXEC_EUSER;
-        if (__atomic_load_n(&s->b.rflags[j], __ATOMIC_RELAXED) & EXEC__RF_CANCEL) {
+        uint8_t rf = __atomic_load_n(&s->b.rflags[j], __ATOMIC_RELAXED);
+        if ((rf & EXEC__RF_SOFT) && r.status == EXEC_ERECTIMEOUT) {
+            /* Stopped within the grace after its timeout. */
+            o->status = EXEC_ERECTIMEOUT;
+            o->flags = r.flags & EXEC_RESULT_EARLY;
+            continue;
+        }
+        if (rf & EXEC__RF_CANCEL) {
             /* Cancelled before we took its result: that is what it reports. */
             o->status = EXEC_ECANCELLED;
             o->flags = r.status == EXEC_ECANCELLED ? (r.flags & EXEC_RESULT_EARLY) : 0;
@@ -1371,6 +1423,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     struct fk_hdr *h = wk->hdr;
     pthread_mutex_lock(&fk->lock);
     int wstatus = wk->wstatus, why = wk->kill_why;
+    if (why == K_NONE && wk->soft_at)
+        why = K_TIMEOUT; /* died of the SIGTERM (or soon after) */
     uint32_t to_slot = wk->to_slot, to_rec = wk->to_rec;
     pthread_mutex_unlock(&fk->lock);
 

@@ -1,0 +1,305 @@
+/* EXEC_FORK graceful timeouts: at timeout_ms the record is flagged and its
+ * worker gets SIGTERM; grace_ms later its process group gets SIGKILL. The
+ * timeline is checked with generous bounds in unordered, ordered and
+ * one-at-a-time delivery, and helpers forked by process() never survive. */
+#include "forkutil.h"
+
+#include <sys/mman.h>
+
+enum { T_OK, T_IGNORE, T_EARLY, T_DEFAULT, T_GC_IGNORE, T_GC_DEFAULT, T_STALL };
+
+#define T_MAX 64
+
+/* Written by the workers (a MAP_SHARED page inherited at fork). */
+struct t_shared {
+    struct {
+        int64_t start, soft; /* CLOCK_MONOTONIC ns */
+        int32_t gc;          /* a grandchild's pid */
+    } rec[T_MAX];
+};
+
+struct t_rec {
+    uint32_t kind;
+    uint32_t tag;
+};
+
+static int64_t t_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void t_nap(void)
+{
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static volatile sig_atomic_t t_term;
+
+static void t_on_term(int sig)
+{
+    (void)sig;
+    t_term = 1;
+}
+
+static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_writer_t *out)
+{
+    (void)ws;
+    struct t_shared *sh = ctx;
+    struct t_rec r;
+    if (len != sizeof r)
+        return 99;
+    memcpy(&r, data, sizeof r);
+    if (r.tag >= T_MAX)
+        return 98;
+    sh->rec[r.tag].start = t_now();
+    if (r.kind == T_GC_IGNORE || r.kind == T_GC_DEFAULT) {
+        pid_t c = fork();
+        if (c == 0) {
+            for (;;)
+                pause();
+        }
+        sh->rec[r.tag].gc = c;
+    }
+    switch (r.kind) {
+    case T_OK:
+        return exec_write(out, &r.tag, sizeof r.tag);
+    case T_IGNORE:
+    case T_GC_IGNORE:
+    case T_EARLY:
+        signal(SIGTERM, SIG_IGN);
+        for (;;) {
+            if (exec_cancelled(out) && !sh->rec[r.tag].soft) {
+                sh->rec[r.tag].soft = t_now();
+                if (r.kind == T_EARLY)
+                    return exec_write(out, "partial", 7);
+            }
+            t_nap();
+        }
+    case T_STALL:
+        /* Done within the grace, on the SIGTERM, never asking the flag. */
+        t_term = 0;
+        signal(SIGTERM, t_on_term);
+        while (!t_term)
+            t_nap();
+        return exec_write(out, &r.tag, sizeof r.tag);
+    default:
+        signal(SIGTERM, SIG_DFL);
+        for (;;)
+            pause();
+    }
+}
+
+static const exec_ops_t t_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = t_process,
+};
+
+static bool t_gone(pid_t pid)
+{
+    for (int i = 0; i < 500; i++) {
+        if (kill(pid, 0) < 0 && errno == ESRCH)
+            return true;
+        char path[64], buf[256];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = 0;
+            char *p = strrchr(buf, ')');
+            if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+                return true; /* dead, waiting for init to reap it */
+        }
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+enum { M_UNORDERED, M_ORDERED, M_ONE };
+
+/* lo <= v <= hi, saying which figure was off. */
+#define t_between(v, lo, hi)                                                                     \
+    do {                                                                                         \
+        int64_t v_ = (v);                                                                        \
+        if (v_ < (int64_t)(lo) || v_ > (int64_t)(hi))                                            \
+            print_error("%s = %" PRId64 " ms, outside [%" PRId64 ", %" PRId64 "] (tag %u)\n", #v, \
+                        v_ / 1000000, (int64_t)(lo) / 1000000, (int64_t)(hi) / 1000000, t);     \
+        assert_true(v_ >= (int64_t)(lo) && v_ <= (int64_t)(hi));                                 \
+    } while (0)
+
+#define T_TIMEOUT 300
+#define T_GRACE 700
+#define T_SLACK_NS 100000000       /* clock reads on both sides, preemption */
+#define T_LATE_NS 5000000000ll     /* a shared, loaded machine */
+
+static void t_run(int mode, const uint32_t *kinds, unsigned n)
+{
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    exec_options_t o = {.workers = 1,
+                        .timeout_ms = T_TIMEOUT,
+                        .grace_ms = T_GRACE,
+                        .flags = mode == M_ORDERED ? EXEC_ORDERED : 0,
+                        .batch = mode == M_ONE ? 1 : 0};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+    exec_options_t got;
+    assert_int_equal(exec_get_options(ex, &got), 0);
+    assert_int_equal(got.grace_ms, T_GRACE);
+
+    int64_t at[T_MAX] = {0};
+    int status[T_MAX], sig[T_MAX];
+    unsigned flags[T_MAX];
+    bool seen[T_MAX] = {false};
+    uint64_t next_seq = 0;
+    unsigned done = 0;
+    exec_result_t res;
+    for (unsigned i = 0; i < n || done < n;) {
+        if (i < n) {
+            struct t_rec r = {kinds[i], i};
+            assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
+            i++;
+            if (mode != M_ONE)
+                continue;
+        }
+        if (i == n && mode != M_ONE && done == 0)
+            assert_int_equal(exec_finish(ex), 0);
+        assert_int_equal(exec_next(ex, &res, 30000), 0);
+        assert_true(res.tag < n);
+        assert_false(seen[res.tag]);
+        seen[res.tag] = true;
+        if (mode == M_ORDERED)
+            assert_int_equal(res.seq, next_seq++);
+        at[res.tag] = t_now();
+        status[res.tag] = res.status;
+        sig[res.tag] = res.signal;
+        flags[res.tag] = res.flags;
+        if (res.status == 0) {
+            uint32_t v;
+            assert_int_equal(res.len, sizeof v);
+            memcpy(&v, res.data, sizeof v);
+            assert_int_equal(v, res.tag);
+        }
+        done++;
+    }
+    if (mode == M_ONE)
+        assert_int_equal(exec_finish(ex), 0);
+    assert_int_equal(exec_next(ex, &res, 10000), EXEC_EOF);
+
+    uint64_t killed = 0;
+    for (unsigned t = 0; t < n; t++) {
+        int64_t start = sh->rec[t].start, soft = sh->rec[t].soft;
+        switch (kinds[t]) {
+        case T_OK:
+            assert_int_equal(status[t], 0);
+            break;
+        case T_IGNORE:
+        case T_GC_IGNORE:
+            /* Soft at ~timeout, hard at ~timeout + grace. */
+            assert_int_equal(status[t], EXEC_ERECTIMEOUT);
+            assert_int_equal(sig[t], SIGKILL);
+            assert_int_equal(flags[t], 0);
+            assert_true(soft != 0);
+            t_between(soft - start, T_TIMEOUT * 1000000ll - T_SLACK_NS,
+                      T_TIMEOUT * 1000000ll + T_LATE_NS);
+            t_between(at[t] - soft, T_GRACE * 1000000ll - T_SLACK_NS,
+                      T_GRACE * 1000000ll + T_LATE_NS);
+            killed++;
+            break;
+        case T_EARLY:
+            /* Stopped within the grace: not killed, result dropped. */
+            assert_int_equal(status[t], EXEC_ERECTIMEOUT);
+            assert_int_equal(flags[t], EXEC_RESULT_EARLY);
+            assert_int_equal(sig[t], 0);
+            t_between(soft - start, T_TIMEOUT * 1000000ll - T_SLACK_NS,
+                      T_TIMEOUT * 1000000ll + T_LATE_NS);
+            break;
+        case T_STALL:
+            assert_int_equal(status[t], EXEC_ERECTIMEOUT);
+            assert_int_equal(flags[t], 0);
+            assert_int_equal(sig[t], 0);
+            break;
+        default:
+            /* Default SIGTERM disposition: dead at the soft deadline. */
+            assert_int_equal(status[t], EXEC_ERECTIMEOUT);
+            assert_int_equal(sig[t], SIGTERM);
+            t_between(at[t] - start, T_TIMEOUT * 1000000ll - T_SLACK_NS,
+                      T_TIMEOUT * 1000000ll + T_LATE_NS);
+            killed++;
+            break;
+        }
+        if (kinds[t] == T_GC_IGNORE || kinds[t] == T_GC_DEFAULT) {
+            assert_true(sh->rec[t].gc > 0);
+            assert_true(t_gone(sh->rec[t].gc));
+        }
+    }
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    assert_int_equal(ws.respawns_timeout, killed);
+    assert_int_equal(ws.respawns_crash, 0);
+    exec_destroy(ex);
+    munmap(sh, sizeof *sh);
+}
+
+static const uint32_t t_mix[] = {T_OK, T_IGNORE, T_OK, T_EARLY, T_OK, T_DEFAULT, T_OK, T_STALL, T_OK};
+#define T_NMIX (sizeof t_mix / sizeof t_mix[0])
+
+static void test_timeline_unordered(void **state)
+{
+    (void)state;
+    t_run(M_UNORDERED, t_mix, T_NMIX);
+}
+
+static void test_timeline_ordered(void **state)
+{
+    (void)state;
+    t_run(M_ORDERED, t_mix, T_NMIX);
+}
+
+static void test_timeline_one_at_a_time(void **state)
+{
+    (void)state;
+    t_run(M_ONE, t_mix, T_NMIX);
+}
+
+static void test_grandchildren(void **state)
+{
+    (void)state;
+    static const uint32_t k[] = {T_OK, T_GC_IGNORE, T_OK, T_GC_DEFAULT, T_OK};
+    t_run(M_UNORDERED, k, sizeof k / sizeof k[0]);
+}
+
+static void test_default_grace(void **state)
+{
+    (void)state;
+    exec_options_t o = {.workers = 1, .timeout_ms = 100};
+    exec_t *ex;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+    exec_options_t got;
+    assert_int_equal(exec_get_options(ex, &got), 0);
+    assert_int_equal(got.grace_ms, 1000);
+    exec_destroy(ex);
+    munmap(sh, sizeof *sh);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_grace),
+        cmocka_unit_test(test_timeline_unordered),
+        cmocka_unit_test(test_timeline_ordered),
+        cmocka_unit_test(test_timeline_one_at_a_time),
+        cmocka_unit_test(test_grandchildren),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
