@@ -164,6 +164,15 @@ typedef enum exec_backend {
 /* Flags in exec_options_t.flags. */
 #define EXEC_ORDERED 0x1u /* deliver results in submission order */
 
+/* A record running past options.slow_ms (see on_slow). */
+typedef struct exec_slow {
+    uint64_t tag;
+    uint64_t seq;        /* its submission number */
+    unsigned worker;     /* the worker's index */
+    int pid;             /* the worker's process */
+    uint64_t elapsed_ms; /* how long it has run (at least slow_ms) */
+} exec_slow_t;
+
 /*
  * Options: zero in any field means its default, so `exec_options_t o = {0};`
  * (or passing NULL) gives a sensible executor.
@@ -189,6 +198,12 @@ typedef struct exec_options {
                           A record that stops within the grace reads
                           EXEC_ERECTIMEOUT with EXEC_RESULT_EARLY if it saw
                           exec_cancelled(), and its worker lives on. Default 1000 */
+    unsigned slow_ms; /* EXEC_FORK: a record running longer is reported once through
+                         on_slow, before any timeout acts on it; default 0 = none */
+    /* Called from the executor's own thread with s valid for the call only; it
+     * must be quick and must not call into the executor (kills wait for it). */
+    void (*on_slow)(void *arg, const exec_slow_t *s);
+    void *slow_arg;
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -426,7 +441,8 @@ int exec_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws);
 int exec_cancel(exec_t *ex, uint64_t tag);
 /* Cancels every record in flight (for shutdown); returns how many (>= 0). */
 int exec_cancel_all(exec_t *ex);
-/* For process(): non-zero once its record was cancelled. Cheap: poll it in long loops. */
+/* For process(): non-zero once its record was cancelled, or (EXEC_FORK) ran past
+ * options.timeout_ms. Cheap: poll it in long loops. */
 int exec_cancelled(exec_writer_t *out);
 
 /*

@@ -6,7 +6,7 @@
 
 #include <sys/mman.h>
 
-enum { T_OK, T_IGNORE, T_EARLY, T_DEFAULT, T_GC_IGNORE, T_GC_DEFAULT, T_STALL };
+enum { T_OK, T_IGNORE, T_EARLY, T_DEFAULT, T_GC_IGNORE, T_GC_DEFAULT, T_STALL, T_SLEEP };
 
 #define T_MAX 64
 
@@ -78,6 +78,12 @@ static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
             }
             t_nap();
         }
+    case T_SLEEP: {
+        struct timespec ts = {0, 300000000};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        return exec_write(out, &r.tag, sizeof r.tag);
+    }
     case T_STALL:
         /* Done within the grace, on the SIGTERM, never asking the flag. */
         t_term = 0;
@@ -292,6 +298,91 @@ static void test_default_grace(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/* Slow-record reports, gathered from the executor's thread. */
+struct t_slow {
+    pthread_mutex_t lock;
+    unsigned n;
+    exec_slow_t s[T_MAX];
+    int64_t at[T_MAX];
+};
+
+static void t_on_slow(void *arg, const exec_slow_t *s)
+{
+    struct t_slow *ts = arg;
+    pthread_mutex_lock(&ts->lock);
+    if (ts->n < T_MAX) {
+        ts->s[ts->n] = *s;
+        ts->at[ts->n++] = t_now();
+    }
+    pthread_mutex_unlock(&ts->lock);
+}
+
+static void test_slow_report(void **state)
+{
+    (void)state;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    struct t_slow ts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    /* Reported once each: the sleeper (no timeout reached), and the hung
+     * record before its SIGTERM; fast records never. With slow_ms above
+     * timeout_ms (second round) the hung record is still reported first. */
+    for (int round = 0; round < 2; round++) {
+        memset(sh, 0, sizeof *sh);
+        ts.n = 0;
+        exec_options_t o = {.workers = 1,
+                            .timeout_ms = round == 0 ? 1000 : 400,
+                            .grace_ms = 200,
+                            .slow_ms = round == 0 ? 100 : 5000,
+                            .on_slow = t_on_slow,
+                            .slow_arg = &ts};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+        static const uint32_t k[] = {T_OK, T_SLEEP, T_OK, T_IGNORE, T_OK};
+        const unsigned n = sizeof k / sizeof k[0];
+        for (unsigned i = 0; i < n; i++) {
+            struct t_rec r = {k[i], i};
+            assert_int_equal(exec_submit(ex, &r, sizeof r, 1000 + i), 0);
+        }
+        assert_int_equal(exec_finish(ex), 0);
+        exec_result_t res;
+        unsigned got = 0;
+        while (exec_next(ex, &res, 30000) == 0) {
+            got++;
+            int want = k[res.tag - 1000] == T_IGNORE ? EXEC_ERECTIMEOUT : 0;
+            assert_int_equal(res.status, want);
+        }
+        assert_int_equal(got, n);
+        exec_destroy(ex);
+        pthread_mutex_lock(&ts.lock);
+        unsigned want_n = round == 0 ? 2 : 1;
+        if (ts.n != want_n)
+            print_error("round %d: %u reports\n", round, ts.n);
+        assert_int_equal(ts.n, want_n);
+        for (unsigned j = 0; j < ts.n; j++) {
+            const exec_slow_t *s = &ts.s[j];
+            assert_true(s->tag >= 1000 && s->tag < 1000 + n);
+            unsigned t = (unsigned)(s->tag - 1000);
+            assert_int_equal(s->seq, t);
+            assert_int_equal(s->worker, 0);
+            assert_true(s->pid > 0 && s->pid != getpid());
+            if (round == 0) {
+                assert_true(s->elapsed_ms >= 100);
+                assert_int_equal(k[t], j == 0 ? T_SLEEP : T_IGNORE);
+            } else {
+                assert_int_equal(k[t], T_IGNORE);
+            }
+            if (k[t] == T_IGNORE) {
+                /* Told before the soft stop. */
+                assert_true(sh->rec[t].soft != 0);
+                assert_true(ts.at[j] <= sh->rec[t].soft);
+            }
+        }
+        pthread_mutex_unlock(&ts.lock);
+    }
+    munmap(sh, sizeof *sh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_timeline_ordered),
         cmocka_unit_test(test_timeline_one_at_a_time),
         cmocka_unit_test(test_grandchildren),
+        cmocka_unit_test(test_slow_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,6 +146,7 @@ struct fk_worker {
     uint64_t last_change;
     uint64_t soft_at;    /* when it was asked to stop (timeout), or 0 */
     uint32_t soft_tick;  /* its tick then */
+    bool slow_told;      /* the record at last_tick was reported slow */
     unsigned fails;
     uint64_t respawn_at;
     uint32_t alive; /* ck_pr: a hint for batch_get */
@@ -191,6 +192,9 @@ struct fk {
     bool stopping;
     uint32_t dead_pending;
     uint32_t sup_idle; /* supervisor asleep with no deadline (timeouts on) */
+    bool watch;        /* timeout_ms or slow_ms: the supervisor times records */
+    exec_slow_t *slow; /* reports gathered in a pass, sent after it */
+    unsigned nslow, slow_cap;
     struct fk_gen *cur; /* where new batches go (submit_lock) */
     uint32_t held_all;  /* slots the core holds, all generations */
     uint32_t maxb;      /* at most this many (core sizes its reorder ring so) */
@@ -670,6 +674,35 @@ static bool fk_sup_soft(struct fk *fk, struct fk_worker *wk, uint32_t tick, uint
     return true;
 }
 
+/*
+ * fk->lock held. Queues a slow-record report for wk's current record (sent
+ * after the pass, without the lock). False when the FIFO lock was busy or the
+ * queue is full: try again at the next pass.
+ */
+static bool fk_sup_slow(struct fk *fk, struct fk_worker *wk, uint32_t tick, uint64_t now)
+{
+    struct fk_gen *g = wk->g;
+    if (fk->nslow == fk->slow_cap || pthread_mutex_trylock(&wk->lock) != 0)
+        return false;
+    uint32_t cs = ck_pr_load_32(&wk->hdr->cur_slot);
+    uint32_t cr = ck_pr_load_32(&wk->hdr->cur_rec);
+    ck_pr_fence_load();
+    bool ok = ck_pr_load_32(&wk->hdr->tick) == tick && wk->fifo_n && cs < g->nslot &&
+              wk->fifo[wk->fifo_head] == cs && cr < wk->slots[cs].b.n;
+    if (ok) {
+        const struct fk_slot *s = &wk->slots[cs];
+        exec_slow_t *r = &fk->slow[fk->nslow++];
+        r->tag = s->b.recs[cr].tag;
+        r->seq = s->b.rec_seq0 + cr;
+        r->worker = wk->idx;
+        r->pid = wk->pid;
+        r->elapsed_ms = (now - wk->last_change) / 1000000u;
+    }
+    pthread_mutex_unlock(&wk->lock);
+    /* A record that moved on was not slow after all: nothing to say. */
+    return ok || ck_pr_load_32(&wk->hdr->tick) != tick;
+}
+
 static void fk_sup_recv(struct fk *fk, struct fk_gen *g)
 {
     for (;;) {
@@ -845,6 +878,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                 wk->last_tick = 0;
                 wk->last_change = 0;
                 wk->soft_at = 0;
+                wk->slow_told = false;
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)i, 0, 0};
                 fk_sup_send(g, &m);
                 wk->state = W_SPAWNING;
@@ -853,10 +887,12 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
             } else if (wk->state == W_LIVE) {
                 if (wk->kill_req)
                     fk_sup_kill(wk, wk->kill_req_why);
-                if (ex->opt.timeout_ms && wk->ready && wk->kill_why == K_NONE) {
+                if (fk->watch && wk->ready && wk->kill_why == K_NONE) {
                     uint32_t busy = ck_pr_load_32(&wk->hdr->busy);
                     uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
                     uint64_t limit = (uint64_t)ex->opt.timeout_ms * 1000000u;
+                    uint64_t slow = ex->opt.slow_ms ? (uint64_t)ex->opt.slow_ms * 1000000u
+                                                    : UINT64_MAX;
                     uint64_t grace = (uint64_t)ex->opt.grace_ms * 1000000u;
                     if (wk->soft_at && (!busy || tick != wk->soft_tick))
                         wk->soft_at = 0; /* it stopped within the grace */
@@ -870,7 +906,15 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                     } else if (wk->last_change == 0 || tick != wk->last_tick) {
                         wk->last_tick = tick;
                         wk->last_change = now;
-                    } else if (now - wk->last_change >= limit) {
+                        wk->slow_told = false;
+                    } else if (!wk->slow_told && ex->opt.on_slow && ex->opt.slow_ms &&
+                               (now - wk->last_change >= slow ||
+                                (limit && now - wk->last_change >= limit))) {
+                        /* Told first; a timeout acts at the next pass. */
+                        if (fk_sup_slow(fk, wk, tick, now))
+                            wk->slow_told = true;
+                        FK_WAIT_AT(now);
+                    } else if (limit && now - wk->last_change >= limit) {
                         wk->to_slot = ck_pr_load_32(&wk->hdr->cur_slot);
                         wk->to_rec = ck_pr_load_32(&wk->hdr->cur_rec);
                         ck_pr_fence_load();
@@ -885,9 +929,11 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                     }
                     /* Look again while it has work (idle pools sleep). */
                     if ((busy || ck_pr_load_uint(&wk->qn)) && wk->kill_why == K_NONE) {
-                        unsigned tick_ms = ex->opt.timeout_ms / 4 + 1;
-                        if (tick_ms > 100)
-                            tick_ms = 100;
+                        unsigned tick_ms = 100;
+                        if (ex->opt.timeout_ms && ex->opt.timeout_ms / 4 + 1 < tick_ms)
+                            tick_ms = ex->opt.timeout_ms / 4 + 1;
+                        if (ex->opt.slow_ms && ex->opt.slow_ms / 4 + 1 < tick_ms)
+                            tick_ms = ex->opt.slow_ms / 4 + 1;
                         FK_WAIT_AT(now + (uint64_t)tick_ms * 1000000u);
                     }
                 }
@@ -921,6 +967,16 @@ static void *fk_sup_main(void *arg)
     for (;;) {
         uint64_t now = exec__now_ns();
         int wait_ms = fk_sup_pass(fk, now);
+        if (fk->nslow) {
+            /* Slow-record reports, without the lock; then a fresh pass. */
+            unsigned n = fk->nslow;
+            pthread_mutex_unlock(&fk->lock);
+            for (unsigned i = 0; i < n; i++)
+                fk->ex->opt.on_slow(fk->ex->opt.slow_arg, &fk->slow[i]);
+            pthread_mutex_lock(&fk->lock);
+            fk->nslow = 0;
+            continue;
+        }
         if (fk->stopping) {
             bool any = false;
             for (unsigned k = 0; k < FK_MAXGEN; k++)
@@ -952,7 +1008,7 @@ static void *fk_sup_main(void *arg)
                 }
             }
         }
-        if (fk->ex->opt.timeout_ms && wait_ms < 0) {
+        if (fk->watch && wait_ms < 0) {
             /* Idle: a dispatch wakes us to watch the clock again. */
             ck_pr_store_32(&fk->sup_idle, 1);
             ck_pr_fence_memory();
@@ -1769,6 +1825,13 @@ static int fk_start(exec_t *ex)
     if (fk->sup_efd < 0)
         return -errno;
     fk->npfd_max = 1 + FK_MAXGEN * (2 + (size_t)ex->opt.workers);
+    fk->watch = ex->opt.timeout_ms || (ex->opt.slow_ms && ex->opt.on_slow);
+    if (ex->opt.slow_ms && ex->opt.on_slow) {
+        fk->slow_cap = ex->opt.workers < 64 ? 2 * ex->opt.workers : 128;
+        fk->slow = calloc(fk->slow_cap, sizeof *fk->slow);
+        if (!fk->slow)
+            return EXEC_ENOMEM;
+    }
     fk->pfd = calloc(fk->npfd_max, sizeof *fk->pfd);
     fk->ptag = calloc(fk->npfd_max, sizeof *fk->ptag);
     if (!fk->pfd || !fk->ptag)
@@ -1865,6 +1928,7 @@ static void fk_stop(exec_t *ex)
             fk_gen_free(fk, g, g->release_ctx && ex->started);
     }
     free(fk->pfd);
+    free(fk->slow);
     free(fk->ptag);
     if (fk->sup_efd >= 0)
         close(fk->sup_efd);
