@@ -105,6 +105,8 @@ static int exec__options(exec_options_t *o, const exec_options_t *in)
         o->max_result = EXEC__DEFAULT_SIZE;
     if (o->grace_ms == 0)
         o->grace_ms = 1000;
+    if (o->start_timeout_ms == 0)
+        o->start_timeout_ms = 10000;
     if (o->max_record > EXEC__MAX_SIZE || o->max_result > EXEC__MAX_SIZE)
         return EXEC_EINVAL;
     return 0;

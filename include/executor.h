@@ -204,6 +204,10 @@ typedef struct exec_options {
      * must be quick and must not call into the executor (kills wait for it). */
     void (*on_slow)(void *arg, const exec_slow_t *s);
     void *slow_arg;
+    unsigned start_timeout_ms; /* EXEC_FORK: a worker_init of exec_create() or
+                                  exec_swap_context() still running after this
+                                  long fails the call with EXEC_EINIT, as one
+                                  that crashes or refuses does; default 10000 */
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -216,7 +220,8 @@ typedef struct exec exec_t;
  * Errors: EXEC_EINVAL (NULL exp/ops/process, unknown backend, an option out of
  * range or an unknown flag), EXEC_EVERSION, EXEC_ECAPS (EXEC_THREADS without
  * THREAD_SAFE, EXEC_FORK without FORK_SAFE, AUTO with neither), EXEC_ENOTSUP
- * (backend not built), EXEC_EINIT (a worker_init failed), EXEC_ENOMEM, or a
+ * (backend not built), EXEC_EINIT (a worker_init failed, crashed or hung past
+ * options.start_timeout_ms), EXEC_ENOMEM, or a
  * system call's -errno. On error *exp is NULL and nothing is left behind.
  * Thread-safe (it touches only what it creates).
  */

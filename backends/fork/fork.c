@@ -1219,10 +1219,22 @@ static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t gene
 /* Waits until g's workers all reported worker_init (0) or one failed. */
 static int fk_gen_wait(struct fk *fk, struct fk_gen *g)
 {
+    /* A worker_init that hangs counts as failed after start_timeout_ms. */
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += fk->ex->opt.start_timeout_ms / 1000;
+    dl.tv_nsec += (long)(fk->ex->opt.start_timeout_ms % 1000) * 1000000;
+    if (dl.tv_nsec >= 1000000000) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000;
+    }
+    bool late = false;
     pthread_mutex_lock(&fk->lock);
-    while (!g->zerr && g->nfailed == 0 && g->nready < g->nw)
-        pthread_cond_wait(&fk->cond, &fk->lock);
-    int rc = g->zerr ? g->zerr : g->nfailed ? EXEC_EINIT : 0;
+    while (!g->zerr && g->nfailed == 0 && g->nready < g->nw && !late)
+        late = pthread_cond_timedwait(&fk->cond, &fk->lock, &dl) == ETIMEDOUT;
+    int rc = g->zerr                                     ? g->zerr
+             : g->nfailed || (late && g->nready < g->nw) ? EXEC_EINIT
+                                                         : 0;
     pthread_mutex_unlock(&fk->lock);
     return rc;
 }
