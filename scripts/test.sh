@@ -61,6 +61,12 @@ else
         say "warning: vm.mmap_rnd_bits=$bits and setarch -R is not allowed: TSan may fail to start" >&2
 fi
 
+# Sanitizer settings for every test, also those defined outside tests/ (a test's own
+# ENVIRONMENT property still wins). Settings already in the environment are kept.
+export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$PWD/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1 halt_on_error=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+
 configure_build() {
     local preset=$1 dir=$root/$1
     mkdir -p "$root"
