@@ -189,8 +189,10 @@ typedef struct exec_options {
     unsigned timeout_ms;  /* EXEC_FORK: a record running longer is stopped in two
                              steps (see grace_ms); its result is EXEC_ERECTIMEOUT;
                              default 0 = none */
-    unsigned max_records_per_worker; /* EXEC_FORK: a worker is replaced after this
-                                        many records; default 0 = never */
+    unsigned max_records_per_worker; /* EXEC_FORK: a worker is replaced after about
+                                        this many records (each worker's own limit
+                                        is drawn in [N, N + N/10] so restarts
+                                        spread out); default 0 = never */
     unsigned grace_ms; /* EXEC_FORK, with timeout_ms: at the timeout the record is
                           flagged (exec_cancelled() returns true in process()) and
                           its worker gets SIGTERM; grace_ms later, if the record is
@@ -208,6 +210,13 @@ typedef struct exec_options {
                                   exec_swap_context() still running after this
                                   long fails the call with EXEC_EINIT, as one
                                   that crashes or refuses does; default 10000 */
+    unsigned max_worker_growth_kb; /* EXEC_FORK: a worker whose Private_Dirty (from
+                                      /proc/PID/smaps_rollup, looked at about every
+                                      100 ms) grew by more than this over what it
+                                      was after worker_init leaves at its next
+                                      batch boundary and is replaced; pages of the
+                                      context it only reads do not count; default
+                                      0 = never */
 } exec_options_t;
 
 typedef struct exec exec_t;

@@ -147,6 +147,9 @@ struct fk_worker {
     uint64_t soft_at;    /* when it was asked to stop (timeout), or 0 */
     uint32_t soft_tick;  /* its tick then */
     bool slow_told;      /* the record at last_tick was reported slow */
+    bool mem_base_set, mem_told;
+    uint64_t mem_base;   /* Private_Dirty (kB) right after worker_init */
+    uint64_t mem_at;     /* next look at it */
     unsigned fails;
     uint64_t respawn_at;
     uint32_t alive; /* ck_pr: a hint for batch_get */
@@ -193,6 +196,7 @@ struct fk {
     uint32_t dead_pending;
     uint32_t sup_idle; /* supervisor asleep with no deadline (timeouts on) */
     bool watch;        /* timeout_ms or slow_ms: the supervisor times records */
+    uint64_t seed;     /* per-executor: each worker's records limit */
     exec_slow_t *slow; /* reports gathered in a pass, sent after it */
     unsigned nslow, slow_cap;
     struct fk_gen *cur; /* where new batches go (submit_lock) */
@@ -286,8 +290,36 @@ static bool fk_w_take(struct fk_hdr *h, uint32_t *si)
     return true;
 }
 
-static void fk_w_leave(exec_t *ex, struct fk_gen *g, void *ws)
+static uint64_t fk_mix(uint64_t x)
 {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* From /proc/PID/smaps_rollup: Pss and Private_Dirty, in kB (0 if unknown). */
+static void fk_smaps(int pid, uint64_t *pss, uint64_t *dirty)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    unsigned long long v;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "Pss: %llu kB", &v) == 1)
+            *pss = v;
+        else if (sscanf(line, "Private_Dirty: %llu kB", &v) == 1)
+            *dirty = v;
+    }
+    fclose(f);
+}
+
+/* Leaves on purpose (asked to, or at its records limit): not a crash. */
+static void fk_w_leave(exec_t *ex, struct fk_gen *g, struct fk_hdr *h, void *ws)
+{
+    ck_pr_store_32(&h->state, FK_W_RETIRED);
     if (ex->ops->worker_fini)
         ex->ops->worker_fini(g->ctx, ws);
     _exit(0);
@@ -320,7 +352,11 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
 
     const exec_ops_t *ops = ex->ops;
     const size_t max_result = ex->opt.max_result;
-    const uint32_t limit = ex->opt.max_records_per_worker;
+    /* Each worker its own limit in [N, N + N/10]: restarts spread out. */
+    uint32_t limit = ex->opt.max_records_per_worker;
+    if (limit)
+        limit += (uint32_t)(fk_mix(fk->seed ^ ((uint64_t)idx << 32) ^ (uint64_t)getpid()) %
+                            (limit / 10 + 1));
     const unsigned wake_out = g->nslot / 2 > 4 ? g->nslot / 2 : 4;
     uint64_t records = 0;
     struct exec_writer w;
@@ -337,7 +373,7 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
             int spins = 0;
             while (!fk_w_take(h, &si)) {
                 if (ck_pr_load_32(&h->stop))
-                    fk_w_leave(ex, g, ws);
+                    fk_w_leave(ex, g, h, ws);
                 if (++spins < FK_SPIN) {
                     ck_pr_stall();
                     continue;
@@ -394,13 +430,13 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         if (limit && records >= limit) {
             ck_pr_store_32(&h->state, FK_W_RETIRED);
             exec__notify(ex);
-            fk_w_leave(ex, g, ws);
+            fk_w_leave(ex, g, h, ws);
         }
         if (ck_pr_load_32(ex->armed) &&
             (ck_ring_size(&h->out) >= wake_out || ck_ring_size(&h->in) <= FK_LOW))
             exec__notify(ex);
         if (ck_pr_load_32(&h->stop))
-            fk_w_leave(ex, g, ws);
+            fk_w_leave(ex, g, h, ws);
     }
 }
 
@@ -782,6 +818,13 @@ static void fk_sup_ready(struct fk *fk)
             if (wk->state == W_LIVE && !wk->ready &&
                 ck_pr_load_32(&wk->hdr->state) == FK_W_READY) {
                 wk->ready = true;
+                if (fk->ex->opt.max_worker_growth_kb) {
+                    /* Its baseline: what worker_init made private. */
+                    uint64_t pss = 0, dirty = 0;
+                    fk_smaps(wk->pid, &pss, &dirty);
+                    wk->mem_base = dirty;
+                    wk->mem_base_set = true;
+                }
                 g->nready++;
                 pthread_cond_broadcast(&fk->cond);
             }
@@ -879,6 +922,8 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                 wk->last_change = 0;
                 wk->soft_at = 0;
                 wk->slow_told = false;
+                wk->mem_base_set = wk->mem_told = false;
+                wk->mem_at = 0;
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)i, 0, 0};
                 fk_sup_send(g, &m);
                 wk->state = W_SPAWNING;
@@ -887,6 +932,22 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
             } else if (wk->state == W_LIVE) {
                 if (wk->kill_req)
                     fk_sup_kill(wk, wk->kill_req_why);
+                if (ex->opt.max_worker_growth_kb && wk->ready && wk->mem_base_set &&
+                    !wk->mem_told && wk->kill_why == K_NONE) {
+                    if (now >= wk->mem_at) {
+                        uint64_t pss = 0, dirty = 0;
+                        fk_smaps(wk->pid, &pss, &dirty);
+                        if (dirty > wk->mem_base + ex->opt.max_worker_growth_kb) {
+                            /* Grew: leave at the next batch boundary. */
+                            ck_pr_store_32(&wk->hdr->stop, 1);
+                            ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+                            wk->mem_told = true;
+                        }
+                        wk->mem_at = now + 100000000u;
+                    }
+                    if (!wk->mem_told)
+                        FK_WAIT_AT(wk->mem_at);
+                }
                 if (fk->watch && wk->ready && wk->kill_why == K_NONE) {
                     uint32_t busy = ck_pr_load_32(&wk->hdr->busy);
                     uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
@@ -1703,24 +1764,6 @@ static int fk_cancel(exec_t *ex, struct exec__batch *b, uint32_t i)
     return 1;
 }
 
-/* From /proc/PID/smaps_rollup: Pss and Private_Dirty, in kB (0 if unknown). */
-static void fk_smaps(int pid, uint64_t *pss, uint64_t *dirty)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return;
-    unsigned long long v;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "Pss: %llu kB", &v) == 1)
-            *pss = v;
-        else if (sscanf(line, "Private_Dirty: %llu kB", &v) == 1)
-            *dirty = v;
-    }
-    fclose(f);
-}
-
 /* Any thread: worker i of the current generation. */
 static void fk_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws)
 {
@@ -1838,6 +1881,7 @@ static int fk_start(exec_t *ex)
         return -errno;
     fk->npfd_max = 1 + FK_MAXGEN * (2 + (size_t)ex->opt.workers);
     fk->watch = ex->opt.timeout_ms || (ex->opt.slow_ms && ex->opt.on_slow);
+    fk->seed = fk_mix(exec__now_ns() ^ (uint64_t)(uintptr_t)fk);
     if (ex->opt.slow_ms && ex->opt.on_slow) {
         fk->slow_cap = ex->opt.workers < 64 ? 2 * ex->opt.workers : 128;
         fk->slow = calloc(fk->slow_cap, sizeof *fk->slow);

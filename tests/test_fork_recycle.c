@@ -1,0 +1,203 @@
+/* EXEC_FORK recycling: count-based with per-worker jitter (restarts spread
+ * out, a full backlog never hangs, 0 recycles nothing) and opt-in memory
+ * recycling on a worker's own growth (Private_Dirty over its baseline): a
+ * leaking worker is replaced, one that only reads a large context is not. */
+#include "forkutil.h"
+
+enum { R_PID, R_READ, R_LEAK };
+
+struct r_ctx {
+    unsigned char *big;
+    size_t big_len;
+};
+
+struct r_rec {
+    uint32_t kind;
+    uint32_t pad;
+};
+
+static int r_process(void *ctx, void *ws, const void *data, size_t len, exec_writer_t *out)
+{
+    (void)ws;
+    struct r_ctx *c = ctx;
+    struct r_rec r;
+    if (len != sizeof r)
+        return 99;
+    memcpy(&r, data, sizeof r);
+    int32_t pid = (int32_t)getpid();
+    if (r.kind == R_READ) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < c->big_len; i += 512)
+            sum += c->big[i];
+        if (sum != c->big_len / 512 * 7)
+            return 98;
+        struct timespec ts = {0, 10000000}; /* long enough to be looked at */
+        nanosleep(&ts, NULL);
+    } else if (r.kind == R_LEAK) {
+        char *p = malloc(2u << 20);
+        if (!p)
+            return 97;
+        memset(p, 0x5a, 2u << 20);
+        __asm__ volatile("" : : "r"(p) : "memory"); /* never freed */
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    return exec_write(out, &pid, sizeof pid);
+}
+
+static const exec_ops_t r_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = r_process,
+};
+
+#define R_MAXPID 4096
+
+/* Runs n records of one kind with the window kept full; counts results per
+ * worker process. Returns how many processes ran records. */
+static unsigned r_run(exec_t *ex, uint32_t kind, unsigned n, int32_t *pids, unsigned *counts)
+{
+    unsigned np = 0, got = 0;
+    unsigned char *seen = calloc(n, 1);
+    assert_non_null(seen);
+    exec_result_t res;
+    for (unsigned i = 0; i < n || got < n;) {
+        if (i < n) {
+            struct r_rec r = {kind, 0};
+            int rc = exec_try_submit(ex, &r, sizeof r, i);
+            if (rc == 0) {
+                i++;
+                continue;
+            }
+            assert_int_equal(rc, EXEC_EAGAIN);
+        }
+        assert_int_equal(exec_next(ex, &res, 20000), 0);
+        assert_true(res.tag < n);
+        assert_int_equal(seen[res.tag]++, 0);
+        assert_int_equal(res.status, 0);
+        int32_t pid;
+        assert_int_equal(res.len, sizeof pid);
+        memcpy(&pid, res.data, sizeof pid);
+        unsigned k;
+        for (k = 0; k < np && pids[k] != pid; k++)
+            ;
+        if (k == np) {
+            assert_true(np < R_MAXPID);
+            pids[np] = pid;
+            counts[np++] = 0;
+        }
+        counts[k]++;
+        got++;
+    }
+    free(seen);
+    return np;
+}
+
+static void r_totals(exec_t *ex, unsigned nw, uint64_t *recycle, uint64_t *other)
+{
+    *recycle = *other = 0;
+    for (unsigned i = 0; i < nw; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        *recycle += ws.respawns_recycle;
+        *other += ws.respawns_crash + ws.respawns_timeout + ws.respawns_cancel;
+    }
+}
+
+/* batch 1: without jitter every finished worker would run exactly N. */
+static void test_jitter_spreads(void **state)
+{
+    (void)state;
+    struct r_ctx ctx = {0};
+    exec_options_t o = {.workers = 2, .batch = 1, .max_records_per_worker = 200};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_FORK, &o), 0);
+    static int32_t pids[R_MAXPID];
+    static unsigned counts[R_MAXPID];
+    const unsigned n = fu_sanitized() ? 3000 : 8000;
+    unsigned np = r_run(ex, R_PID, n, pids, counts);
+    uint64_t recycle, other;
+    r_totals(ex, 2, &recycle, &other);
+    exec_destroy(ex);
+    assert_int_equal(other, 0);
+    assert_true(recycle + 2 >= np);
+    assert_true(np >= n / 220);
+    /* Finished lifetimes (those that hit their limit) lie in [200, 220]. */
+    unsigned full = 0, lo = UINT32_MAX, hi = 0;
+    for (unsigned k = 0; k < np; k++) {
+        assert_true(counts[k] <= 220);
+        if (counts[k] < 200)
+            continue; /* one still alive at the end */
+        full++;
+        lo = counts[k] < lo ? counts[k] : lo;
+        hi = counts[k] > hi ? counts[k] : hi;
+    }
+    assert_true(full + 2 >= np);
+    assert_true(hi > lo); /* not in lockstep */
+}
+
+static void test_zero_recycles_nothing(void **state)
+{
+    (void)state;
+    struct r_ctx ctx = {0};
+    exec_options_t o = {.workers = 2, .batch = 1};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_FORK, &o), 0);
+    static int32_t pids[R_MAXPID];
+    static unsigned counts[R_MAXPID];
+    unsigned np = r_run(ex, R_PID, 3000, pids, counts);
+    uint64_t recycle, other;
+    r_totals(ex, 2, &recycle, &other);
+    exec_destroy(ex);
+    assert_true(np <= 2);
+    assert_int_equal(recycle + other, 0);
+}
+
+static void r_memory(uint32_t kind, unsigned n, uint64_t *recycle, uint64_t *other)
+{
+    struct r_ctx ctx;
+    ctx.big_len = (size_t)64 << 20;
+    ctx.big = malloc(ctx.big_len);
+    assert_non_null(ctx.big);
+    memset(ctx.big, 7, ctx.big_len);
+    exec_options_t o = {.workers = 1, .batch = 1, .max_worker_growth_kb = 16384};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_FORK, &o), 0);
+    static int32_t pids[R_MAXPID];
+    static unsigned counts[R_MAXPID];
+    r_run(ex, kind, n, pids, counts);
+    r_totals(ex, 1, recycle, other);
+    exec_destroy(ex);
+    free(ctx.big);
+}
+
+static void test_memory_leaker_recycled(void **state)
+{
+    (void)state;
+    uint64_t recycle, other;
+    /* 2 MiB a record, 20 ms each: past 16 MiB after ~8 records. */
+    r_memory(R_LEAK, 60, &recycle, &other);
+    assert_true(recycle >= 1);
+    assert_int_equal(other, 0);
+}
+
+static void test_memory_reader_kept(void **state)
+{
+    (void)state;
+    uint64_t recycle, other;
+    /* Reads all 64 MiB of the context per record: Pss grows, Private_Dirty not. */
+    r_memory(R_READ, fu_sanitized() ? 20 : 80, &recycle, &other);
+    assert_int_equal(recycle, 0);
+    assert_int_equal(other, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jitter_spreads),
+        cmocka_unit_test(test_zero_recycles_nothing),
+        cmocka_unit_test(test_memory_leaker_recycled),
+        cmocka_unit_test(test_memory_reader_kept),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
