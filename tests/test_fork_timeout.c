@@ -36,14 +36,6 @@ static void t_nap(void)
     nanosleep(&ts, NULL);
 }
 
-static volatile sig_atomic_t t_term;
-
-static void t_on_term(int sig)
-{
-    (void)sig;
-    t_term = 1;
-}
-
 static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_writer_t *out)
 {
     (void)ws;
@@ -84,13 +76,24 @@ static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
             ;
         return exec_write(out, &r.tag, sizeof r.tag);
     }
-    case T_STALL:
-        /* Done within the grace, on the SIGTERM, never asking the flag. */
-        t_term = 0;
-        signal(SIGTERM, t_on_term);
-        while (!t_term)
+    case T_STALL: {
+        /* Done within the grace, on the SIGTERM, never asking the flag.
+         * Polled as a pending signal: no handler (sanitizers defer those). */
+        sigset_t term, pend;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, NULL);
+        for (;;) {
+            sigpending(&pend);
+            if (sigismember(&pend, SIGTERM))
+                break;
             t_nap();
+        }
+        struct timespec zero = {0, 0};
+        sigtimedwait(&term, NULL, &zero);
+        sigprocmask(SIG_UNBLOCK, &term, NULL);
         return exec_write(out, &r.tag, sizeof r.tag);
+    }
     default:
         signal(SIGTERM, SIG_DFL);
         for (;;)
