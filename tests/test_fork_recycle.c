@@ -4,11 +4,16 @@
  * leaking worker is replaced, one that only reads a large context is not. */
 #include "forkutil.h"
 
-enum { R_PID, R_READ, R_LEAK };
+#include <sys/mman.h>
+
+enum { R_PID, R_READ, R_LEAK, R_SLOWPID };
+
+struct r_log;
 
 struct r_ctx {
     unsigned char *big;
     size_t big_len;
+    struct r_log *log;
 };
 
 struct r_rec {
@@ -32,6 +37,9 @@ static int r_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
         if (sum != c->big_len / 512 * 7)
             return 98;
         struct timespec ts = {0, 10000000}; /* long enough to be looked at */
+        nanosleep(&ts, NULL);
+    } else if (r.kind == R_SLOWPID) {
+        struct timespec ts = {0, 100000};
         nanosleep(&ts, NULL);
     } else if (r.kind == R_LEAK) {
         char *p = malloc(2u << 20);
@@ -104,12 +112,13 @@ static void r_totals(exec_t *ex, unsigned nw, uint64_t *recycle, uint64_t *other
     }
 }
 
-/* batch 1: without jitter every finished worker would run exactly N. */
+/* batch 1, one worker: without jitter
+ * every finished lifetime would run exactly N records. */
 static void test_jitter_spreads(void **state)
 {
     (void)state;
     struct r_ctx ctx = {0};
-    exec_options_t o = {.workers = 2, .batch = 1, .max_records_per_worker = 200};
+    exec_options_t o = {.workers = 1, .batch = 1, .max_records_per_worker = 200};
     exec_t *ex;
     assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_FORK, &o), 0);
     static int32_t pids[R_MAXPID];
@@ -117,10 +126,10 @@ static void test_jitter_spreads(void **state)
     const unsigned n = fu_sanitized() ? 3000 : 8000;
     unsigned np = r_run(ex, R_PID, n, pids, counts);
     uint64_t recycle, other;
-    r_totals(ex, 2, &recycle, &other);
+    r_totals(ex, 1, &recycle, &other);
     exec_destroy(ex);
     assert_int_equal(other, 0);
-    assert_true(recycle + 2 >= np);
+    assert_true(recycle + 1 >= np);
     assert_true(np >= n / 220);
     /* Finished lifetimes (those that hit their limit) lie in [200, 220]. */
     unsigned full = 0, lo = UINT32_MAX, hi = 0;
@@ -132,8 +141,78 @@ static void test_jitter_spreads(void **state)
         lo = counts[k] < lo ? counts[k] : lo;
         hi = counts[k] > hi ? counts[k] : hi;
     }
-    assert_true(full + 2 >= np);
+    assert_true(full + 1 >= np);
     assert_true(hi > lo); /* not in lockstep */
+}
+
+/* Worker starts ('R', after worker_init) and planned exits ('L', in
+ * worker_fini), in order, in a shared page. */
+struct r_log {
+    uint32_t n;
+    char ev[4000];
+};
+
+static void r_note(struct r_log *l, char c)
+{
+    uint32_t i = __atomic_fetch_add(&l->n, 1, __ATOMIC_SEQ_CST);
+    if (i < sizeof l->ev)
+        l->ev[i] = c;
+}
+
+static int r_init(void *ctx, void **ws)
+{
+    struct r_ctx *c = ctx;
+    *ws = NULL;
+    r_note(c->log, 'R');
+    return 0;
+}
+
+static void r_fini(void *ctx, void *ws)
+{
+    struct r_ctx *c = ctx;
+    (void)ws;
+    r_note(c->log, 'L');
+}
+
+/* Four workers with a full backlog, recycled every ~100 records: never a
+ * hang, every result right, every planned exit replaced. */
+static void test_recycle_full_backlog(void **state)
+{
+    (void)state;
+    struct r_log *log =
+        mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(log != MAP_FAILED);
+    memset(log, 0, sizeof *log);
+    struct r_ctx ctx = {.log = log};
+    exec_ops_t ops = r_ops;
+    ops.worker_init = r_init;
+    ops.worker_fini = r_fini;
+    exec_options_t o = {.workers = 4, .batch = 1, .max_records_per_worker = 100};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &ops, &ctx, EXEC_FORK, &o), 0);
+    static int32_t pids[R_MAXPID];
+    static unsigned counts[R_MAXPID];
+    const unsigned n = fu_sanitized() ? 3000 : 10000;
+    unsigned np = r_run(ex, R_SLOWPID, n, pids, counts);
+    uint64_t recycle, other;
+    r_totals(ex, 4, &recycle, &other);
+    uint32_t nev = __atomic_load_n(&log->n, __ATOMIC_SEQ_CST);
+    assert_true(nev < sizeof log->ev);
+    /* Every planned exit ran worker_fini and was replaced. */
+    unsigned starts = 0, leaves = 0;
+    for (uint32_t i = 0; i < nev; i++) {
+        starts += log->ev[i] == 'R';
+        leaves += log->ev[i] == 'L';
+    }
+    assert_true(starts >= 4 + recycle);
+    exec_destroy(ex);
+    munmap(log, sizeof *log);
+    assert_int_equal(other, 0);
+    assert_true(np >= recycle);
+    assert_true(leaves >= recycle && leaves <= recycle + 1); /* the last may be unburied */
+    if (recycle < 5)
+        print_error("recycled %" PRIu64 ", %u processes\n", recycle, np);
+    assert_true(recycle >= 5);
 }
 
 static void test_zero_recycles_nothing(void **state)
@@ -195,6 +274,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jitter_spreads),
+        cmocka_unit_test(test_recycle_full_backlog),
         cmocka_unit_test(test_zero_recycles_nothing),
         cmocka_unit_test(test_memory_leaker_recycled),
         cmocka_unit_test(test_memory_reader_kept),
