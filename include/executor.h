@@ -421,6 +421,8 @@ typedef struct exec_worker_stats {
     uint64_t busy_ns;    /* inside batches */
     uint64_t idle_ns;    /* waiting for work */
     uint64_t startup_ns; /* worker_init (and, for EXEC_FORK, the fork) */
+    /* EXEC_FORK: busy/idle/startup add up over the processes that held this
+     * place; the workers keep them, so they are for display only. */
     /* EXEC_FORK: replacements of this worker, by cause. */
     uint64_t respawns_crash, respawns_timeout, respawns_recycle, respawns_cancel;
     /* EXEC_FORK, read from /proc/PID/smaps_rollup when asked (0 if unknown):

@@ -6,7 +6,7 @@
 
 #include <sys/mman.h>
 
-enum { I_REFUSE, I_CRASH, I_HANG, I_FIRST_CRASHES };
+enum { I_REFUSE, I_CRASH, I_HANG, I_FIRST_CRASHES, I_SLOW };
 
 /* ctx: how worker_init misbehaves, and a shared counter of starts. */
 struct s_ctx {
@@ -37,6 +37,12 @@ static int s_init(void *ctx, void **ws)
     case I_HANG:
         for (;;)
             pause();
+    case I_SLOW: {
+        struct timespec ts = {0, 50000000};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        return 0;
+    }
     default:
         return 0;
     }
@@ -145,6 +151,40 @@ static void test_swap_init_hangs(void **state)
     munmap(starts, 4096);
 }
 
+/* Per-worker startup, busy and idle times (kept by the workers, for display). */
+static void test_worker_times(void **state)
+{
+    (void)state;
+    unsigned *starts =
+        mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(starts != MAP_FAILED);
+    struct s_ctx ctx = {.fu = {.salt = 3}, .how = I_SLOW, .starts = starts};
+    exec_ops_t ops = s_ops();
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &ops, &ctx, EXEC_FORK, &o), 0);
+    struct fu_run r = {.n = 20000, .salt = ctx.fu.salt};
+    assert_int_equal(fu_drive(ex, &r), 0);
+    fu_assert_clean(&r);
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL); /* idle a while */
+    uint64_t busy = 0;
+    for (unsigned i = 0; i < 2; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        assert_true(ws.startup_ns >= 50000000u); /* worker_init slept 50 ms */
+        assert_true(ws.idle_ns >= 10000000u);
+        busy += ws.busy_ns;
+        print_message("worker %u: pid %d, %" PRIu64 " records, startup %" PRIu64
+                      " us, busy %" PRIu64 " us, idle %" PRIu64 " us\n",
+                      i, ws.pid, ws.records, ws.startup_ns / 1000, ws.busy_ns / 1000,
+                      ws.idle_ns / 1000);
+    }
+    assert_true(busy > 0);
+    exec_destroy(ex);
+    munmap(starts, 4096);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_first_init_crashes),
         cmocka_unit_test(test_init_hangs),
         cmocka_unit_test(test_swap_init_hangs),
+        cmocka_unit_test(test_worker_times),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -129,6 +129,7 @@ struct fk_worker {
     /* Figures (consumer writes, anyone reads with ck_pr). */
     uint64_t records, batches;
     uint64_t resp_crash, resp_timeout, resp_recycle, resp_cancel;
+    uint64_t startup_ns, busy_ns, idle_ns; /* of its earlier processes */
 
     /* Free slots: batch_put -> batch_get. */
     struct ck_ring freer;
@@ -329,6 +330,7 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
                                                      int zsock, int sfd, pid_t zygote)
 {
     exec_t *ex = fk->ex;
+    const uint64_t t_fork = exec__now_ns();
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != zygote)
@@ -345,6 +347,10 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
     ck_pr_store_32((uint32_t *)&h->pid, (uint32_t)getpid());
     void *ws = NULL;
     int rc = ex->ops->worker_init ? ex->ops->worker_init(g->ctx, &ws) : 0;
+    uint64_t busy_ns = 0, idle_ns = 0;
+    ck_pr_store_64(&h->busy_ns, 0);
+    ck_pr_store_64(&h->idle_ns, 0);
+    ck_pr_store_64(&h->startup_ns, exec__now_ns() - t_fork);
     ck_pr_store_32(&h->state, rc ? FK_W_INITFAIL : FK_W_READY);
     fk_wake_sup(fk);
     if (rc)
@@ -370,6 +376,8 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         uint32_t si;
         uint32_t snap = ck_ec32_value(&h->ec);
         if (!fk_w_take(h, &si)) {
+            const uint64_t t_idle = exec__now_ns();
+            ck_pr_store_64(&h->idle_since, t_idle);
             int spins = 0;
             while (!fk_w_take(h, &si)) {
                 if (ck_pr_load_32(&h->stop))
@@ -384,7 +392,11 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
                 snap = ck_ec32_value(&h->ec);
                 spins = 0;
             }
+            idle_ns += exec__now_ns() - t_idle;
+            ck_pr_store_64(&h->idle_ns, idle_ns);
+            ck_pr_store_64(&h->idle_since, 0);
         }
+        const uint64_t t_busy = exec__now_ns();
         if (si >= g->nslot)
             _exit(FK_EXIT_ORPHAN);
         const struct fk_sin *in = fk_sin_at(g, idx, si);
@@ -423,6 +435,8 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         }
         out->done = i;
         out->rdata_len = good;
+        busy_ns += exec__now_ns() - t_busy;
+        ck_pr_store_64(&h->busy_ns, busy_ns);
         ck_pr_store_32(&h->busy, 0);
         ck_pr_fence_store();
         ck_ring_enqueue_spsc(&h->out, h->outbuf, (void *)(uintptr_t)si);
@@ -1598,6 +1612,14 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
         if (s->from == s->b.n)
             fk_push_done(fk, fk_fifo_pop(wk));
     }
+    /* Its figures (display only) add up over the processes in this place. */
+    ck_pr_store_64(&wk->startup_ns, wk->startup_ns + ck_pr_load_64(&h->startup_ns));
+    ck_pr_store_64(&wk->busy_ns, wk->busy_ns + ck_pr_load_64(&h->busy_ns));
+    ck_pr_store_64(&wk->idle_ns, wk->idle_ns + ck_pr_load_64(&h->idle_ns));
+    ck_pr_store_64(&h->startup_ns, 0);
+    ck_pr_store_64(&h->busy_ns, 0);
+    ck_pr_store_64(&h->idle_ns, 0);
+    ck_pr_store_64(&h->idle_since, 0);
     /* Fresh rings for the replacement, refilled from our FIFO. */
     ck_ring_init(&h->in, FK_RING);
     ck_ring_init(&h->out, FK_RING);
@@ -1780,6 +1802,12 @@ static void fk_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *w
         ws->respawns_timeout = ck_pr_load_64(&wk->resp_timeout);
         ws->respawns_recycle = ck_pr_load_64(&wk->resp_recycle);
         ws->respawns_cancel = ck_pr_load_64(&wk->resp_cancel);
+        ws->startup_ns = ck_pr_load_64(&wk->startup_ns) + ck_pr_load_64(&wk->hdr->startup_ns);
+        ws->busy_ns = ck_pr_load_64(&wk->busy_ns) + ck_pr_load_64(&wk->hdr->busy_ns);
+        ws->idle_ns = ck_pr_load_64(&wk->idle_ns) + ck_pr_load_64(&wk->hdr->idle_ns);
+        uint64_t since = ck_pr_load_64(&wk->hdr->idle_since), now = exec__now_ns();
+        if (wk->state == W_LIVE && since && since < now)
+            ws->idle_ns += now - since; /* waiting now */
     }
     pthread_mutex_unlock(&fk->lock);
     ws->pid = pid;

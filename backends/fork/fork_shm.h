@@ -44,6 +44,11 @@ struct fk_hdr {
     struct ck_ring out; /* worker -> parent: slots done */
     ck_ring_buffer_t inbuf[FK_RING];
     ck_ring_buffer_t outbuf[FK_RING];
+    /* Figures for display only (the parent trusts them for nothing else):
+     * this process's start (fork to the end of worker_init), and time spent
+     * running batches and waiting for them, in ns. */
+    uint64_t startup_ns, busy_ns, idle_ns;
+    uint64_t idle_since; /* CLOCK_MONOTONIC ns when it began waiting, or 0 */
 };
 
 /* Parent-written, read-only in the worker. */
