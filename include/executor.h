@@ -181,8 +181,10 @@ typedef struct exec_options {
     unsigned workers;     /* default: the number of online CPUs; at most 1024 */
     unsigned window;      /* records submitted but not yet collected, at most;
                              default 4096 x workers, at most 1<<24 */
-    unsigned batch;       /* most records in one batch; default 128 (batches are
-                             sent early when a worker runs short); at most 4096 */
+    unsigned batch;       /* most records in one batch; default 128; at most 4096.
+                             Batches go out early when a worker runs short, and
+                             EXEC_THREADS sends about 250 us of work per batch
+                             when records are heavy (adaptive) */
     unsigned flags;       /* EXEC_ORDERED */
     size_t max_record;    /* largest record accepted; default 64 KiB, at most 64 MiB */
     size_t max_result;    /* largest result accepted; default 64 KiB, at most 64 MiB */
