@@ -1,0 +1,140 @@
+/*
+ * EXEC_FORK workers SIGKILLed from outside at random moments of their loop
+ * (processing, writing a result, taking a batch from the ring, sleeping): the
+ * stream never hangs, every tag comes back exactly once, and each result is
+ * either right or EXEC_ECRASHED naming SIGKILL.
+ */
+#include "forkutil.h"
+
+#include <pthread.h>
+
+struct killer {
+    exec_t *ex;
+    unsigned workers;
+    volatile int stop;
+    unsigned kills;
+};
+
+static void *kill_loop(void *arg)
+{
+    struct killer *k = arg;
+    uint64_t last[8] = {0};
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    while (!__atomic_load_n(&k->stop, __ATOMIC_ACQUIRE)) {
+        seed = fu_mix(seed + 1);
+        /* 0.2 to 3 ms apart, so kills land at every point of the loop. */
+        struct timespec ts = {0, (long)(200000 + seed % 2800000)};
+        nanosleep(&ts, NULL);
+        unsigned i = (unsigned)(seed >> 32) % k->workers;
+        exec_worker_stats_t ws;
+        if (exec_worker_stats(k->ex, i, &ws) != 0 || ws.pid <= 0)
+            continue;
+        /* Only a worker that finished records since its last kill: a crash loop
+         * (deaths without progress) is another suite's subject. */
+        if (ws.records + ws.respawns_crash == last[i])
+            continue;
+        last[i] = ws.records + ws.respawns_crash + 1;
+        if (kill(ws.pid, SIGKILL) == 0)
+            k->kills++;
+    }
+    return NULL;
+}
+
+static void run(bool ordered)
+{
+    enum { N = 200000, W = 2 };
+    struct fu_ctx ctx = {.salt = 0x5eed};
+    exec_options_t o = {.workers = W, .flags = ordered ? EXEC_ORDERED : 0};
+    exec_t *ex = NULL;
+    assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+    struct killer k = {.ex = ex, .workers = W};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, kill_loop, &k), 0);
+
+    unsigned char *seen = calloc(N, 1);
+    assert_non_null(seen);
+    uint64_t got = 0, ok = 0, crashed = 0, bad = 0, next_seq = 0;
+    exec_result_t res;
+    int rc = 0;
+    for (uint64_t i = 0; i <= N && rc == 0;) {
+        if (i < N) {
+            /* A 4 KiB result each: workers spend their time writing into
+             * shared memory, where kills hurt most. */
+            struct fu_rec rec = {.action = FU_BIG, .big = 4096, .value = i};
+            rc = exec_try_submit(ex, &rec, sizeof rec, i);
+            if (rc == 0) {
+                i++;
+                continue;
+            }
+            if (rc != EXEC_EAGAIN)
+                break;
+        } else {
+            assert_int_equal(exec_finish(ex), 0);
+            i++;
+        }
+        /* Collect what is ready (at the end: everything). */
+        while ((rc = exec_next(ex, &res, i > N ? 20000 : 0)) == 0) {
+            got++;
+            if (res.tag >= N || seen[res.tag]++) {
+                bad++;
+                continue;
+            }
+            if (ordered && res.seq != next_seq++)
+                bad++;
+            if (res.status == 0) {
+                const unsigned char *d = res.data;
+                unsigned char want = (unsigned char)(res.tag & 0xff);
+                if (res.len != 4096 || d[0] != want || d[2047] != want || d[4095] != want)
+                    bad++;
+                else
+                    ok++;
+            } else if (res.status == EXEC_ECRASHED && res.signal == SIGKILL) {
+                crashed++;
+            } else {
+                bad++;
+            }
+        }
+        if (rc == EXEC_EAGAIN || rc == EXEC_EOF)
+            rc = 0;
+        if (i > N)
+            break;
+    }
+    __atomic_store_n(&k.stop, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(rc, 0);
+    print_message("%s: %u kills, %" PRIu64 " records crashed, %" PRIu64 " ok\n",
+                  ordered ? "ordered" : "unordered", k.kills, crashed, ok);
+    assert_int_equal(bad, 0);
+    assert_int_equal(got, N);
+    assert_int_equal(ok + crashed, N);
+    assert_true(crashed <= k.kills); /* a kill between records charges none */
+    assert_true(k.kills > 0);
+    exec_stats_t st;
+    assert_int_equal(exec_stats(ex, &st), 0);
+    assert_int_equal(st.crashed, crashed);
+    exec_destroy(ex);
+    pid_t kids[16];
+    assert_int_equal(fu_descendants(kids, 16), 0);
+    free(seen);
+}
+
+static void test_kill_anywhere_unordered(void **s)
+{
+    (void)s;
+    run(false);
+}
+
+static void test_kill_anywhere_ordered(void **s)
+{
+    (void)s;
+    run(true);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill_anywhere_unordered),
+        cmocka_unit_test(test_kill_anywhere_ordered),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
