@@ -730,14 +730,15 @@ static int xm_emit(void *arg, const exec_result_t *res)
     return 0;
 }
 
-static int exec_runner(struct bench_run *r, exec_backend_t backend, int per_record)
+/* An executor for run r: 0, or BENCH_NOTAV / BENCH_FAIL with r->err said. */
+static int bench_exec_create(struct bench_run *r, exec_backend_t backend, unsigned flags,
+                             exec_t **ex)
 {
     exec_options_t o;
     memset(&o, 0, sizeof o);
     o.workers = r->workers;
-    o.flags = r->ordered ? EXEC_ORDERED : 0;
-    exec_t *ex;
-    int rc = exec_create(&ex, &bx_ops, (void *)r->ctx, backend, &o);
+    o.flags = flags;
+    int rc = exec_create(ex, &bx_ops, (void *)r->ctx, backend, &o);
     if (rc == EXEC_ENOTSUP) {
         snprintf(r->err, sizeof r->err, "%s: not available in this build",
                  exec_backend_name(backend));
@@ -748,6 +749,15 @@ static int exec_runner(struct bench_run *r, exec_backend_t backend, int per_reco
                  exec_strerror(rc));
         return BENCH_FAIL;
     }
+    return 0;
+}
+
+static int exec_runner(struct bench_run *r, exec_backend_t backend, int per_record)
+{
+    exec_t *ex;
+    int rc = bench_exec_create(r, backend, r->ordered ? EXEC_ORDERED : 0, &ex);
+    if (rc)
+        return rc;
     struct xmap m;
     memset(&m, 0, sizeof m);
     m.r = r;
@@ -815,20 +825,10 @@ static int run_fork(struct bench_run *r)
 /* Latency through libexecutor: one record in flight at a time. */
 static int exec_latency(struct bench_run *r, exec_backend_t backend, double *samples, size_t n)
 {
-    exec_options_t o;
-    memset(&o, 0, sizeof o);
-    o.workers = r->workers;
     exec_t *ex;
-    int rc = exec_create(&ex, &bx_ops, (void *)r->ctx, backend, &o);
-    if (rc == EXEC_ENOTSUP) {
-        snprintf(r->err, sizeof r->err, "%s: not available in this build",
-                 exec_backend_name(backend));
-        return BENCH_NOTAV;
-    }
-    if (rc) {
-        snprintf(r->err, sizeof r->err, "exec_create: %s", exec_strerror(rc));
-        return BENCH_FAIL;
-    }
+    int rc = bench_exec_create(r, backend, 0, &ex);
+    if (rc)
+        return rc;
     uint64_t sum = 0;
     exec_result_t res;
     for (size_t i = 0; i < n && rc == 0; i++) {
