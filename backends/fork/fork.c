@@ -365,6 +365,8 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
                             (limit / 10 + 1));
     const unsigned wake_out = g->nslot / 2 > 4 ? g->nslot / 2 : 4;
     uint64_t records = 0;
+    /* Even: (cur_slot, cur_rec) are stable. A predecessor may have died mid-way. */
+    uint32_t tick = (ck_pr_load_32(&h->tick) + 1) & ~1u;
     struct exec_writer w;
     memset(&w, 0, sizeof w);
     w.max = max_result;
@@ -410,8 +412,12 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         w.buf = (char *)out + g->res_size;
         w.cap = g->rcap;
         w.len = 0;
+        ck_pr_store_32(&h->tick, ++tick);
+        ck_pr_fence_store();
         ck_pr_store_32(&h->cur_slot, si);
         ck_pr_store_32(&h->cur_rec, from);
+        ck_pr_fence_store();
+        ck_pr_store_32(&h->tick, ++tick);
         ck_pr_store_32(&h->busy, 1);
         uint32_t i;
         size_t good = 0; /* result bytes in use, as of the last sane writer */
@@ -421,8 +427,12 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
                 break;
             if (i + 4 < n)
                 __builtin_prefetch(wb.data + wb.recs[i + 4].off);
+            /* (slot, record) under a seqlock: odd tick while they change. */
+            ck_pr_store_32(&h->tick, ++tick);
+            ck_pr_fence_store();
             ck_pr_store_32(&h->cur_rec, i);
-            ck_pr_store_32(&h->tick, h->tick + 1);
+            ck_pr_fence_store();
+            ck_pr_store_32(&h->tick, ++tick);
             wb.n = i + 1;
             exec__run_batch(ops, g->ctx, ws, &wb, i, &w, max_result);
             if (w.len > w.cap || w.start > w.len) {
@@ -701,6 +711,21 @@ static void fk_sup_kill(struct fk_worker *wk, int why)
 }
 
 /*
+ * Where wk is, read under its seqlock: true when (slot, record) were stable
+ * and belong to `tick` (even), the tick the caller has been timing.
+ */
+static bool fk_where(const struct fk_hdr *h, uint32_t tick, uint32_t *slot, uint32_t *rec)
+{
+    if (tick & 1u || ck_pr_load_32(&h->tick) != tick)
+        return false;
+    ck_pr_fence_load();
+    *slot = ck_pr_load_32(&h->cur_slot);
+    *rec = ck_pr_load_32(&h->cur_rec);
+    ck_pr_fence_load();
+    return ck_pr_load_32(&h->tick) == tick;
+}
+
+/*
  * fk->lock held. wk ran past timeout_ms on (to_slot, to_rec): flag the record
  * (exec_cancelled() then says so) and send SIGTERM; the hard kill follows
  * after grace_ms. The flag goes on only while the slot is still the worker's
@@ -734,10 +759,8 @@ static bool fk_sup_slow(struct fk *fk, struct fk_worker *wk, uint32_t tick, uint
     struct fk_gen *g = wk->g;
     if (fk->nslow == fk->slow_cap || pthread_mutex_trylock(&wk->lock) != 0)
         return false;
-    uint32_t cs = ck_pr_load_32(&wk->hdr->cur_slot);
-    uint32_t cr = ck_pr_load_32(&wk->hdr->cur_rec);
-    ck_pr_fence_load();
-    bool ok = ck_pr_load_32(&wk->hdr->tick) == tick && wk->fifo_n && cs < g->nslot &&
+    uint32_t cs = 0, cr = 0;
+    bool ok = fk_where(wk->hdr, tick, &cs, &cr) && wk->fifo_n && cs < g->nslot &&
               wk->fifo[wk->fifo_head] == cs && cr < wk->slots[cs].b.n;
     if (ok) {
         const struct fk_slot *s = &wk->slots[cs];
@@ -990,10 +1013,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                             wk->slow_told = true;
                         FK_WAIT_AT(now);
                     } else if (limit && now - wk->last_change >= limit) {
-                        wk->to_slot = ck_pr_load_32(&wk->hdr->cur_slot);
-                        wk->to_rec = ck_pr_load_32(&wk->hdr->cur_rec);
-                        ck_pr_fence_load();
-                        if (ck_pr_load_32(&wk->hdr->tick) != tick) {
+                        if (!fk_where(wk->hdr, tick, &wk->to_slot, &wk->to_rec)) {
                             /* It moved on meanwhile: (slot, rec) may not be
                              * the slow record's. Start its clock again. */
                             wk->last_tick = 0;
@@ -1777,9 +1797,10 @@ static int fk_cancel(exec_t *ex, struct exec__batch *b, uint32_t i)
     }
     __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_RELAXED);
     struct fk_hdr *h = wk->hdr;
+    uint32_t tick = ck_pr_load_32(&h->tick), cs = 0, cr = 0;
     bool running = wk->fifo_n && wk->fifo[wk->fifo_head] == s->idx &&
-                   ck_pr_load_32(&h->busy) && ck_pr_load_32(&h->cur_slot) == s->idx &&
-                   ck_pr_load_32(&h->cur_rec) == i;
+                   ck_pr_load_32(&h->busy) && fk_where(h, tick, &cs, &cr) && cs == s->idx &&
+                   cr == i;
     pthread_mutex_unlock(&wk->lock);
     if (running)
         fk_kill_req_why(fk, wk, K_CANCEL);

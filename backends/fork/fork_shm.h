@@ -34,7 +34,7 @@ struct fk_hdr {
     uint32_t busy;     /* 1 while a batch is being run */
     uint32_t cur_slot; /* the slot it is on */
     uint32_t cur_rec;  /* the record index it is on */
-    uint32_t tick;     /* bumped before every record */
+    uint32_t tick;     /* seqlock over cur_slot/cur_rec: odd while they change */
     int32_t pid;
     uint32_t stop; /* parent: leave at the next batch boundary */
     char pad0[64 - 7 * sizeof(uint32_t)];
