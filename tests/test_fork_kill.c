@@ -2,7 +2,8 @@
  * EXEC_FORK workers SIGKILLed from outside at random moments of their loop
  * (processing, writing a result, taking a batch from the ring, sleeping): the
  * stream never hangs, every tag comes back exactly once, and each result is
- * either right or EXEC_ECRASHED naming SIGKILL.
+ * either right or EXEC_ECRASHED naming SIGKILL; with recycling on, kills of
+ * successors and of workers handing over change nothing of that.
  */
 #include "forkutil.h"
 
@@ -11,9 +12,36 @@
 struct killer {
     exec_t *ex;
     unsigned workers;
+    bool others; /* also kill processes that are not a place's worker now */
     volatile int stop;
-    unsigned kills;
+    unsigned kills, other_kills;
 };
+
+/* A worker process that is no place's current one (a successor getting ready
+ * or waiting, or a worker that just handed over), or 0. */
+static pid_t other_worker(struct killer *k, uint64_t seed)
+{
+    pid_t kids[64], zyg[8];
+    int nz = fu_children_of(getpid(), zyg, 8);
+    int n = 0;
+    for (int z = 0; z < nz && z < 8 && n < 64; z++) {
+        int m = fu_children_of(zyg[z], kids + n, 64 - n);
+        n = n + m > 64 ? 64 : n + m;
+    }
+    pid_t cand[64];
+    int nc = 0;
+    for (int j = 0; j < n; j++) {
+        bool place = false;
+        for (unsigned i = 0; i < k->workers; i++) {
+            exec_worker_stats_t ws;
+            if (exec_worker_stats(k->ex, i, &ws) == 0 && ws.pid == kids[j])
+                place = true;
+        }
+        if (!place)
+            cand[nc++] = kids[j];
+    }
+    return nc ? cand[seed % (unsigned)nc] : 0;
+}
 
 static void *kill_loop(void *arg)
 {
@@ -25,6 +53,12 @@ static void *kill_loop(void *arg)
         /* 0.2 to 3 ms apart, so kills land at every point of the loop. */
         struct timespec ts = {0, (long)(200000 + seed % 2800000)};
         nanosleep(&ts, NULL);
+        if (k->others && (seed >> 20) % 2 == 0) {
+            pid_t p = other_worker(k, seed >> 8);
+            if (p > 0 && kill(p, SIGKILL) == 0)
+                k->other_kills++;
+            continue;
+        }
         unsigned i = (unsigned)(seed >> 32) % k->workers;
         exec_worker_stats_t ws;
         if (exec_worker_stats(k->ex, i, &ws) != 0 || ws.pid <= 0)
@@ -40,14 +74,15 @@ static void *kill_loop(void *arg)
     return NULL;
 }
 
-static void run(bool ordered)
+static void run(bool ordered, unsigned recycle)
 {
     enum { N = 200000, W = 2 };
     struct fu_ctx ctx = {.salt = 0x5eed};
-    exec_options_t o = {.workers = W, .flags = ordered ? EXEC_ORDERED : 0};
+    exec_options_t o = {.workers = W, .flags = ordered ? EXEC_ORDERED : 0,
+                        .max_records_per_worker = recycle};
     exec_t *ex = NULL;
     assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
-    struct killer k = {.ex = ex, .workers = W};
+    struct killer k = {.ex = ex, .workers = W, .others = recycle != 0};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, kill_loop, &k), 0);
 
@@ -102,8 +137,10 @@ static void run(bool ordered)
     __atomic_store_n(&k.stop, 1, __ATOMIC_RELEASE);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(rc, 0);
-    print_message("%s: %u kills, %" PRIu64 " records crashed, %" PRIu64 " ok\n",
-                  ordered ? "ordered" : "unordered", k.kills, crashed, ok);
+    print_message("%s%s: %u kills (+%u of other workers), %" PRIu64 " records crashed, %" PRIu64
+                  " ok\n",
+                  ordered ? "ordered" : "unordered", recycle ? ", recycling" : "", k.kills,
+                  k.other_kills, crashed, ok);
     assert_int_equal(bad, 0);
     assert_int_equal(got, N);
     assert_int_equal(ok + crashed, N);
@@ -121,13 +158,22 @@ static void run(bool ordered)
 static void test_kill_anywhere_unordered(void **s)
 {
     (void)s;
-    run(false);
+    run(false, 0);
 }
 
 static void test_kill_anywhere_ordered(void **s)
 {
     (void)s;
-    run(true);
+    run(true, 0);
+}
+
+/* Recycling every ~3000 records, kills also landing on successors (while
+ * they start, while they wait for the place) and on workers handing over. */
+static void test_kill_while_recycling(void **s)
+{
+    (void)s;
+    run(false, 3000);
+    run(true, 3000);
 }
 
 int main(void)
@@ -135,6 +181,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_anywhere_unordered),
         cmocka_unit_test(test_kill_anywhere_ordered),
+        cmocka_unit_test(test_kill_while_recycling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,11 +36,14 @@ static void recycle(unsigned flags)
     assert_int_equal(r.ok, n);
     exec_stats_t st;
     assert_int_equal(exec_stats(ex, &st), 0);
-    /* A worker leaves at the first batch boundary past 1000 records. */
-    uint64_t most = n / 1000 + 2, least = n / (1000 + 128) - 2;
-    assert_true(st.respawns >= least && st.respawns <= most);
+    /* A worker leaves at a batch boundary past its limit (>= 1000
+     * records) once its successor is ready; records this light run faster
+     * than successors start, so lifetimes are often longer. */
+    uint64_t most = n / 1000 + 2;
+    assert_true(st.respawns >= 1 && st.respawns <= most);
     assert_int_equal(st.crashed, 0);
-    /* Per worker: every replacement was a recycle. */
+    /* Per worker: every replacement was a recycle. An idle worker past its
+     * limit may still hand over now, so the counts are read around st. */
     uint64_t recycled = 0, records = 0;
     for (unsigned i = 0; i < 2; i++) {
         exec_worker_stats_t ws;
@@ -49,7 +52,10 @@ static void recycle(unsigned flags)
         recycled += ws.respawns_recycle;
         records += ws.records;
     }
-    assert_int_equal(recycled, st.respawns);
+    assert_true(recycled >= st.respawns);
+    exec_stats_t st2;
+    assert_int_equal(exec_stats(ex, &st2), 0);
+    assert_true(recycled <= st2.respawns);
     assert_int_equal(records, n);
     exec_destroy(ex);
 }

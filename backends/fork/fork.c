@@ -82,6 +82,9 @@ struct fk_msg {
 
 /* Worker states (parent-private, under fk->lock). */
 enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD, W_WAIT, W_GONE };
+/* Successor states: asked for, forked, ready (waits for the place), being
+ * killed because it can no longer take over. */
+enum { S_NONE, S_SPAWNING, S_LIVE, S_READY, S_DOOMED };
 /* Why we killed a worker. */
 enum { K_NONE, K_TIMEOUT, K_OURS, K_CANCEL };
 /* Generation states (ck_pr, changed under fk->lock). */
@@ -154,6 +157,21 @@ struct fk_worker {
     unsigned fails;
     uint64_t respawn_at;
     uint32_t alive; /* ck_pr: a hint for batch_get */
+    unsigned zi;    /* the zygote's number for its process: idx, or idx + nw */
+    bool mem_want;  /* grew: wants a successor */
+
+    /* Its successor while it is being recycled (supervisor, under fk->lock):
+     * forked ahead, it runs worker_init and waits for the place. */
+    int s_state; /* S_* */
+    pid_t s_pid;
+    int s_pidfd;
+    bool s_now;    /* to take over at once (memory), not at the records limit */
+    bool s_killed; /* we sent it SIGKILL */
+    bool s_dead;   /* gone after it took the place, before it was promoted */
+    int s_wstatus;
+    uint64_t s_at; /* when it was asked for */
+    bool s_mem_base_set;
+    uint64_t s_mem_base;
 };
 
 struct fk_gen {
@@ -200,6 +218,7 @@ struct fk {
     uint64_t seed;     /* per-executor: each worker's records limit */
     exec_slow_t *slow; /* reports gathered in a pass, sent after it */
     unsigned nslow, slow_cap;
+    struct fk_worker *recycling; /* the one place being recycled (fk->lock) */
     struct fk_gen *cur; /* where new batches go (submit_lock) */
     uint32_t held_all;  /* slots the core holds, all generations */
     uint32_t maxb;      /* at most this many (core sizes its reorder ring so) */
@@ -326,8 +345,49 @@ static void fk_w_leave(exec_t *ex, struct fk_gen *g, struct fk_hdr *h, void *ws)
     _exit(0);
 }
 
+/*
+ * Recycling: a successor is ready. Leaves at a batch boundary (nothing taken,
+ * every slot it took sent back) and gives the place to the successor.
+ */
+static __attribute__((noreturn)) void fk_w_handoff(exec_t *ex, struct fk_gen *g, struct fk_hdr *h,
+                                                   void *ws)
+{
+    ck_pr_store_64(&h->idle_since, 0);
+    ck_pr_store_32(&h->state, FK_W_RETIRED);
+    ck_pr_fence_store();
+    ck_pr_store_32(&h->handoff, FK_H_GO);
+    ck_ec32_inc(&h->ec, &fk_ec_mode);
+    if (ex->ops->worker_fini)
+        ex->ops->worker_fini(g->ctx, ws);
+    _exit(0);
+}
+
+/*
+ * Is it time to ask for a successor? About when the records left would take
+ * twice this process's own start-up plus 1 ms (busy time per record so far):
+ * the successor is then ready near the limit, and the one recycling slot is
+ * held no longer than that.
+ */
+static bool fk_w_ask(uint64_t records, uint32_t limit, uint64_t busy_ns, uint64_t startup_ns)
+{
+    if (records >= limit)
+        return true;
+    if (records == 0)
+        return false;
+    double left_ns = (double)(limit - records) * ((double)busy_ns / (double)records);
+    return left_ns <= 2.0 * (double)startup_ns + 1e6;
+}
+
+/* Is it time to give the place to a ready successor? */
+static bool fk_w_handing(const struct fk_hdr *h, uint64_t records, uint32_t limit)
+{
+    uint32_t ho = ck_pr_load_32(&h->handoff);
+    return ho == FK_H_NOW || (ho == FK_H_READY && records >= limit);
+}
+
 static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx,
-                                                     int zsock, int sfd, pid_t zygote)
+                                                     bool successor, int zsock, int sfd,
+                                                     pid_t zygote)
 {
     exec_t *ex = fk->ex;
     const uint64_t t_fork = exec__now_ns();
@@ -344,15 +404,44 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
     mprotect(g->base, g->in_size, PROT_READ);
 
     struct fk_hdr *h = fk_hdr_at(g, idx);
-    ck_pr_store_32((uint32_t *)&h->pid, (uint32_t)getpid());
+    if (!successor)
+        ck_pr_store_32((uint32_t *)&h->pid, (uint32_t)getpid());
     void *ws = NULL;
     int rc = ex->ops->worker_init ? ex->ops->worker_init(g->ctx, &ws) : 0;
-    uint64_t busy_ns = 0, idle_ns = 0;
-    ck_pr_store_64(&h->busy_ns, 0);
-    ck_pr_store_64(&h->idle_ns, 0);
-    ck_pr_store_64(&h->startup_ns, exec__now_ns() - t_fork);
+    uint64_t busy_ns = 0, idle_ns = 0, startup_ns = exec__now_ns() - t_fork;
+    const uint64_t my_startup_ns = startup_ns;
+    if (successor) {
+        ck_pr_store_32(&h->succ_state, rc ? FK_W_INITFAIL : FK_W_READY);
+        fk_wake_sup(fk);
+        if (rc)
+            _exit(FK_EXIT_INIT);
+        /* Ready; the worker in the place leaves at a batch boundary. */
+        for (;;) {
+            uint32_t snap = ck_ec32_value(&h->ec);
+            if (ck_pr_load_32(&h->handoff) == FK_H_GO)
+                break;
+            if (ck_pr_load_32(&h->stop)) {
+                if (ex->ops->worker_fini)
+                    ex->ops->worker_fini(g->ctx, ws);
+                _exit(0);
+            }
+            ck_ec32_wait(&h->ec, &fk_ec_mode, snap, NULL);
+        }
+        ck_pr_fence_load();
+        /* The place's figures go on from its predecessor's. */
+        busy_ns = ck_pr_load_64(&h->busy_ns);
+        idle_ns = ck_pr_load_64(&h->idle_ns);
+        startup_ns += ck_pr_load_64(&h->startup_ns);
+        ck_pr_store_32((uint32_t *)&h->pid, (uint32_t)getpid());
+        ck_pr_store_32(&h->want_out, 0);
+    }
+    ck_pr_store_64(&h->busy_ns, busy_ns);
+    ck_pr_store_64(&h->idle_ns, idle_ns);
+    ck_pr_store_64(&h->startup_ns, startup_ns);
+    const uint64_t busy0_ns = busy_ns; /* the place's, before this process */
     ck_pr_store_32(&h->state, rc ? FK_W_INITFAIL : FK_W_READY);
-    fk_wake_sup(fk);
+    if (!successor)
+        fk_wake_sup(fk);
     if (rc)
         _exit(FK_EXIT_INIT);
 
@@ -363,6 +452,7 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
     if (limit)
         limit += (uint32_t)(fk_mix(fk->seed ^ ((uint64_t)idx << 32) ^ (uint64_t)getpid()) %
                             (limit / 10 + 1));
+    bool asked = false;
     const unsigned wake_out = g->nslot / 2 > 4 ? g->nslot / 2 : 4;
     uint64_t records = 0;
     /* Even: (cur_slot, cur_rec) are stable. A predecessor may have died mid-way. */
@@ -384,6 +474,10 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
             while (!fk_w_take(h, &si)) {
                 if (ck_pr_load_32(&h->stop))
                     fk_w_leave(ex, g, h, ws);
+                if (fk_w_handing(h, records, limit)) {
+                    ck_pr_store_64(&h->idle_ns, idle_ns + exec__now_ns() - t_idle);
+                    fk_w_handoff(ex, g, h, ws);
+                }
                 if (++spins < FK_SPIN) {
                     ck_pr_stall();
                     continue;
@@ -451,11 +545,13 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         ck_pr_fence_store();
         ck_ring_enqueue_spsc(&h->out, h->outbuf, (void *)(uintptr_t)si);
         records += i - from;
-        if (limit && records >= limit) {
-            ck_pr_store_32(&h->state, FK_W_RETIRED);
-            exec__notify(ex);
-            fk_w_leave(ex, g, h, ws);
+        if (limit && !asked && fk_w_ask(records, limit, busy_ns - busy0_ns, my_startup_ns)) {
+            asked = true;
+            ck_pr_store_32(&h->want_out, 1);
+            fk_wake_sup(fk);
         }
+        if (fk_w_handing(h, records, limit))
+            fk_w_handoff(ex, g, h, ws);
         if (ck_pr_load_32(ex->armed) &&
             (ck_ring_size(&h->out) >= wake_out || ck_ring_size(&h->in) <= FK_LOW))
             exec__notify(ex);
@@ -509,9 +605,12 @@ static __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_ge
         if (o->zpidfd >= 0)
             close(o->zpidfd);
         if (o->w)
-            for (unsigned i = 0; i < o->nw; i++)
+            for (unsigned i = 0; i < o->nw; i++) {
                 if (o->w[i].pidfd >= 0)
                     close(o->w[i].pidfd);
+                if (o->w[i].s_pidfd >= 0)
+                    close(o->w[i].s_pidfd);
+            }
     }
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
@@ -533,7 +632,7 @@ static __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_ge
         int st;
         pid_t p;
         while ((p = waitpid(-1, &st, WNOHANG | __WALL)) > 0) {
-            for (unsigned i = 0; i < g->nw; i++) {
+            for (unsigned i = 0; i < 2 * g->nw; i++) {
                 if (pids[i] == p) {
                     pids[i] = 0;
                     live--;
@@ -551,7 +650,7 @@ static __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_ge
         if (exiting) {
             uint64_t now = exec__now_ns();
             if (now >= deadline) {
-                for (unsigned i = 0; i < g->nw; i++)
+                for (unsigned i = 0; i < 2 * g->nw; i++)
                     if (pids[i] > 0) {
                         kill(-pids[i], SIGKILL);
                         kill(pids[i], SIGKILL);
@@ -592,11 +691,11 @@ static __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_ge
                 ck_pr_store_32(&h->stop, 1);
                 ck_ec32_inc(&h->ec, &fk_ec_mode);
             }
-        } else if (m.op == FK_M_SPAWN && !exiting && m.idx >= 0 && (unsigned)m.idx < g->nw &&
-                   pids[m.idx] == 0) {
+        } else if (m.op == FK_M_SPAWN && !exiting && m.idx >= 0 &&
+                   (unsigned)m.idx < 2 * g->nw && pids[m.idx] == 0) {
             pid_t c = fork();
             if (c == 0)
-                fk_worker_main(fk, g, (unsigned)m.idx, sock, sfd, self);
+                fk_worker_main(fk, g, (unsigned)m.idx % g->nw, m.val != 0, sock, sfd, self);
             if (c < 0) {
                 struct fk_msg f = {FK_M_FAILED, m.idx, 0, errno};
                 fk_z_send(&sock, &f, -1);
@@ -624,7 +723,7 @@ static int fk_zygote_start(struct fk *fk, struct fk_gen *g)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
-    memset(g->zpids, 0, g->nw * sizeof *g->zpids);
+    memset(g->zpids, 0, 2 * g->nw * sizeof *g->zpids);
     pid_t parent = getpid();
     urcu_memb_call_rcu_before_fork();
     pid_t pid = fork();
@@ -708,6 +807,121 @@ static void fk_sup_kill(struct fk_worker *wk, int why)
         kill(-wk->pid, SIGKILL); /* its group: whatever it forked goes too */
     pidfd_send_signal(wk->pidfd, SIGKILL, NULL, 0);
     wk->kill_why = why;
+}
+
+/* fk->lock held. SIGKILL to wk's successor and its group. */
+static void fk_succ_kill(struct fk_worker *wk)
+{
+    if (wk->s_killed || wk->s_pidfd < 0)
+        return;
+    struct pollfd p = {.fd = wk->s_pidfd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 0 && wk->s_pid > 0)
+        kill(-wk->s_pid, SIGKILL);
+    pidfd_send_signal(wk->s_pidfd, SIGKILL, NULL, 0);
+    wk->s_killed = true;
+}
+
+/* fk->lock held. wk has no successor (any more); the next recycling may start. */
+static void fk_succ_clear(struct fk *fk, struct fk_worker *wk)
+{
+    if (wk->s_pidfd >= 0) {
+        close(wk->s_pidfd);
+        wk->s_pidfd = -1;
+    }
+    wk->s_state = S_NONE;
+    wk->s_pid = 0;
+    wk->s_dead = wk->s_killed = false;
+    if (fk->recycling == wk)
+        fk->recycling = NULL;
+}
+
+/*
+ * fk->lock held. The worker left the place to its ready successor: the
+ * successor is now the place's process, with the same rings and slots, so
+ * nothing is re-queued and no record waits.
+ */
+static void fk_sup_promote(struct fk *fk, struct fk_gen *g, struct fk_worker *wk)
+{
+    exec_t *ex = fk->ex;
+    if (wk->pidfd >= 0)
+        close(wk->pidfd);
+    wk->pid = wk->s_pid;
+    wk->pidfd = wk->s_pidfd;
+    wk->s_pidfd = -1;
+    wk->zi = wk->zi == wk->idx ? wk->idx + g->nw : wk->idx;
+    wk->exited = wk->have_status = wk->kill_req = false;
+    wk->ready = true;
+    wk->kill_why = K_NONE;
+    wk->last_tick = 0;
+    wk->last_change = 0;
+    wk->soft_at = 0;
+    wk->slow_told = false;
+    wk->mem_base = wk->s_mem_base;
+    wk->mem_base_set = wk->s_mem_base_set;
+    wk->mem_told = wk->mem_want = false;
+    wk->mem_at = 0;
+    wk->fails = 0;
+    /* handoff stays FK_H_GO: the successor may not have seen it yet. */
+    ck_pr_store_64(&wk->resp_recycle, wk->resp_recycle + 1);
+    ck_pr_store_64(&ex->respawns, ex->respawns + 1);
+    bool dead = wk->s_dead;
+    int wstatus = wk->s_wstatus;
+    fk_succ_clear(fk, wk);
+    if (dead) {
+        /* It died after it took over: a death of the place's worker. */
+        wk->wstatus = wstatus;
+        wk->exited = wk->have_status = true;
+        fk_sup_dead(fk, g, wk);
+    }
+}
+
+/*
+ * fk->lock held. wk's process is gone (pidfd readable, status known). Its
+ * successor takes the place if it was handed over; otherwise the successor
+ * goes too and the place is settled (fk_sup_dead) once both are gone, so the
+ * consumer never rebuilds rings a live process still reads.
+ */
+static void fk_sup_gone(struct fk *fk, struct fk_gen *g, struct fk_worker *wk)
+{
+    if (wk->s_state == S_NONE) {
+        fk_sup_dead(fk, g, wk);
+    } else if (wk->s_state == S_READY && ck_pr_load_32(&wk->hdr->handoff) == FK_H_GO &&
+               !wk->kill_req && wk->kill_why == K_NONE) {
+        fk_sup_promote(fk, g, wk);
+    } else if (wk->s_dead) {
+        fk_succ_clear(fk, wk);
+        fk_sup_dead(fk, g, wk);
+    } else {
+        fk_succ_kill(wk);
+        wk->s_state = S_DOOMED;
+    }
+}
+
+/* fk->lock held. wk's successor is gone (the zygote's word, or its fork failed). */
+static void fk_succ_gone(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, int wstatus)
+{
+    int st = wk->s_state;
+    if (st == S_NONE)
+        return;
+    if (st != S_DOOMED && ck_pr_load_32(&wk->hdr->handoff) == FK_H_GO && wk->state == W_LIVE &&
+        !(wk->exited && wk->have_status)) {
+        /* It had taken the place: settled when the old worker is gone. */
+        wk->s_dead = true;
+        wk->s_wstatus = wstatus;
+        return;
+    }
+    fk_succ_clear(fk, wk);
+    if (st == S_DOOMED) {
+        if (wk->state == W_LIVE && wk->exited && wk->have_status)
+            fk_sup_dead(fk, g, wk);
+        return;
+    }
+    /* The recycling failed (worker_init refused, a crash, too slow): the
+     * worker leaves at its next batch boundary and is replaced as before. */
+    if (wk->state == W_LIVE) {
+        ck_pr_store_32(&wk->hdr->stop, 1);
+        ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+    }
 }
 
 /*
@@ -805,8 +1019,28 @@ static void fk_sup_recv(struct fk *fk, struct fk_gen *g)
             return;
         }
         struct fk_worker *wk =
-            m.idx >= 0 && (unsigned)m.idx < g->nw ? &g->w[m.idx] : NULL;
+            m.idx >= 0 && (unsigned)m.idx < 2 * g->nw ? &g->w[(unsigned)m.idx % g->nw] : NULL;
         if (!wk) {
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        if ((unsigned)m.idx != wk->zi) {
+            /* Its successor. */
+            if (m.op == FK_M_SPAWNED && fd >= 0 &&
+                (wk->s_state == S_SPAWNING || wk->s_state == S_DOOMED)) {
+                wk->s_pid = m.pid;
+                wk->s_pidfd = fd;
+                fd = -1;
+                if (wk->s_state == S_DOOMED)
+                    fk_succ_kill(wk);
+                else
+                    wk->s_state = S_LIVE;
+            } else if (m.op == FK_M_FAILED && wk->s_pid == 0) {
+                fk_succ_gone(fk, g, wk, 127 << 8);
+            } else if (m.op == FK_M_EXITED && wk->s_pid == m.pid) {
+                fk_succ_gone(fk, g, wk, m.val);
+            }
             if (fd >= 0)
                 close(fd);
             continue;
@@ -833,7 +1067,7 @@ static void fk_sup_recv(struct fk *fk, struct fk_gen *g)
                 wk->wstatus = m.val;
                 wk->have_status = true;
                 if (wk->exited)
-                    fk_sup_dead(fk, g, wk);
+                    fk_sup_gone(fk, g, wk);
             }
             break;
         }
@@ -864,6 +1098,19 @@ static void fk_sup_ready(struct fk *fk)
                 }
                 g->nready++;
                 pthread_cond_broadcast(&fk->cond);
+            }
+            if (wk->state == W_LIVE && wk->s_state == S_LIVE &&
+                ck_pr_load_32(&wk->hdr->succ_state) == FK_W_READY) {
+                wk->s_state = S_READY;
+                if (fk->ex->opt.max_worker_growth_kb) {
+                    uint64_t pss = 0, dirty = 0;
+                    fk_smaps(wk->s_pid, &pss, &dirty);
+                    wk->s_mem_base = dirty;
+                    wk->s_mem_base_set = true;
+                }
+                /* Tell the worker in the place (it may be asleep). */
+                ck_pr_store_32(&wk->hdr->handoff, wk->s_now ? FK_H_NOW : FK_H_READY);
+                ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
             }
         }
     }
@@ -961,7 +1208,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                 wk->slow_told = false;
                 wk->mem_base_set = wk->mem_told = false;
                 wk->mem_at = 0;
-                struct fk_msg m = {FK_M_SPAWN, (int32_t)i, 0, 0};
+                struct fk_msg m = {FK_M_SPAWN, (int32_t)wk->zi, 0, 0};
                 fk_sup_send(g, &m);
                 wk->state = W_SPAWNING;
             } else if (wk->state == W_WAIT) {
@@ -969,16 +1216,42 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
             } else if (wk->state == W_LIVE) {
                 if (wk->kill_req)
                     fk_sup_kill(wk, wk->kill_req_why);
+                /* Recycling, one place at a time: its successor is forked
+                 * and made ready while it works on. */
+                if (wk->s_state == S_NONE && !fk->recycling && gs == G_ACTIVE && wk->ready &&
+                    !wk->exited && !wk->kill_req && wk->kill_why == K_NONE && g->zsock >= 0 &&
+                    (wk->mem_want || ck_pr_load_32(&wk->hdr->want_out)) &&
+                    ck_pr_load_32((uint32_t *)&wk->hdr->pid) == (uint32_t)wk->pid) {
+                    /* (The pid check: the last successor has taken the place.) */
+                    ck_pr_store_32(&wk->hdr->want_out, 0);
+                    ck_pr_store_32(&wk->hdr->succ_state, FK_W_STARTING);
+                    ck_pr_store_32(&wk->hdr->handoff, FK_H_NONE);
+                    struct fk_msg m = {FK_M_SPAWN,
+                                       (int32_t)(wk->zi == i ? i + g->nw : i), 0, 1};
+                    fk_sup_send(g, &m);
+                    wk->s_state = S_SPAWNING;
+                    wk->s_now = wk->mem_want;
+                    wk->s_at = now;
+                    wk->s_mem_base_set = false;
+                    fk->recycling = wk;
+                }
+                if (wk->s_state == S_SPAWNING || wk->s_state == S_LIVE) {
+                    uint64_t dl = wk->s_at + (uint64_t)ex->opt.start_timeout_ms * 1000000u;
+                    if (now >= dl)
+                        fk_succ_kill(wk); /* too slow: the recycling fails */
+                    else
+                        FK_WAIT_AT(dl);
+                }
                 if (ex->opt.max_worker_growth_kb && wk->ready && wk->mem_base_set &&
                     !wk->mem_told && wk->kill_why == K_NONE) {
                     if (now >= wk->mem_at) {
                         uint64_t pss = 0, dirty = 0;
                         fk_smaps(wk->pid, &pss, &dirty);
                         if (dirty > wk->mem_base + ex->opt.max_worker_growth_kb) {
-                            /* Grew: leave at the next batch boundary. */
-                            ck_pr_store_32(&wk->hdr->stop, 1);
-                            ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+                            /* Grew: replaced as soon as a successor is ready. */
+                            wk->mem_want = true;
                             wk->mem_told = true;
+                            FK_WAIT_AT(now); /* another pass starts the recycling */
                         }
                         wk->mem_at = now + 100000000u;
                     }
@@ -1134,10 +1407,10 @@ static void *fk_sup_main(void *arg)
             case P_ZPID:
                 break; /* below, after the socket was read to its end */
             case P_WORKER:
-                if (t->wk->state == W_LIVE) {
+                if (t->wk->state == W_LIVE && !t->wk->exited) {
                     t->wk->exited = true;
                     if (t->wk->have_status)
-                        fk_sup_dead(fk, t->g, t->wk);
+                        fk_sup_gone(fk, t->g, t->wk);
                 }
                 break;
             }
@@ -1155,6 +1428,13 @@ static void *fk_sup_main(void *arg)
             /* Its workers died with it; statuses will not come now. */
             for (unsigned i = 0; i < g->nw; i++) {
                 struct fk_worker *wk = &g->w[i];
+                if (wk->s_state != S_NONE) {
+                    bool settle = wk->s_state == S_DOOMED && wk->state == W_LIVE &&
+                                  wk->exited && wk->have_status;
+                    fk_succ_clear(fk, wk);
+                    if (settle)
+                        fk_sup_dead(fk, g, wk);
+                }
                 if (wk->state == W_SPAWNING || (wk->state == W_LIVE && !wk->have_status)) {
                     wk->wstatus = SIGKILL;
                     wk->have_status = true;
@@ -1188,6 +1468,10 @@ static void fk_gen_free(struct fk *fk, struct fk_gen *g, bool release)
             struct fk_worker *wk = &g->w[i];
             if (wk->pidfd >= 0)
                 close(wk->pidfd);
+            if (wk->s_pidfd >= 0)
+                close(wk->s_pidfd);
+            if (fk->recycling == wk)
+                fk->recycling = NULL;
             if (wk->slots) {
                 for (unsigned s = 0; s < g->nslot; s++) {
                     free(wk->slots[s].b.res);
@@ -1255,13 +1539,14 @@ static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t gene
 
     /* A zygote forked meanwhile reads w to close pidfds: publish it with -1s. */
     struct fk_worker *w = calloc(g->nw, sizeof *w);
-    g->zpids = calloc(g->nw, sizeof *g->zpids);
+    g->zpids = calloc(2 * (size_t)g->nw, sizeof *g->zpids); /* places, then successors */
     if (!w || !g->zpids) {
         free(w);
         return EXEC_ENOMEM;
     }
     for (unsigned i = 0; i < g->nw; i++) {
-        w[i].pidfd = -1;
+        w[i].pidfd = w[i].s_pidfd = -1;
+        w[i].zi = i;
         pthread_mutex_init(&w[i].lock, NULL);
     }
     g->w = w;
@@ -1649,6 +1934,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     ck_pr_store_32(&h->cur_slot, FK_NOSLOT);
     ck_pr_store_32(&h->state, FK_W_STARTING);
     ck_pr_store_32(&h->stop, 0);
+    ck_pr_store_32(&h->want_out, 0);
+    ck_pr_store_32(&h->handoff, FK_H_NONE);
     for (unsigned k = 0; k < wk->fifo_n; k++)
         fk_ring_put(wk, &wk->slots[wk->fifo[(wk->fifo_head + k) % g->nslot]]);
     wk->distrust = false;

@@ -27,8 +27,16 @@
 #define FK_W_INITFAIL 2u
 #define FK_W_RETIRED 3u /* left on purpose (records-per-worker limit) */
 
-/* One worker's header. Written by the worker except `stop` and the producer
- * side of `in` (the parent's). */
+/* Recycling hand-off, in fk_hdr.handoff. */
+#define FK_H_NONE 0u  /* no successor ready */
+#define FK_H_READY 1u /* parent: a successor is ready; leave at your records limit */
+#define FK_H_NOW 2u   /* parent: a successor is ready; leave at the next batch boundary */
+#define FK_H_GO 3u    /* leaving worker (or parent): the place is the successor's */
+
+/* One worker place's header. Written by its worker except `stop`, `handoff`
+ * and the producer side of `in` (the parent's). While a successor waits for
+ * the place (recycling) it writes only `succ_state`, until `handoff` reads
+ * FK_H_GO: from then on the place is its own. */
 struct fk_hdr {
     uint32_t state;
     uint32_t busy;     /* 1 while a batch is being run */
@@ -37,7 +45,10 @@ struct fk_hdr {
     uint32_t tick;     /* seqlock over cur_slot/cur_rec: odd while they change */
     int32_t pid;
     uint32_t stop; /* parent: leave at the next batch boundary */
-    char pad0[64 - 7 * sizeof(uint32_t)];
+    uint32_t want_out;   /* worker: near its records limit, asks for a successor */
+    uint32_t handoff;    /* FK_H_* */
+    uint32_t succ_state; /* the successor's FK_W_STARTING/READY/INITFAIL */
+    char pad0[64 - 10 * sizeof(uint32_t)];
     struct ck_ec32 ec; /* the parent bumps it after each enqueue on `in` */
     char pad1[64 - sizeof(struct ck_ec32)];
     struct ck_ring in;  /* parent -> worker: slots to run */
