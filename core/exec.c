@@ -79,7 +79,7 @@ static int exec__options(exec_options_t *o, const exec_options_t *in)
         *o = *in;
     else
         memset(o, 0, sizeof *o);
-    if (o->flags & ~EXEC_ORDERED)
+    if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY))
         return EXEC_EINVAL;
     if (o->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

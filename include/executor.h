@@ -162,7 +162,9 @@ typedef enum exec_backend {
 } exec_backend_t;
 
 /* Flags in exec_options_t.flags. */
-#define EXEC_ORDERED 0x1u /* deliver results in submission order */
+#define EXEC_ORDERED 0x1u   /* deliver results in submission order */
+#define EXEC_NO_REPLAY 0x2u /* EXEC_FORK: a swap's canary does not replay recent
+                               records (see exec_swap_context) */
 
 /* A record running past options.slow_ms (see on_slow). */
 typedef struct exec_slow {

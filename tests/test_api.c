@@ -73,7 +73,7 @@ static void test_create_bad_options(void **state)
         o.field = value;                                                                           \
         create_fails(&tu_rev_ops, EXEC_THREADS, &o, EXEC_EINVAL);                                  \
     } while (0)
-    BAD(flags, 0x2u);
+    BAD(flags, 0x4u);
     BAD(flags, EXEC_ORDERED | 0x100u);
     BAD(workers, 1025);
     BAD(workers, UINT32_MAX);

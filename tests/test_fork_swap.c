@@ -1,6 +1,8 @@
 /* EXEC_FORK hot swap: a new generation of workers per context; every record
  * runs against exactly one context; the old one is released once its
- * generation is gone. */
+ * generation is gone; a canary worker proves a new context first (its
+ * worker_init, then a replay of records that ran well) and a bad one is
+ * rolled back while the old generation keeps serving. */
 #include "forkutil.h"
 
 static uint64_t scale(uint64_t n)
@@ -163,6 +165,157 @@ static void test_swap_rollback(void **state)
     assert_int_equal(fu_descendants(kids, 8), 0);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Canary                                                                    */
+/* ------------------------------------------------------------------------- */
+
+enum { CTX_CRASHES = 666, CTX_HANGS = 777, CTX_GARBAGE = 888 };
+
+/* A context that starts fine (worker_init) but is broken on records. */
+static int canary_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    struct fu_ctx *c = ctx;
+    struct fu_rec r;
+    memcpy(&r, rec, sizeof r);
+    if (c->salt == CTX_CRASHES)
+        r.action = FU_SEGV;
+    else if (c->salt == CTX_HANGS)
+        r.action = FU_HANG;
+    else if (c->salt == CTX_GARBAGE)
+        r.action = FU_GARBAGE;
+    return fu_process(ctx, ws, &r, len, out);
+}
+
+struct canary_swap {
+    struct fu_ctx *bad;
+    uint64_t at;
+    int rc;
+    bool done;
+};
+
+static void canary_after_submit(exec_t *ex, uint64_t i, void *arg)
+{
+    struct canary_swap *cs = arg;
+    if (!cs->done && i == cs->at) {
+        cs->rc = exec_swap_context(ex, cs->bad);
+        cs->done = true;
+    }
+}
+
+/* Mid-stream swaps to contexts that crash, hang or write garbage on every
+ * record: each canary fails on its replay, the swap returns why, the old
+ * context serves every record (all generation 0, each tag once). */
+static void test_canary_rolls_back(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t salt;
+        int rc;
+    } cases[] = {{CTX_CRASHES, EXEC_ECRASHED},
+                 {CTX_HANGS, EXEC_ERECTIMEOUT},
+                 {CTX_GARBAGE, EXEC_EWORKER}};
+    for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        exec_ops_t ops = fu_ops;
+        ops.process = canary_process;
+        struct fu_ctx a = {.salt = 5}, bad = {.salt = cases[c].salt};
+        exec_options_t o = {.workers = 2, .timeout_ms = 300, .grace_ms = 100};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &ops, &a, EXEC_FORK, &o), 0);
+        const uint64_t n = scale(100000);
+        struct canary_swap cs = {.bad = &bad, .at = n / 2};
+        struct fu_run r = {.n = n, .salt = a.salt, .after_submit = canary_after_submit,
+                           .plan_arg = &cs};
+        assert_int_equal(fu_drive(ex, &r), 0);
+        fu_assert_clean(&r); /* every result from a (fu_drive checks the salt) */
+        assert_int_equal(r.ok, n);
+        assert_true(cs.done);
+        if (cs.rc != cases[c].rc)
+            print_error("context %" PRIu64 ": swap gave %s\n", bad.salt, exec_err_name(cs.rc));
+        assert_int_equal(cs.rc, cases[c].rc);
+        exec_stats_t st;
+        assert_int_equal(exec_stats(ex, &st), 0);
+        assert_int_equal(st.generation, 0);
+        assert_int_equal(st.swaps, 0);
+        assert_int_equal(st.crashed, 0); /* the canary's replays are not records */
+        uint64_t records = 0;
+        for (unsigned i = 0; i < 2; i++) {
+            exec_worker_stats_t ws;
+            assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+            records += ws.records;
+        }
+        assert_int_equal(records, n);
+        /* It can be tried again, and a good context still goes in. */
+        assert_int_equal(exec_swap_context(ex, &bad), cases[c].rc);
+        struct fu_ctx b = {.salt = 6};
+        assert_int_equal(exec_swap_context(ex, &b), 0);
+        exec_destroy(ex);
+        assert_int_equal(bad.released, 0);
+        assert_int_equal(a.released, 1);
+        assert_int_equal(b.released, 1);
+        pid_t kids[8];
+        assert_int_equal(fu_descendants(kids, 8), 0);
+    }
+}
+
+/* The replay is of records that ran well: a stream with poison records (that
+ * crash any context) still swaps. Replayed records yield no extra result. */
+static void test_canary_skips_failed_records(void **state)
+{
+    (void)state;
+    struct swapper s;
+    memset(&s, 0, sizeof s);
+    for (int k = 0; k < 4; k++)
+        s.ctx[k].salt = 0x2000u * (uint64_t)(k + 1);
+    s.crash_every = 2; /* every other record crashes its worker */
+    const uint64_t n = scale(20000);
+    s.at[0] = n / 4;
+    s.at[1] = n / 2;
+    s.at[2] = 3 * n / 4;
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &fu_ops, &s.ctx[0], EXEC_FORK, &o), 0);
+    struct fu_run r = {.n = n, .plan = plan, .plan_arg = &s, .salt_of = salt_of,
+                       .after_submit = after_submit};
+    assert_int_equal(fu_drive(ex, &r), 0);
+    fu_assert_clean(&r);
+    assert_int_equal(s.swap_rc, 0);
+    assert_int_equal(s.nswaps, 3);
+    assert_int_equal(r.ok + r.crashed, n);
+    exec_destroy(ex);
+}
+
+/* EXEC_NO_REPLAY: the canary proves worker_init only, so a context that
+ * fails on records goes in, and its records report the crash themselves. */
+static void test_canary_no_replay(void **state)
+{
+    (void)state;
+    exec_ops_t ops = fu_ops;
+    ops.process = canary_process;
+    struct fu_ctx a = {.salt = 5}, bad = {.salt = CTX_CRASHES};
+    exec_options_t o = {.workers = 2, .flags = EXEC_NO_REPLAY};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &ops, &a, EXEC_FORK, &o), 0);
+    exec_result_t res;
+    for (uint64_t i = 100; i < 200; i++) {
+        struct fu_rec rec = {.value = i};
+        assert_int_equal(exec_submit(ex, &rec, sizeof rec, i), 0);
+        assert_int_equal(exec_next(ex, &res, 20000), 0);
+        assert_int_equal(res.status, 0);
+    }
+    assert_int_equal(exec_swap_context(ex, &bad), 0);
+    for (uint64_t i = 0; i < 4; i++) {
+        struct fu_rec rec = {.value = i};
+        assert_int_equal(exec_submit(ex, &rec, sizeof rec, i), 0);
+        assert_int_equal(exec_next(ex, &res, 20000), 0);
+        assert_int_equal(res.tag, i);
+        assert_int_equal(res.status, EXEC_ECRASHED);
+        assert_int_equal(res.generation, 1);
+    }
+    exec_destroy(ex);
+    assert_int_equal(a.released, 1);
+    assert_int_equal(bad.released, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +323,9 @@ int main(void)
         cmocka_unit_test(test_swaps_ordered_with_crashes),
         cmocka_unit_test(test_swap_boundary),
         cmocka_unit_test(test_swap_rollback),
+        cmocka_unit_test(test_canary_rolls_back),
+        cmocka_unit_test(test_canary_skips_failed_records),
+        cmocka_unit_test(test_canary_no_replay),
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));

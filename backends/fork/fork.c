@@ -70,6 +70,9 @@
 #define FK_EXIT_INIT 3     /* worker exit status: worker_init refused */
 #define FK_EXIT_ORPHAN 4   /* worker exit status: its zygote was already gone */
 #define FK_MIB ((size_t)1 << 20)
+#define FK_PROBE_N 8          /* records a swap's canary replays, at most */
+#define FK_PROBE_BYTES 65536  /* ... and bytes */
+#define FK_PROBE_EVERY 64     /* batches between two refreshes of them */
 
 /* Zygote protocol. */
 enum { FK_M_SPAWN = 1, FK_M_EXIT, FK_M_SPAWNED, FK_M_FAILED, FK_M_EXITED };
@@ -81,7 +84,7 @@ struct fk_msg {
 };
 
 /* Worker states (parent-private, under fk->lock). */
-enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD, W_WAIT, W_GONE };
+enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD, W_WAIT, W_GONE, W_HOLD };
 /* Successor states: asked for, forked, ready (waits for the place), being
  * killed because it can no longer take over. */
 enum { S_NONE, S_SPAWNING, S_LIVE, S_READY, S_DOOMED };
@@ -219,6 +222,13 @@ struct fk {
     exec_slow_t *slow; /* reports gathered in a pass, sent after it */
     unsigned nslow, slow_cap;
     struct fk_worker *recycling; /* the one place being recycled (fk->lock) */
+    /* A few records that ran well lately, for a swap's canary to replay:
+     * the consumer refreshes them now and then, swaps read them. */
+    pthread_mutex_t probe_lock;
+    unsigned probe_n, probe_tick;
+    size_t probe_len;
+    struct exec__rec probe_rec[FK_PROBE_N];
+    char *probe_data;
     struct fk_gen *cur; /* where new batches go (submit_lock) */
     uint32_t held_all;  /* slots the core holds, all generations */
     uint32_t maxb;      /* at most this many (core sizes its reorder ring so) */
@@ -783,8 +793,8 @@ static void fk_sup_dead(struct fk *fk, struct fk_gen *g, struct fk_worker *wk)
     }
     ck_pr_store_32(&wk->alive, 0);
     uint32_t gs = ck_pr_load_32(&g->state);
-    if (gs == G_STARTING && !wk->ready)
-        g->nfailed++;
+    if (gs == G_STARTING)
+        g->nfailed++; /* worker_init failed, or the canary died on its records */
     wk->state = W_DEAD;
     pthread_cond_broadcast(&fk->cond);
     if (gs == G_STARTING || gs == G_ACTIVE || gs == G_RETIRING) {
@@ -1495,7 +1505,8 @@ static void fk_gen_free(struct fk *fk, struct fk_gen *g, bool release)
 }
 
 /* Builds a generation's region and bookkeeping; the supervisor starts it. */
-static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t generation)
+static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t generation,
+                       unsigned start)
 {
     exec_t *ex = fk->ex;
     const exec_options_t *o = &ex->opt;
@@ -1547,6 +1558,7 @@ static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t gene
     for (unsigned i = 0; i < g->nw; i++) {
         w[i].pidfd = w[i].s_pidfd = -1;
         w[i].zi = i;
+        w[i].state = i < start ? W_NONE : W_HOLD; /* a canary goes first */
         pthread_mutex_init(&w[i].lock, NULL);
     }
     g->w = w;
@@ -1596,8 +1608,8 @@ static int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t gene
     return 0;
 }
 
-/* Waits until g's workers all reported worker_init (0) or one failed. */
-static int fk_gen_wait(struct fk *fk, struct fk_gen *g)
+/* Waits until `want` of g's workers reported worker_init (0), or one failed. */
+static int fk_gen_wait(struct fk *fk, struct fk_gen *g, unsigned want)
 {
     /* A worker_init that hangs counts as failed after start_timeout_ms. */
     struct timespec dl;
@@ -1610,11 +1622,11 @@ static int fk_gen_wait(struct fk *fk, struct fk_gen *g)
     }
     bool late = false;
     pthread_mutex_lock(&fk->lock);
-    while (!g->zerr && g->nfailed == 0 && g->nready < g->nw && !late)
+    while (!g->zerr && g->nfailed == 0 && g->nready < want && !late)
         late = pthread_cond_timedwait(&fk->cond, &fk->lock, &dl) == ETIMEDOUT;
-    int rc = g->zerr                                     ? g->zerr
-             : g->nfailed || (late && g->nready < g->nw) ? EXEC_EINIT
-                                                         : 0;
+    int rc = g->zerr                                    ? g->zerr
+             : g->nfailed || (late && g->nready < want) ? EXEC_EINIT
+                                                        : 0;
     pthread_mutex_unlock(&fk->lock);
     return rc;
 }
@@ -2131,6 +2143,34 @@ static bool fk_hungry(exec_t *ex, const struct exec__batch *b)
     return ck_pr_load_uint(&h->in.p_tail) - ck_pr_load_uint(&h->in.c_head) == 0;
 }
 
+/*
+ * Consumer. Keeps copies of the last few records of s that ran without error
+ * (records that fail on the current context prove nothing about a new one).
+ */
+static void fk_probe_keep(struct fk *fk, const struct fk_slot *s)
+{
+    if (pthread_mutex_trylock(&fk->probe_lock) != 0)
+        return; /* a swap is reading them: next time */
+    unsigned n = 0;
+    size_t len = 0;
+    for (uint32_t j = s->b.n; j-- > 0 && n < FK_PROBE_N;) {
+        const struct exec__rec *r = &s->b.recs[j];
+        if (s->b.res[j].status != 0 || r->len > FK_PROBE_BYTES - len)
+            continue;
+        memcpy(fk->probe_data + len, s->b.data + r->off, r->len);
+        fk->probe_rec[n].tag = r->tag;
+        fk->probe_rec[n].off = (uint32_t)len;
+        fk->probe_rec[n].len = r->len;
+        len += r->len;
+        n++;
+    }
+    if (n) {
+        fk->probe_n = n;
+        fk->probe_len = len;
+    }
+    pthread_mutex_unlock(&fk->probe_lock);
+}
+
 static struct exec__batch *fk_reap(exec_t *ex)
 {
     struct fk *fk = ex->be_priv;
@@ -2163,6 +2203,8 @@ static struct exec__batch *fk_reap(exec_t *ex)
             }
             struct fk_slot *s = fk_pull(fk, wk);
             if (s) {
+                if (fk->probe_data && fk->probe_tick++ % FK_PROBE_EVERY == 0)
+                    fk_probe_keep(fk, s);
                 /* Start after this worker next time: fair to every ring. */
                 fk->reap_g = (fk->reap_g + k) % FK_MAXGEN;
                 g->reap_w = wk->idx + 1 == g->nw ? 0 : wk->idx + 1;
@@ -2198,6 +2240,7 @@ static int fk_start(exec_t *ex)
     fk->maxb = exec__max_batches(ex);
     fk->sup_efd = -1;
     pthread_mutex_init(&fk->lock, NULL);
+    pthread_mutex_init(&fk->probe_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -2226,11 +2269,13 @@ static int fk_start(exec_t *ex)
     }
     fk->pfd = calloc(fk->npfd_max, sizeof *fk->pfd);
     fk->ptag = calloc(fk->npfd_max, sizeof *fk->ptag);
-    if (!fk->pfd || !fk->ptag)
+    if (!(ex->opt.flags & EXEC_NO_REPLAY))
+        fk->probe_data = malloc(FK_PROBE_BYTES);
+    if (!fk->pfd || !fk->ptag || (!(ex->opt.flags & EXEC_NO_REPLAY) && !fk->probe_data))
         return EXEC_ENOMEM;
 
     struct fk_gen *g = &fk->gens[0];
-    int rc = fk_gen_init(fk, g, ex->ctx0, 0);
+    int rc = fk_gen_init(fk, g, ex->ctx0, 0, ex->opt.workers);
     if (rc)
         return rc;
     g->release_ctx = true; /* if exec_create succeeds (ex->started) */
@@ -2243,7 +2288,7 @@ static int fk_start(exec_t *ex)
     if (rc)
         return rc;
     fk->sup_started = true;
-    rc = fk_gen_wait(fk, g);
+    rc = fk_gen_wait(fk, g, g->nw);
     if (rc)
         return rc;
     fk->cur = g;
@@ -2253,6 +2298,80 @@ static int fk_start(exec_t *ex)
     ck_pr_store_32(&fk->dead_pending, 1);
     pthread_mutex_unlock(&fk->lock);
     return 0;
+}
+
+/*
+ * The canary (g's first worker, ready) replays records that ran well on the
+ * current context; their results are dropped. 0 when it sent them all back
+ * (whatever their status), else why it failed: EXEC_ECRASHED (it died),
+ * EXEC_ERECTIMEOUT (past timeout_ms, or start_timeout_ms without a timeout),
+ * EXEC_EWORKER (it broke the protocol). Nothing to replay: 0.
+ */
+static int fk_canary(exec_t *ex, struct fk *fk, struct fk_gen *g)
+{
+    struct fk_worker *wk = &g->w[0];
+    struct fk_slot *s;
+    if (!fk->probe_data || !ck_ring_dequeue_spsc(&wk->freer, wk->freebuf, &s))
+        return 0;
+    exec__tsan_acquire(s);
+    pthread_mutex_lock(&fk->probe_lock);
+    unsigned n = fk->probe_n < s->b.cap ? fk->probe_n : s->b.cap;
+    size_t len = 0;
+    for (unsigned j = 0; j < n; j++) {
+        const struct exec__rec *r = &fk->probe_rec[j];
+        memcpy(s->b.data + len, fk->probe_data + r->off, r->len);
+        s->b.recs[j] = (struct exec__rec){.tag = r->tag, .off = (uint32_t)len, .len = r->len};
+        s->b.rflags[j] = 0;
+        len += r->len;
+    }
+    pthread_mutex_unlock(&fk->probe_lock);
+    int rc = 0;
+    if (n) {
+        s->b.n = n;
+        s->b.data_len = len;
+        s->from = 0;
+        s->copied = false;
+        s->rbuf_len = 0;
+        pthread_mutex_lock(&wk->lock);
+        bool ok = fk_enqueue(wk, s);
+        pthread_mutex_unlock(&wk->lock);
+        if (!ok)
+            fk_kill_req(fk, wk);
+        const exec_options_t *o = &ex->opt;
+        uint64_t ms = o->timeout_ms ? (uint64_t)o->timeout_ms + o->grace_ms + 1000
+                                    : o->start_timeout_ms;
+        uint64_t deadline = exec__now_ns() + ms * 1000000u;
+        for (;;) {
+            /* The consumer leaves a starting generation alone: we read it. */
+            struct fk_slot *back = fk_pull(fk, wk);
+            if (back == s && !wk->distrust)
+                break;
+            pthread_mutex_lock(&fk->lock);
+            bool dead = wk->state != W_LIVE || g->nfailed || wk->exited;
+            bool timed_out = wk->kill_why == K_TIMEOUT || wk->soft_at;
+            pthread_mutex_unlock(&fk->lock);
+            if (dead || wk->distrust) {
+                rc = wk->distrust ? EXEC_EWORKER : timed_out ? EXEC_ERECTIMEOUT : EXEC_ECRASHED;
+                break;
+            }
+            if (exec__now_ns() >= deadline) {
+                fk_kill_req(fk, wk);
+                rc = EXEC_ERECTIMEOUT;
+                break;
+            }
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (rc == 0) {
+        /* Its figures start with the records it will really run. */
+        ck_pr_store_64(&wk->records, 0);
+        ck_pr_store_64(&wk->batches, 0);
+        wk->completed = 0;
+        exec__tsan_release(s);
+        ck_ring_enqueue_spsc(&wk->freer, wk->freebuf, s);
+    }
+    return rc; /* on failure the slot goes with the generation */
 }
 
 static int fk_swap(exec_t *ex, void *new_ctx, uint64_t generation)
@@ -2266,9 +2385,22 @@ static int fk_swap(exec_t *ex, void *new_ctx, uint64_t generation)
     pthread_mutex_unlock(&fk->lock);
     if (!g)
         return EXEC_EBUSY; /* too many generations still draining */
-    int rc = fk_gen_init(fk, g, new_ctx, generation);
+    /* One canary first: its worker_init, then a replay of recent records;
+     * only then the rest of the generation. */
+    int rc = fk_gen_init(fk, g, new_ctx, generation, 1);
     if (rc == 0)
-        rc = fk_gen_wait(fk, g);
+        rc = fk_gen_wait(fk, g, 1);
+    if (rc == 0)
+        rc = fk_canary(ex, fk, g);
+    if (rc == 0) {
+        pthread_mutex_lock(&fk->lock);
+        for (unsigned i = 0; i < g->nw; i++)
+            if (g->w[i].state == W_HOLD)
+                g->w[i].state = W_NONE;
+        pthread_mutex_unlock(&fk->lock);
+        fk_wake_sup(fk);
+        rc = fk_gen_wait(fk, g, g->nw);
+    }
     if (rc) {
         if (ck_pr_load_32(&g->state) == G_STARTING) {
             fk_gen_abandon(fk, g);
@@ -2320,6 +2452,8 @@ static void fk_stop(exec_t *ex)
             fk_gen_free(fk, g, g->release_ctx && ex->started);
     }
     free(fk->pfd);
+    free(fk->probe_data);
+    pthread_mutex_destroy(&fk->probe_lock);
     free(fk->slow);
     free(fk->ptag);
     if (fk->sup_efd >= 0)
