@@ -193,10 +193,16 @@ typedef struct exec_options {
     unsigned timeout_ms;  /* EXEC_FORK: a record running longer is stopped in two
                              steps (see grace_ms); its result is EXEC_ERECTIMEOUT;
                              default 0 = none */
-    unsigned max_records_per_worker; /* EXEC_FORK: a worker is replaced after about
-                                        this many records (each worker's own limit
-                                        is drawn in [N, N + N/10] so restarts
-                                        spread out); default 0 = never */
+    unsigned max_records_per_worker; /* EXEC_FORK: a worker is replaced after at
+                                        least this many records. Each worker's own
+                                        limit is drawn in [N, N + N/10]; one worker
+                                        is recycled at a time, and its successor
+                                        is forked shortly before the limit and runs
+                                        worker_init first: the worker leaves at the
+                                        first batch boundary past its limit once
+                                        the successor is ready (later if it is not
+                                        yet), and the successor takes over its
+                                        queue at once; default 0 = never */
     unsigned grace_ms; /* EXEC_FORK, with timeout_ms: at the timeout the record is
                           flagged (exec_cancelled() returns true in process()) and
                           its worker gets SIGTERM; grace_ms later, if the record is
@@ -217,10 +223,11 @@ typedef struct exec_options {
     unsigned max_worker_growth_kb; /* EXEC_FORK: a worker whose Private_Dirty (from
                                       /proc/PID/smaps_rollup, looked at about every
                                       100 ms) grew by more than this over what it
-                                      was after worker_init leaves at its next
-                                      batch boundary and is replaced; pages of the
-                                      context it only reads do not count; default
-                                      0 = never */
+                                      was after worker_init is replaced, as by
+                                      max_records_per_worker but at its next batch
+                                      boundary once the successor is ready; pages
+                                      of the context it only reads do not count;
+                                      default 0 = never */
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -369,12 +376,22 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
  * ops->ctx_release once no worker uses it. Workers never block on a swap, and
  * the call does not wait for the old context's readers.
  * EXEC_THREADS: publishes new_ctx with RCU. EXEC_FORK: forks a new generation of
- * workers that inherit new_ctx and waits until they all ran worker_init; if one
- * refuses, the swap is rolled back (EXEC_EINIT, new_ctx not released) and the
- * old generation keeps serving. Otherwise the old generation finishes the
- * records already given to it and exits, and its context is released then.
+ * workers that inherit new_ctx, one canary worker first. The canary runs
+ * worker_init, then replays up to 8 recent records that ran without error on
+ * the current context (copies; their results are dropped, so process() runs
+ * twice on them: set EXEC_NO_REPLAY where that matters; with no such record
+ * yet, worker_init alone is the proof). If the canary refuses, dies, hangs or
+ * breaks the protocol, or a worker of the rest of the generation then fails
+ * worker_init, the swap is rolled back (new_ctx not released; it may be tried
+ * again) and the old generation keeps serving. Otherwise the old generation
+ * finishes the records already given to it and exits, and its context is
+ * released then. Either way no record is lost or run twice for a result.
  * Errors: EXEC_EINVAL, EXEC_ESTATE (after exec_destroy started), EXEC_ENOMEM,
- * EXEC_EINIT and EXEC_EBUSY (EXEC_FORK: 15 older generations still draining).
+ * EXEC_EBUSY (EXEC_FORK: 15 older generations still draining), and the
+ * canary's: EXEC_EINIT (worker_init refused, crashed, or ran past
+ * start_timeout_ms), EXEC_ECRASHED (it died on a replayed record),
+ * EXEC_ERECTIMEOUT (a replayed record ran past timeout_ms, or past
+ * start_timeout_ms without one), EXEC_EWORKER (garbage results).
  * Thread-safe (swaps are serialized).
  */
 int exec_swap_context(exec_t *ex, void *new_ctx);

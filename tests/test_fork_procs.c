@@ -36,6 +36,12 @@ static void recycle(unsigned flags)
     assert_int_equal(r.ok, n);
     exec_stats_t st;
     assert_int_equal(exec_stats(ex, &st), 0);
+    /* Idle workers past their limit are replaced too (a slow machine may not
+     * have had a successor ready while records ran). */
+    for (int w = 0; w < 500 && st.respawns == 0; w++) {
+        usleep(10000);
+        assert_int_equal(exec_stats(ex, &st), 0);
+    }
     /* A worker leaves at a batch boundary past its limit (>= 1000
      * records) once its successor is ready; records this light run faster
      * than successors start, so lifetimes are often longer. */

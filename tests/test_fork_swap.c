@@ -218,7 +218,8 @@ static void test_canary_rolls_back(void **state)
         exec_ops_t ops = fu_ops;
         ops.process = canary_process;
         struct fu_ctx a = {.salt = 5}, bad = {.salt = cases[c].salt};
-        exec_options_t o = {.workers = 2, .timeout_ms = 300, .grace_ms = 100};
+        /* A small window: results come back (and can be replayed) before the swap. */
+        exec_options_t o = {.workers = 2, .window = 1024, .timeout_ms = 300, .grace_ms = 100};
         exec_t *ex;
         assert_int_equal(exec_create(&ex, &ops, &a, EXEC_FORK, &o), 0);
         const uint64_t n = scale(100000);

@@ -32,6 +32,12 @@
  * results before it, re-queues the rest of that slot and every queued slot
  * for the replacement (same area, rings rebuilt from the FIFO), and asks the
  * supervisor for the replacement. A record thus gets exactly one result.
+ *
+ * Recycling. One place at a time: a successor is forked ahead (zygote number
+ * idx + nw or idx), runs worker_init and waits; the worker leaves at a batch
+ * boundary and hands over the header (FK_H_GO), and the successor goes on
+ * with the same rings. Swap. A new generation starts with one canary worker
+ * that replays a few records that ran well; only then do the others start.
  */
 #define _LGPL_SOURCE
 #include "exec_internal.h"
