@@ -57,6 +57,7 @@ struct bench_run {
     size_t n;
     unsigned workers;
     int ordered;
+    unsigned recycle; /* EXEC_FORK: max_records_per_worker (0: none) */
     uint64_t checksum;
     double seconds;
     char err[128]; /* why a runner returned non-zero */

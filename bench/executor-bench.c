@@ -56,6 +56,7 @@ struct opts {
     int latency;
     int swap;
     int quick;
+    unsigned recycle;
 };
 
 static const double default_weights[] = {100, 300, 1000, 5000, 20000, 50000};
@@ -91,6 +92,8 @@ static void usage(FILE *f)
         "  --swap            swap mode: exec_swap_context() every few ms under full load;\n"
         "                    swap call latency and 10 ms throughput windows (default\n"
         "                    weights 300,5000)\n"
+        "  --recycle N       fork workers are recycled every ~N records (one at a time,\n"
+        "                    the successor ready first): compare with a run without\n"
         "  --quick           a tiny data set and one short run: a sanity check\n"
         "  --help            this text\n"
         "\n"
@@ -738,6 +741,8 @@ static int bench_exec_create(struct bench_run *r, exec_backend_t backend, unsign
     memset(&o, 0, sizeof o);
     o.workers = r->workers;
     o.flags = flags;
+    if (backend == EXEC_FORK)
+        o.max_records_per_worker = r->recycle;
     int rc = exec_create(ex, &bx_ops, (void *)r->ctx, backend, &o);
     if (rc == EXEC_ENOTSUP) {
         snprintf(r->err, sizeof r->err, "%s: not available in this build",
@@ -1131,6 +1136,7 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             r.n = c->n;
             r.workers = c->workers;
             r.ordered = o->ordered && x->takes_order;
+            r.recycle = o->recycle;
             progress("%d/%d: %.0f ns x %u workers, run %d/%d: %s", cellno, ncell, c->weight,
                      c->workers, k + 1, o->runs, exec_label(e, o->ordered));
             malloc_trim(0); /* what the last executor freed is not this one's */
@@ -2037,7 +2043,8 @@ int main(int argc, char **argv)
         {"executors", required_argument, NULL, 'e'}, {"runs", required_argument, NULL, 'k'},
         {"out", required_argument, NULL, 'o'},      {"latency", no_argument, NULL, 'L'},
         {"swap", no_argument, NULL, 'S'},           {"quick", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"recycle", required_argument, NULL, 'R'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     char *end;
@@ -2087,6 +2094,13 @@ int main(int argc, char **argv)
         case 'L': o.latency = 1; break;
         case 'S': o.swap = 1; break;
         case 'q': o.quick = 1; break;
+        case 'R':
+            o.recycle = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || o.recycle == 0) {
+                fprintf(stderr, "executor-bench: --recycle wants a record count, e.g. 20000\n");
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
