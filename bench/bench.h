@@ -38,6 +38,7 @@ struct bench_ctx {
     const struct bench_table *t;
     uint64_t spin;
     uint64_t salt;
+    unsigned init_ms; /* libexecutor runs: each worker_init sleeps this long */
 };
 
 /* One record: bytes somewhere in the record arena. */

@@ -57,6 +57,7 @@ struct opts {
     int swap;
     int quick;
     unsigned recycle;
+    unsigned init_ms;
 };
 
 static const double default_weights[] = {100, 300, 1000, 5000, 20000, 50000};
@@ -94,6 +95,8 @@ static void usage(FILE *f)
         "                    weights 300,5000)\n"
         "  --recycle N       fork workers are recycled every ~N records (one at a time,\n"
         "                    the successor ready first): compare with a run without\n"
+        "  --init-ms N       libexecutor's worker_init sleeps N ms (a slow start, as\n"
+        "                    when a model is loaded), e.g. with --recycle\n"
         "  --quick           a tiny data set and one short run: a sanity check\n"
         "  --help            this text\n"
         "\n"
@@ -689,11 +692,23 @@ static int bx_process(void *ctx, void *ws, const void *rec, size_t len, exec_wri
     return exec_write(out, &v, sizeof v);
 }
 
+/* A worker start as slow as asked (--init-ms): a model being loaded. */
+static int bx_worker_init(void *ctx, void **ws)
+{
+    const struct bench_ctx *c = ctx;
+    *ws = NULL;
+    struct timespec ts = {(time_t)(c->init_ms / 1000), (long)(c->init_ms % 1000) * 1000000L};
+    if (c->init_ms)
+        nanosleep(&ts, NULL);
+    return 0;
+}
+
 static const exec_ops_t bx_ops = {
     .version = EXEC_OPS_VERSION,
     .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
     .name = "bench-classify",
     .process = bx_process,
+    .worker_init = bx_worker_init,
 };
 
 struct xmap {
@@ -1018,7 +1033,7 @@ static void calibrate(const struct bench_table *t, const struct bench_rec *recs,
     }
     ns_per_iter = best * 1e9 / (double)(1u << 20);
 
-    struct bench_ctx c = {t, 0, 0};
+    struct bench_ctx c = {t, 0, 0, 0};
     struct bench_run r;
     memset(&r, 0, sizeof r);
     r.ctx = &c;
@@ -1097,7 +1112,7 @@ static int nearest_weight(const struct opts *o, double target)
 static void run_cell(struct cell *c, const struct opts *o, const struct dataset *d, int wi,
                      int cellno, int ncell)
 {
-    struct bench_ctx ctx = {&d->table, spin_for(c->weight), 0};
+    struct bench_ctx ctx = {&d->table, spin_for(c->weight), 0, o->init_ms};
     double seq_rates[MAX_RUNS], rates[NEXEC][MAX_RUNS], rss[NEXEC][MAX_RUNS],
         add[NEXEC][MAX_RUNS], cpu[NEXEC][MAX_RUNS], seq_cpu[MAX_RUNS];
     int nr[NEXEC] = {0};
@@ -1572,7 +1587,7 @@ static void run_latency(const struct opts *o, const struct dataset *d, const cha
             lat[nl++].e = e;
         }
     for (int wi = 0; wi < o->nweights; wi++) {
-        struct bench_ctx ctx = {&d->table, spin_for(o->weights[wi]), 0};
+        struct bench_ctx ctx = {&d->table, spin_for(o->weights[wi]), 0, o->init_ms};
         say("weight %.0f ns\n%-16s %9s %9s %9s %9s\n", o->weights[wi], "executor", "p50",
             "p99", "p99.9", "max");
         for (int i = 0; i < nl; i++) {
@@ -1978,7 +1993,7 @@ static void run_swap_mode(const struct opts *o, const struct dataset *d, const c
         if (n < 1000)
             n = 1000;
         size_t uniq = n < d->nrecs ? n : d->nrecs;
-        struct bench_ctx ctx = {&d->table, spin_for(w), 0};
+        struct bench_ctx ctx = {&d->table, spin_for(w), 0, o->init_ms};
         progress("swap: %.0f ns: sequential values of %zu records", w, uniq);
         for (size_t i = 0; i < uniq; i++)
             vals[i] = bench_classify(&ctx, d->recs[i].p, d->recs[i].len);
@@ -2043,7 +2058,8 @@ int main(int argc, char **argv)
         {"executors", required_argument, NULL, 'e'}, {"runs", required_argument, NULL, 'k'},
         {"out", required_argument, NULL, 'o'},      {"latency", no_argument, NULL, 'L'},
         {"swap", no_argument, NULL, 'S'},           {"quick", no_argument, NULL, 'q'},
-        {"recycle", required_argument, NULL, 'R'},  {"help", no_argument, NULL, 'h'},
+        {"recycle", required_argument, NULL, 'R'},  {"init-ms", required_argument, NULL, 'I'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -2094,6 +2110,13 @@ int main(int argc, char **argv)
         case 'L': o.latency = 1; break;
         case 'S': o.swap = 1; break;
         case 'q': o.quick = 1; break;
+        case 'I':
+            o.init_ms = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || o.init_ms > 60000) {
+                fprintf(stderr, "executor-bench: --init-ms wants 0..60000\n");
+                return 2;
+            }
+            break;
         case 'R':
             o.recycle = (unsigned)strtoul(optarg, &end, 10);
             if (*end || o.recycle == 0) {
