@@ -380,16 +380,22 @@ static __attribute__((noreturn)) void fk_w_handoff(exec_t *ex, struct fk_gen *g,
 
 /*
  * Is it time to ask for a successor? About when the records left would take
- * twice this process's own start-up plus 1 ms (busy time per record so far):
+ * twice a start-up plus 1 ms (busy time per record so far; the start-up is
+ * this process's own, or the last successor's as the parent saw it):
  * the successor is then ready near the limit, and the one recycling slot is
  * held no longer than that.
  */
-static bool fk_w_ask(uint64_t records, uint32_t limit, uint64_t busy_ns, uint64_t startup_ns)
+static bool fk_w_ask(const struct fk_hdr *h, uint64_t records, uint32_t limit, uint64_t busy_ns,
+                     uint64_t startup_ns)
 {
     if (records >= limit)
         return true;
     if (records == 0)
         return false;
+    /* The last successor's lead as the parent saw it, if longer (a slow fork). */
+    uint64_t lead = ck_pr_load_64(&h->lead_ns);
+    if (lead > startup_ns && lead < 60 * 1000000000ull)
+        startup_ns = lead;
     double left_ns = (double)(limit - records) * ((double)busy_ns / (double)records);
     return left_ns <= 2.0 * (double)startup_ns + 1e6;
 }
@@ -561,7 +567,7 @@ static __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_ge
         ck_pr_fence_store();
         ck_ring_enqueue_spsc(&h->out, h->outbuf, (void *)(uintptr_t)si);
         records += i - from;
-        if (limit && !asked && fk_w_ask(records, limit, busy_ns - busy0_ns, my_startup_ns)) {
+        if (limit && !asked && fk_w_ask(h, records, limit, busy_ns - busy0_ns, my_startup_ns)) {
             asked = true;
             ck_pr_store_32(&h->want_out, 1);
             fk_wake_sup(fk);
@@ -1118,6 +1124,7 @@ static void fk_sup_ready(struct fk *fk)
             if (wk->state == W_LIVE && wk->s_state == S_LIVE &&
                 ck_pr_load_32(&wk->hdr->succ_state) == FK_W_READY) {
                 wk->s_state = S_READY;
+                ck_pr_store_64(&wk->hdr->lead_ns, exec__now_ns() - wk->s_at);
                 if (fk->ex->opt.max_worker_growth_kb) {
                     uint64_t pss = 0, dirty = 0;
                     fk_smaps(wk->s_pid, &pss, &dirty);

@@ -60,6 +60,9 @@ struct fk_hdr {
      * running batches and waiting for them, in ns. */
     uint64_t startup_ns, busy_ns, idle_ns;
     uint64_t idle_since; /* CLOCK_MONOTONIC ns when it began waiting, or 0 */
+    /* Parent-written: how long the last successor of this place took from the
+     * ask to ready (ns), so that the next one is asked for early enough. */
+    uint64_t lead_ns;
 };
 
 /* Parent-written, read-only in the worker. */
