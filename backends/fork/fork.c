@@ -1229,7 +1229,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                 wk->last_change = 0;
                 wk->soft_at = 0;
                 wk->slow_told = false;
-                wk->mem_base_set = wk->mem_told = false;
+                wk->mem_base_set = wk->mem_told = wk->mem_want = false;
                 wk->mem_at = 0;
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)wk->zi, 0, 0};
                 fk_sup_send(g, &m);
