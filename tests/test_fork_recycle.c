@@ -230,6 +230,46 @@ static void test_recycle_full_backlog(void **state)
     assert_true(recycle >= 5);
 }
 
+/* Every other worker_init after the first refuses: each failed successor
+ * falls back to the old way (the worker leaves, a replacement is forked after
+ * it), and the stream goes on with every result right. */
+static int r_init_flaky(void *ctx, void **ws)
+{
+    struct r_ctx *c = ctx;
+    *ws = NULL;
+    uint32_t k = __atomic_fetch_add(&c->log->n, 1, __ATOMIC_SEQ_CST);
+    return k >= 2 && k % 2 == 0; /* the first two start */
+}
+
+static void test_successor_refuses(void **state)
+{
+    (void)state;
+    struct r_log *log =
+        mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(log != MAP_FAILED);
+    memset(log, 0, sizeof *log);
+    struct r_ctx ctx = {.log = log};
+    exec_ops_t ops = r_ops;
+    ops.worker_init = r_init_flaky;
+    exec_options_t o = {.workers = 2, .batch = 1, .max_records_per_worker = 100};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &ops, &ctx, EXEC_FORK, &o), 0);
+    static int32_t pids[R_MAXPID];
+    static unsigned counts[R_MAXPID];
+    const unsigned n = fu_sanitized() ? 1500 : 3000;
+    unsigned np = r_run(ex, R_SLOWPID, n, pids, counts); /* every result checked */
+    uint64_t recycle, other;
+    r_totals(ex, 2, &recycle, &other);
+    uint32_t starts = __atomic_load_n(&log->n, __ATOMIC_SEQ_CST);
+    exec_destroy(ex);
+    munmap(log, sizeof *log);
+    assert_true(np >= 3);
+    assert_true(recycle >= 1);
+    assert_true(starts >= 4); /* refused starts happened */
+    pid_t kids[8];
+    assert_int_equal(fu_descendants(kids, 8), 0);
+}
+
 static void test_zero_recycles_nothing(void **state)
 {
     (void)state;
@@ -290,6 +330,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jitter_spreads),
         cmocka_unit_test(test_recycle_full_backlog),
+        cmocka_unit_test(test_successor_refuses),
         cmocka_unit_test(test_zero_recycles_nothing),
         cmocka_unit_test(test_memory_leaker_recycled),
         cmocka_unit_test(test_memory_reader_kept),
