@@ -158,6 +158,16 @@ struct r_log {
     char ev[4000];
 };
 
+/* In a shared page: workers write it, the test reads it. */
+static struct r_log *r_log_new(void)
+{
+    struct r_log *log =
+        mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(log != MAP_FAILED);
+    memset(log, 0, sizeof *log);
+    return log;
+}
+
 static void r_note(struct r_log *l, char c)
 {
     uint32_t i = __atomic_fetch_add(&l->n, 1, __ATOMIC_SEQ_CST);
@@ -186,10 +196,7 @@ static void r_fini(void *ctx, void *ws)
 static void test_recycle_full_backlog(void **state)
 {
     (void)state;
-    struct r_log *log =
-        mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(log != MAP_FAILED);
-    memset(log, 0, sizeof *log);
+    struct r_log *log = r_log_new();
     struct r_ctx ctx = {.log = log};
     exec_ops_t ops = r_ops;
     ops.worker_init = r_init;
@@ -244,10 +251,7 @@ static int r_init_flaky(void *ctx, void **ws)
 static void test_successor_refuses(void **state)
 {
     (void)state;
-    struct r_log *log =
-        mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(log != MAP_FAILED);
-    memset(log, 0, sizeof *log);
+    struct r_log *log = r_log_new();
     struct r_ctx ctx = {.log = log};
     exec_ops_t ops = r_ops;
     ops.worker_init = r_init_flaky;
