@@ -232,7 +232,6 @@ struct fk {
      * the consumer refreshes them now and then, swaps read them. */
     pthread_mutex_t probe_lock;
     unsigned probe_n, probe_tick;
-    size_t probe_len;
     struct exec__rec probe_rec[FK_PROBE_N];
     char *probe_data;
     struct fk_gen *cur; /* where new batches go (submit_lock) */
@@ -820,14 +819,21 @@ static void fk_sup_dead(struct fk *fk, struct fk_gen *g, struct fk_worker *wk)
     }
 }
 
+/* SIGKILL to a worker process and its group (whatever it forked goes too);
+ * the group only while the pidfd says the process is not reaped yet. */
+static void fk_kill_proc(pid_t pid, int pidfd)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 0 && pid > 0)
+        kill(-pid, SIGKILL);
+    pidfd_send_signal(pidfd, SIGKILL, NULL, 0);
+}
+
 static void fk_sup_kill(struct fk_worker *wk, int why)
 {
     if (wk->kill_why != K_NONE || wk->pidfd < 0)
         return;
-    struct pollfd p = {.fd = wk->pidfd, .events = POLLIN};
-    if (poll(&p, 1, 0) == 0 && wk->pid > 0)
-        kill(-wk->pid, SIGKILL); /* its group: whatever it forked goes too */
-    pidfd_send_signal(wk->pidfd, SIGKILL, NULL, 0);
+    fk_kill_proc(wk->pid, wk->pidfd);
     wk->kill_why = why;
 }
 
@@ -836,11 +842,21 @@ static void fk_succ_kill(struct fk_worker *wk)
 {
     if (wk->s_killed || wk->s_pidfd < 0)
         return;
-    struct pollfd p = {.fd = wk->s_pidfd, .events = POLLIN};
-    if (poll(&p, 1, 0) == 0 && wk->s_pid > 0)
-        kill(-wk->s_pid, SIGKILL);
-    pidfd_send_signal(wk->s_pidfd, SIGKILL, NULL, 0);
+    fk_kill_proc(wk->s_pid, wk->s_pidfd);
     wk->s_killed = true;
+}
+
+/* fk->lock held. What the supervisor knows of a place's process, for a new one. */
+static void fk_proc_reset(struct fk_worker *wk)
+{
+    wk->exited = wk->have_status = wk->ready = wk->kill_req = false;
+    wk->kill_why = K_NONE;
+    wk->last_tick = 0;
+    wk->last_change = 0;
+    wk->soft_at = 0;
+    wk->slow_told = false;
+    wk->mem_base_set = wk->mem_told = wk->mem_want = false;
+    wk->mem_at = 0;
 }
 
 /* fk->lock held. wk has no successor (any more); the next recycling may start. */
@@ -871,17 +887,10 @@ static void fk_sup_promote(struct fk *fk, struct fk_gen *g, struct fk_worker *wk
     wk->pidfd = wk->s_pidfd;
     wk->s_pidfd = -1;
     wk->zi = wk->zi == wk->idx ? wk->idx + g->nw : wk->idx;
-    wk->exited = wk->have_status = wk->kill_req = false;
+    fk_proc_reset(wk);
     wk->ready = true;
-    wk->kill_why = K_NONE;
-    wk->last_tick = 0;
-    wk->last_change = 0;
-    wk->soft_at = 0;
-    wk->slow_told = false;
     wk->mem_base = wk->s_mem_base;
     wk->mem_base_set = wk->s_mem_base_set;
-    wk->mem_told = wk->mem_want = false;
-    wk->mem_at = 0;
     wk->fails = 0;
     /* handoff stays FK_H_GO: the successor may not have seen it yet. */
     ck_pr_store_64(&wk->resp_recycle, wk->resp_recycle + 1);
@@ -1223,14 +1232,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                     continue;
                 /* Reset before the worker runs: it may break the protocol
                  * (kill_req) before its SPAWNED message is read. */
-                wk->exited = wk->have_status = wk->ready = wk->kill_req = false;
-                wk->kill_why = K_NONE;
-                wk->last_tick = 0;
-                wk->last_change = 0;
-                wk->soft_at = 0;
-                wk->slow_told = false;
-                wk->mem_base_set = wk->mem_told = wk->mem_want = false;
-                wk->mem_at = 0;
+                fk_proc_reset(wk);
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)wk->zi, 0, 0};
                 fk_sup_send(g, &m);
                 wk->state = W_SPAWNING;
@@ -2177,10 +2179,8 @@ static void fk_probe_keep(struct fk *fk, const struct fk_slot *s)
         len += r->len;
         n++;
     }
-    if (n) {
+    if (n)
         fk->probe_n = n;
-        fk->probe_len = len;
-    }
     pthread_mutex_unlock(&fk->probe_lock);
 }
 
