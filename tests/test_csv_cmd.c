@@ -498,6 +498,25 @@ static void test_malformed_input(void **state)
     char *skip2[] = {prog, "--plugin", so, "--spec", spec, "--skip-bad", "--stats", bad_path, NULL};
     assert_int_equal(run(skip2), 0);
     assert_true(err_has("5 records, 3 ok, 0 failed, 2 malformed"));
+
+    /* Text after a closing quote (a lone CR is data) is malformed for the
+     * reader too: reported with its place and skippable, never a classifier
+     * error. */
+    f = fopen(bad_path, "we");
+    fputs("id,text\n1,\"apple\"\rpear\n2,cat\n", f);
+    fclose(f);
+    char *cr_stop[] = {prog, "--plugin", so, "--spec", spec, "--ordered", bad_path, NULL};
+    assert_int_equal(run(cr_stop), 1);
+    assert_true(err_has("record 2 (byte 8): quote inside an unquoted field, or text after a "
+                        "closing quote (at byte 17)"));
+    assert_true(err_has("stopped at the malformed record"));
+    char *cr_skip[] = {prog,         "--plugin", so,      "--spec", spec,
+                       "--skip-bad", "--stats",  bad_path, NULL};
+    assert_int_equal(run(cr_skip), 0);
+    assert_true(err_has("2 records, 1 ok, 0 failed, 1 malformed"));
+    out = slurp(out_path, NULL);
+    assert_string_equal(out, "2,animal\n");
+    free(out);
 }
 
 int main(void)
