@@ -202,9 +202,16 @@ static int src_scan_csv(struct exec_source *s, size_t *cend)
             p = q + 2; /* "" inside quotes */
             continue;
         }
+        if (c == '\r' && q + 2 == s->end && !s->eof) {
+            s->p = q; /* CRLF or a lone CR: the byte after the CR decides */
+            return 0;
+        }
         s->quoted = false;
         p = q + 1;
-        if (c != delim && c != '\n' && c != '\r')
+        /* A closing quote ends its field: a delimiter, a line end (LF, CRLF, or
+         * a CR ending the input) must follow. A lone CR is data, so text. */
+        if (c != delim && c != '\n' &&
+            !(c == '\r' && (q + 2 == s->end || buf[q + 2] == '\n')))
             src_bad(s, EXEC_EBADQUOTE, s->base + q + 1);
     }
 }

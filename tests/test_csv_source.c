@@ -405,8 +405,8 @@ static size_t ref_scan(const char *in, size_t n, size_t max, struct ref_item *ou
                     continue;
                 }
                 quoted = false;
-                if (i + 1 < n && in[i + 1] != ',' && in[i + 1] != '\n' && in[i + 1] != '\r' &&
-                    !bad) {
+                bool crlf = i + 1 < n && in[i + 1] == '\r' && (i + 2 == n || in[i + 2] == '\n');
+                if (i + 1 < n && in[i + 1] != ',' && in[i + 1] != '\n' && !crlf && !bad) {
                     bad = EXEC_EBADQUOTE;
                     where = i + 1;
                 }
