@@ -126,8 +126,11 @@ static int src_fill(struct exec_source *s)
         s->buf = nb;
         s->cap = ncap;
     }
+    size_t room = s->cap - s->end;
+    if (room > s->o.read_size)
+        room = s->o.read_size;
     for (;;) {
-        ssize_t n = read(s->fd, s->buf + s->end, s->cap - s->end);
+        ssize_t n = read(s->fd, s->buf + s->end, room);
         if (n > 0) {
             s->end += (size_t)n;
             return 0;
@@ -458,8 +461,6 @@ static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_opti
         o.max_record = EXEC__MAX_SIZE;
     if (o.read_size == 0)
         o.read_size = SRC_DEFAULT_READ;
-    if (o.read_size < 16)
-        o.read_size = 16;
 
     exec_source_t *s = calloc(1, sizeof *s);
     if (!s)

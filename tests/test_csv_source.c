@@ -367,6 +367,30 @@ static void test_offset_size(void **state)
     close(fd);
 }
 
+/* read_size bounds each read(): the descriptor's position tells how much was
+ * read to find the first record's end. */
+static void test_read_size(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 2, 3, 7, 0};
+    static const off_t want[] = {2, 2, 3, 7, 9}; /* default: the whole (small) file */
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int fd = mem_fd("a\nbb\nccc\n", 9);
+        exec_source_options_t o = {.read_size = sizes[k]};
+        exec_source_t *s;
+        assert_int_equal(exec_source_open_fd(&s, fd, &o), 0);
+        const void *rec;
+        size_t len;
+        assert_int_equal(exec_source_next(s, &rec, &len, NULL), 1);
+        assert_int_equal(len, 1);
+        assert_int_equal(lseek(fd, 0, SEEK_CUR), want[k]);
+        assert_int_equal(exec_source_next(s, &rec, &len, NULL), 1);
+        assert_memory_equal(rec, "bb", 2);
+        exec_source_close(s);
+        close(fd);
+    }
+}
+
 /* ------------------------------------------------------------------------- */
 /* Random inputs against a byte-at-a-time reading of the documented rules.    */
 /* ------------------------------------------------------------------------- */
@@ -505,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_too_big),   cmocka_unit_test(test_len32),
         cmocka_unit_test(test_args),      cmocka_unit_test(test_offset_size),
         cmocka_unit_test(test_random),    cmocka_unit_test(test_cr_after_quote),
+        cmocka_unit_test(test_read_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
