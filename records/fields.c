@@ -6,8 +6,10 @@
  * "" is copied (into the caller's buffer) to turn "" into ". Nothing here
  * allocates except exec_csv_header_create(), and nothing keeps state.
  */
-#include "exec_internal.h"
+#include "executor.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
