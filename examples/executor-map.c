@@ -77,6 +77,19 @@ static int on_failed(void *arg, const exec_result_t *res)
     return 0;
 }
 
+/*
+ * A library code's text: exec_strerror(), except for the two errno values a
+ * system call on the input or output can give that the library also uses for
+ * codes of its own: -ENOENT from open() is a missing file (not a field), and
+ * -EAGAIN from read() or write() a non-blocking descriptor.
+ */
+static const char *code_text(int rc)
+{
+    if (rc == -ENOENT || rc == -EAGAIN)
+        return strerror(-rc);
+    return exec_strerror(rc);
+}
+
 static int parse_unsigned(const char *s, unsigned long max, unsigned long *out)
 {
     char *end;
@@ -255,10 +268,14 @@ int main(int argc, char **argv)
     /* The input: opened before the classifier is built, which may need its header. */
     int rc = input && strcmp(input, "-") ? exec_source_open(&src, input, &so)
                                          : exec_source_open_fd(&src, 0, &so);
+    if (rc == EXEC_E2BIG || rc == EXEC_EBADQUOTE || rc == EXEC_EUNTERMINATED) {
+        /* The header row is read at open. */
+        fprintf(stderr, PROG ": %s: bad header row: %s%s\n", run.in_name, exec_strerror(rc),
+                rc == EXEC_E2BIG ? " (a header row holds at most 64 MiB)" : "");
+        goto out;
+    }
     if (rc) {
-        /* open() and read() failures are negated errno values: say them as the system does. */
-        fprintf(stderr, PROG ": %s: %s\n", run.in_name,
-                rc > -4000 ? strerror(-rc) : exec_strerror(rc));
+        fprintf(stderr, PROG ": %s: %s\n", run.in_name, code_text(rc));
         goto out;
     }
     const void *h;
@@ -326,8 +343,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s: stopped at the malformed record (--skip-bad goes on)\n",
                 run.in_name);
     } else if (rc) {
-        fprintf(stderr, PROG ": %s: %s\n", run.in_name,
-                rc > -4000 && rc < 0 && rc != EXEC_E2BIG ? strerror(-rc) : exec_strerror(rc));
+        fprintf(stderr, PROG ": %s: %s\n", run.in_name, code_text(rc));
     } else if (rep.failed) {
         fprintf(stderr, PROG ": %s: %llu of %llu records failed\n", run.in_name,
                 (unsigned long long)rep.failed, (unsigned long long)rep.records);

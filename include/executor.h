@@ -535,7 +535,8 @@ typedef enum exec_source_format {
 typedef struct exec_source_options {
     exec_source_format_t format; /* default EXEC_SOURCE_CSV */
     unsigned flags;              /* EXEC_SOURCE_* */
-    int delim;                   /* CSV field delimiter; default ',' */
+    int delim;                   /* CSV field delimiter: a byte (0..255) other
+                                    than '"', CR and LF; default ',' */
     size_t max_record;           /* records longer than this are not held in
                                     memory: reported as EXEC_E2BIG; default and
                                     at most 64 MiB */
@@ -605,7 +606,8 @@ typedef struct exec_field {
 /*
  * Splits a CSV record into fields. Fills fields[0..max) and returns how many
  * fields the record has (more than max when it has more: only max are filled).
- * delim: 0 means ','. Errors: EXEC_EINVAL, EXEC_EBADQUOTE, EXEC_EUNTERMINATED,
+ * delim: 0 means ','; else a byte other than '"', CR and LF, as for the
+ * sources. Errors: EXEC_EINVAL, EXEC_EBADQUOTE, EXEC_EUNTERMINATED,
  * EXEC_ENOBUFS (buf too small for the unquoted fields).
  */
 int exec_csv_split(const void *rec, size_t len, int delim, exec_field_t *fields, size_t max,

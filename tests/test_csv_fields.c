@@ -138,6 +138,11 @@ static void test_malformed(void **state)
     assert_int_equal(exec_csv_split("a", 1, '"', f, 4, buf, 4), EXEC_EINVAL);
     assert_int_equal(exec_csv_split("a", 1, 300, f, 4, buf, 4), EXEC_EINVAL);
     assert_int_equal(exec_csv_field("a", 1, 0, 0, NULL, buf, 4), EXEC_EINVAL);
+    /* Line ends are never delimiters, as for the record sources. */
+    assert_int_equal(exec_csv_split("a\rb", 3, '\r', f, 4, buf, 4), EXEC_EINVAL);
+    assert_int_equal(exec_csv_split("a\nb", 3, '\n', f, 4, buf, 4), EXEC_EINVAL);
+    assert_int_equal(exec_csv_field("a\rb", 3, '\r', 0, &one, buf, 4), EXEC_EINVAL);
+    assert_int_equal(exec_csv_split("a\xfe" "b", 3, 0xfe, f, 4, buf, 4), 2);
     /* Every prefix of a tricky record: a code or a count, never a crash. */
     const char *t = "\"a\"\"b\",\"c\nd\",,\"\"\"\",e\"f,\"g";
     for (size_t n = 0; n <= strlen(t); n++) {
@@ -194,6 +199,8 @@ static void test_header(void **state)
     assert_int_equal(exec_csv_header_create(&h, "a,\"b", 4, 0), EXEC_EUNTERMINATED);
     assert_null(h);
     assert_int_equal(exec_csv_header_create(NULL, "a", 1, 0), EXEC_EINVAL);
+    assert_int_equal(exec_csv_header_create(&h, "a\rb", 3, '\r'), EXEC_EINVAL);
+    assert_null(h);
     assert_int_equal(exec_csv_header_count(NULL), 0);
     assert_null(exec_csv_header_name(NULL, 0));
     exec_csv_header_free(NULL);

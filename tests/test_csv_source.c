@@ -1,8 +1,9 @@
 /*
  * Record sources: hand-written CSV edge cases, malformed input, records over
  * max_record, plain lines and length-prefixed records. Every case runs with
- * several read sizes (down to 16 bytes), so that records, quotes, "" and CRLF
- * fall across buffer refills, and once through a pipe.
+ * several read sizes (down to 1 byte), so that records, quotes, "" and CRLF
+ * fall across buffer refills, and once through a pipe. Every CSV record the
+ * source returns must also split with exec_csv_split().
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -43,7 +44,8 @@ static int mem_fd(const void *data, size_t len)
     return fd;
 }
 
-static void check_source(exec_source_t *s, const struct want *w, const char *what)
+static void check_source(exec_source_t *s, const exec_source_options_t *o,
+                         const struct want *w, const char *what)
 {
     for (size_t i = 0;; i++) {
         const void *rec = NULL;
@@ -61,6 +63,13 @@ static void check_source(exec_source_t *s, const struct want *w, const char *wha
                 fail_msg("%s: item %zu: got record '%.*s', want '%s'", what, i, (int)len,
                          (const char *)rec, w[i].data);
             assert_int_equal(n, w[i].recno);
+            /* What the reader accepts, the splitter accepts. */
+            int nf = o->format == EXEC_SOURCE_CSV
+                         ? exec_csv_split(rec, len, o->delim, NULL, 0, NULL, 0)
+                         : 0;
+            if (nf < 0)
+                fail_msg("%s: item %zu: record '%.*s' does not split: %s", what, i, (int)len,
+                         (const char *)rec, exec_err_name(nf));
         } else {
             const exec_source_error_t *e = exec_source_error(s);
             assert_int_equal(e->code, r);
@@ -84,14 +93,14 @@ static void check_source(exec_source_t *s, const struct want *w, const char *wha
 static void run_case(const char *input, size_t ilen, const exec_source_options_t *base,
                      const struct want *w, const char *what)
 {
-    static const size_t sizes[] = {16, 17, 23, 61, 0};
+    static const size_t sizes[] = {1, 2, 3, 7, 16, 17, 23, 61, 64, 0};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         exec_source_options_t o = base ? *base : (exec_source_options_t){0};
         o.read_size = sizes[k];
         int fd = mem_fd(input, ilen);
         exec_source_t *s;
         assert_int_equal(exec_source_open_fd(&s, fd, &o), 0);
-        check_source(s, w, what);
+        check_source(s, &o, w, what);
         exec_source_close(s);
         close(fd);
     }
@@ -114,7 +123,7 @@ static void run_case(const char *input, size_t ilen, const exec_source_options_t
     o.read_size = 16;
     exec_source_t *s;
     assert_int_equal(exec_source_open_fd(&s, p[0], &o), 0);
-    check_source(s, w, what);
+    check_source(s, &o, w, what);
     exec_source_close(s);
     close(p[0]);
     int st;
@@ -233,6 +242,29 @@ static void test_malformed(void **state)
     CASE("a b\"\nc\nd\n", NULL, ERR(EXEC_EBADQUOTE, 1, 0, 3), REC("c", 2), REC("d", 3), END);
 }
 
+/* A lone CR is data, so after a closing quote it is text: the record is
+ * malformed for the reader as it is for the splitter. Only CRLF, or a CR that
+ * is the input's last byte, ends a record there. */
+static void test_cr_after_quote(void **state)
+{
+    (void)state;
+    CASE("1,\"apple\"\rpear\n2,x\n", NULL, ERR(EXEC_EBADQUOTE, 1, 0, 9), REC("2,x", 2), END);
+    CASE("1,\"apple\"\rpear", NULL, ERR(EXEC_EBADQUOTE, 1, 0, 9), END);
+    CASE("a\n\"b\"\r,c\nd\n", NULL, REC("a", 1), ERR(EXEC_EBADQUOTE, 2, 2, 5), REC("d", 3),
+         END);
+    CASE("\"a\"\r\r\n\"b\"\n", NULL, ERR(EXEC_EBADQUOTE, 1, 0, 3), REC("\"b\"", 2), END);
+    CASE("x,\"a\"\"\"\r\"\n", NULL, ERR(EXEC_EBADQUOTE, 1, 0, 7), END);
+    /* CRLF, or a CR ending the input, after a closing quote ends the record. */
+    CASE("\"a\"\r\n\"b\"\r", NULL, REC("\"a\"", 1), REC("\"b\"", 2), END);
+    CASE("1,\"apple\"\r\n2,\"pear\"\r\n", NULL, REC("1,\"apple\"", 1), REC("2,\"pear\"", 2),
+         END);
+    /* Inside quotes a CR is data, before a quote or not. */
+    CASE("\"a\r\"\r\n\"\rb\"\n", NULL, REC("\"a\r\"", 1), REC("\"\rb\"", 2), END);
+    /* Over max_record the size is what is reported. */
+    exec_source_options_t o = {.max_record = 10};
+    CASE("\"0123456789\"\rx\nok\n", &o, ERR(EXEC_E2BIG, 1, 0, 14), REC("ok", 2), END);
+}
+
 static void test_too_big(void **state)
 {
     (void)state;
@@ -335,6 +367,30 @@ static void test_offset_size(void **state)
     close(fd);
 }
 
+/* read_size bounds each read(): the descriptor's position tells how much was
+ * read to find the first record's end. */
+static void test_read_size(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 2, 3, 7, 0};
+    static const off_t want[] = {2, 2, 3, 7, 9}; /* default: the whole (small) file */
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int fd = mem_fd("a\nbb\nccc\n", 9);
+        exec_source_options_t o = {.read_size = sizes[k]};
+        exec_source_t *s;
+        assert_int_equal(exec_source_open_fd(&s, fd, &o), 0);
+        const void *rec;
+        size_t len;
+        assert_int_equal(exec_source_next(s, &rec, &len, NULL), 1);
+        assert_int_equal(len, 1);
+        assert_int_equal(lseek(fd, 0, SEEK_CUR), want[k]);
+        assert_int_equal(exec_source_next(s, &rec, &len, NULL), 1);
+        assert_memory_equal(rec, "bb", 2);
+        exec_source_close(s);
+        close(fd);
+    }
+}
+
 /* ------------------------------------------------------------------------- */
 /* Random inputs against a byte-at-a-time reading of the documented rules.    */
 /* ------------------------------------------------------------------------- */
@@ -373,8 +429,8 @@ static size_t ref_scan(const char *in, size_t n, size_t max, struct ref_item *ou
                     continue;
                 }
                 quoted = false;
-                if (i + 1 < n && in[i + 1] != ',' && in[i + 1] != '\n' && in[i + 1] != '\r' &&
-                    !bad) {
+                bool crlf = i + 1 < n && in[i + 1] == '\r' && (i + 2 == n || in[i + 2] == '\n');
+                if (i + 1 < n && in[i + 1] != ',' && in[i + 1] != '\n' && !crlf && !bad) {
                     bad = EXEC_EBADQUOTE;
                     where = i + 1;
                 }
@@ -472,7 +528,8 @@ int main(void)
         cmocka_unit_test(test_header),    cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_too_big),   cmocka_unit_test(test_len32),
         cmocka_unit_test(test_args),      cmocka_unit_test(test_offset_size),
-        cmocka_unit_test(test_random),
+        cmocka_unit_test(test_random),    cmocka_unit_test(test_cr_after_quote),
+        cmocka_unit_test(test_read_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

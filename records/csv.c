@@ -7,7 +7,7 @@
  * scan is quote-aware but only looks for two bytes, '"' and '\n', each with
  * memchr(), and remembers where the next of each lies: a record without quotes
  * costs one memchr() for its newline and a compare for the quote. Fields are
- * split later, in the workers (core/fields.c).
+ * split later, in the workers (records/fields.c).
  *
  * Buffer layout: buf[0, end) holds input bytes, buf[0] being input offset
  * `base`. The record in progress starts at `rec` and the scan stands at `p`.
@@ -15,9 +15,12 @@
  * a read appends after `end`. A record longer than max_record is not kept: the
  * scan goes on to find its end, keeping only the byte before `p`.
  */
-#include "exec_internal.h"
+#include "executor.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,6 +28,7 @@
 
 #define SRC_NONE ((size_t)-1)
 #define SRC_DEFAULT_READ ((size_t)1 << 20)
+#define SRC_MAX_SIZE ((size_t)64 << 20) /* the largest max_record and read_size */
 
 /* Where the next occurrence of one byte lies: pos is the first at or after
  * every query made since it was found, or SRC_NONE when [.., end) had none. */
@@ -126,8 +130,11 @@ static int src_fill(struct exec_source *s)
         s->buf = nb;
         s->cap = ncap;
     }
+    size_t room = s->cap - s->end;
+    if (room > s->o.read_size)
+        room = s->o.read_size;
     for (;;) {
-        ssize_t n = read(s->fd, s->buf + s->end, s->cap - s->end);
+        ssize_t n = read(s->fd, s->buf + s->end, room);
         if (n > 0) {
             s->end += (size_t)n;
             return 0;
@@ -202,9 +209,16 @@ static int src_scan_csv(struct exec_source *s, size_t *cend)
             p = q + 2; /* "" inside quotes */
             continue;
         }
+        if (c == '\r' && q + 2 == s->end && !s->eof) {
+            s->p = q; /* CRLF or a lone CR: the byte after the CR decides */
+            return 0;
+        }
         s->quoted = false;
         p = q + 1;
-        if (c != delim && c != '\n' && c != '\r')
+        /* A closing quote ends its field: a delimiter, a line end (LF, CRLF, or
+         * a CR ending the input) must follow. A lone CR is data, so text. */
+        if (c != delim && c != '\n' &&
+            !(c == '\r' && (q + 2 == s->end || buf[q + 2] == '\n')))
             src_bad(s, EXEC_EBADQUOTE, s->base + q + 1);
     }
 }
@@ -442,17 +456,15 @@ static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_opti
         memset(&o, 0, sizeof o);
     if (o.format > EXEC_SOURCE_LEN32BE ||
         (o.flags & ~(EXEC_SOURCE_HEADER | EXEC_SOURCE_SKIP_EMPTY)) ||
-        o.max_record > EXEC__MAX_SIZE || o.read_size > EXEC__MAX_SIZE || o.delim < 0 ||
+        o.max_record > SRC_MAX_SIZE || o.read_size > SRC_MAX_SIZE || o.delim < 0 ||
         o.delim > 255 || o.delim == '"' || o.delim == '\n' || o.delim == '\r')
         return EXEC_EINVAL;
     if (o.delim == 0)
         o.delim = ',';
     if (o.max_record == 0)
-        o.max_record = EXEC__MAX_SIZE;
+        o.max_record = SRC_MAX_SIZE;
     if (o.read_size == 0)
         o.read_size = SRC_DEFAULT_READ;
-    if (o.read_size < 16)
-        o.read_size = 16;
 
     exec_source_t *s = calloc(1, sizeof *s);
     if (!s)

@@ -9,11 +9,15 @@
  * small FIFO until the results around them are emitted, so that in
  * EXEC_ORDERED mode they keep their place.
  */
-#include "exec_internal.h"
+#include "executor.h"
 
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SMAP_TICK 64u                    /* records between looks at the clock */
@@ -40,6 +44,14 @@ struct smap {
     unsigned tick;
     uint64_t t0, last;
 };
+
+/* Nanoseconds on CLOCK_MONOTONIC. */
+static uint64_t smap_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static int smap_pend_push(struct smap *m, uint64_t recno)
 {
@@ -115,7 +127,7 @@ static void smap_fmt_time(char *out, size_t n, double s)
 
 static void smap_progress(struct smap *m, bool final)
 {
-    uint64_t now = exec__now_ns();
+    uint64_t now = smap_now_ns();
     if (!final && (now - m->t0 < SMAP_PROGRESS_START || now - m->last < SMAP_PROGRESS_EVERY))
         return;
     if (final && !m->printed)
@@ -201,20 +213,24 @@ int exec_map_source(exec_t *ex, exec_source_t *src, exec_emit_fn emit_cb, void *
     if (!ex || !src || !emit_cb ||
         (opts->flags & ~(EXEC_MAPS_SKIP_BAD | EXEC_MAPS_PROGRESS | EXEC_MAPS_QUIET)))
         return EXEC_EINVAL;
+    exec_options_t eo;
+    int rc = exec_get_options(ex, &eo);
+    if (rc)
+        return rc;
     struct smap m;
     memset(&m, 0, sizeof m);
     m.src = src;
     m.o = opts;
     m.emit = emit_cb;
     m.emit_arg = emit_arg;
-    m.max_record = ex->opt.max_record;
-    m.ordered = (ex->opt.flags & EXEC_ORDERED) != 0;
+    m.max_record = eo.max_record;
+    m.ordered = (eo.flags & EXEC_ORDERED) != 0;
     m.progress = !(opts->flags & EXEC_MAPS_QUIET) &&
                  ((opts->flags & EXEC_MAPS_PROGRESS) || isatty(STDERR_FILENO));
-    m.t0 = m.last = exec__now_ns();
+    m.t0 = m.last = smap_now_ns();
     uint64_t off0 = exec_source_offset(src);
 
-    int rc = exec_map(ex, smap_read, &m, smap_emit, &m);
+    rc = exec_map(ex, smap_read, &m, smap_emit, &m);
     if (m.emit_stop)
         rc = m.emit_stop;
     else if (m.bad_stop)
@@ -231,7 +247,7 @@ int exec_map_source(exec_t *ex, exec_source_t *src, exec_emit_fn emit_cb, void *
         smap_progress(&m, true);
     free(m.pend);
     m.rep.bytes = exec_source_offset(src) - off0;
-    m.rep.seconds = (double)(exec__now_ns() - m.t0) / 1e9;
+    m.rep.seconds = (double)(smap_now_ns() - m.t0) / 1e9;
     if (rep)
         *rep = m.rep;
     return rc;

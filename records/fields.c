@@ -6,10 +6,18 @@
  * "" is copied (into the caller's buffer) to turn "" into ". Nothing here
  * allocates except exec_csv_header_create(), and nothing keeps state.
  */
-#include "exec_internal.h"
+#include "executor.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A delimiter the record sources accept too: a byte, not a quote or a line end. */
+static bool fld_delim_ok(int delim)
+{
+    return delim >= 0 && delim <= 255 && delim != '"' && delim != '\n' && delim != '\r';
+}
 
 /*
  * Reads the field at *pp (up to e). On return *pp stands on the delimiter that
@@ -72,7 +80,7 @@ static int fld_next(const char **pp, const char *e, char delim, exec_field_t *f,
 int exec_csv_split(const void *rec, size_t len, int delim, exec_field_t *fields, size_t max,
                    char *buf, size_t buflen)
 {
-    if ((!rec && len) || (!fields && max) || delim < 0 || delim > 255 || delim == '"')
+    if ((!rec && len) || (!fields && max) || !fld_delim_ok(delim))
         return EXEC_EINVAL;
     if (len == 0)
         return 0; /* an empty line has no fields, as csv.reader says */
@@ -105,7 +113,7 @@ int exec_csv_split(const void *rec, size_t len, int delim, exec_field_t *fields,
 int exec_csv_field(const void *rec, size_t len, int delim, size_t index, exec_field_t *out,
                    char *buf, size_t buflen)
 {
-    if ((!rec && len) || !out || delim < 0 || delim > 255 || delim == '"')
+    if ((!rec && len) || !out || !fld_delim_ok(delim))
         return EXEC_EINVAL;
     if (len == 0)
         return EXEC_ENOENT;
@@ -146,7 +154,7 @@ int exec_csv_header_create(exec_csv_header_t **hp, const void *rec, size_t len, 
     if (!hp)
         return EXEC_EINVAL;
     *hp = NULL;
-    if ((!rec && len) || delim < 0 || delim > 255 || delim == '"')
+    if ((!rec && len) || !fld_delim_ok(delim))
         return EXEC_EINVAL;
     int c = exec_csv_split(rec, len, delim, NULL, 0, NULL, 0); /* counts only */
     if (c < 0)
