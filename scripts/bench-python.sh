@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Python's multiprocessing.Pool against executor-map on the same job: the
+# word-table classifier (examples/wordtable.c, bench/python/wordtable_pool.py)
+# over one generated CSV file. Runs the plain Python loop, Pool.imap_unordered
+# with chunksize 1 (the default) and a tuned chunksize, and executor-map with
+# --backend threads and --backend fork; checks that every output holds the
+# same rows (sorted, compared: exit 1 when they differ) and prints rows/s of
+# each as a markdown table. Each figure is the wall time of the whole command
+# (start-up and table build included), with the file in the page cache.
+#
+# Usage: scripts/bench-python.sh [--rows N] [--workers N] [--chunksize C]
+#   --rows N       rows in the CSV file (default 1000000), 8 words each
+#   --workers N    pool processes and executor-map workers (default 2)
+#   --chunksize C  the tuned chunksize (default 1000)
+#
+# Installs what is missing (scripts/deps.sh) and builds executor-map and
+# libwordtable.so in build/release, as scripts/bench.sh does.
+# Environment: EXEC_SKIP_DEPS=1 (install nothing), PYTHON (default python3),
+# EXEC_JOBS (parallel compile jobs, default: the number of CPUs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'bench-python.sh: %s\n' "$*" >&2; }
+usage() { sed -n '11,14s/^# \{0,1\}//p' "$0"; }
+# Runs a command with its output in a log; shows the log's end only if it fails.
+quiet() {
+    local log
+    log=$(mktemp "${TMPDIR:-/tmp}/bench-python.XXXXXX")
+    if ! "$@" >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
+count() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { say "$1 wants a positive number, not '$2'"; exit 2; }; }
+
+rows=1000000
+workers=2
+chunk=1000
+while [ $# -gt 0 ]; do
+    case $1 in
+    --rows) count "$1" "${2-}"; rows=$2; shift 2 ;;
+    --workers) count "$1" "${2-}"; workers=$2; shift 2 ;;
+    --chunksize) count "$1" "${2-}"; chunk=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) say "unknown argument: $1"; usage >&2; exit 2 ;;
+    esac
+done
+
+# 1. Packages and the build.
+[ "${EXEC_SKIP_DEPS:-0}" = 1 ] || scripts/deps.sh
+py=${PYTHON:-python3}
+command -v "$py" >/dev/null || { say "$py not found (install python3)"; exit 1; }
+command -v cmake >/dev/null || { say "cmake not found (install cmake)"; exit 1; }
+build=build/release
+if [ ! -f "$build/CMakeCache.txt" ]; then
+    say "configuring a Release build in $build"
+    if [ -f CMakePresets.json ] && cmake --list-presets 2>/dev/null | grep -q '"release"'; then
+        quiet cmake --preset release
+    else
+        quiet cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
+    fi
+fi
+say "building executor-map and libwordtable.so"
+quiet cmake --build "$build" --target executor-map wordtable -j "${EXEC_JOBS:-$(nproc)}" ||
+    { say "build failed"; exit 1; }
+
+# 2. The data, in a directory of its own that goes at the end.
+dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-python.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+table=tests/data/words.txt
+say "generating $rows rows"
+"$py" bench/python/make_rows.py "$rows" "$dir/rows.csv"
+cat "$dir/rows.csv" >/dev/null # into the page cache, for every command alike
+
+# 3. Every variant, timed; each writes its results on stdout, to a file of its own.
+names=()
+secs=()
+run() {
+    local name=$1
+    shift
+    say "running $name"
+    local t0 t1
+    t0=$(date +%s.%N)
+    if ! "$@" >"$dir/$name.out"; then
+        say "$name failed"
+        exit 1
+    fi
+    t1=$(date +%s.%N)
+    names+=("$name")
+    secs+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
+}
+pool=("$py" bench/python/wordtable_pool.py --table "$table")
+map=("$build/examples/executor-map" --plugin "$build/examples/libwordtable.so"
+     --spec "table=$table,column=text,id=id" --workers "$workers" --quiet)
+run py-loop "${pool[@]}" --workers 0 "$dir/rows.csv"
+run py-pool-chunk1 "${pool[@]}" --workers "$workers" --chunksize 1 "$dir/rows.csv"
+run "py-pool-chunk$chunk" "${pool[@]}" --workers "$workers" --chunksize "$chunk" "$dir/rows.csv"
+run map-threads "${map[@]}" --backend threads "$dir/rows.csv"
+run map-fork "${map[@]}" --backend fork "$dir/rows.csv"
+
+# 4. The same rows from each: one per input row, equal once sorted.
+LC_ALL=C sort "$dir/py-loop.out" >"$dir/want"
+n=$(wc -l <"$dir/want")
+if [ "$n" -ne "$rows" ]; then
+    say "py-loop wrote $n rows for $rows input rows"
+    exit 1
+fi
+for name in "${names[@]}"; do
+    LC_ALL=C sort "$dir/$name.out" >"$dir/got"
+    if ! cmp -s "$dir/want" "$dir/got"; then
+        say "MISMATCH: $name's rows differ from the Python loop's (sorted; < loop, > $name):"
+        diff "$dir/want" "$dir/got" | head -n 10 >&2
+        exit 1
+    fi
+done
+
+# 5. The table.
+cpus=$(nproc)
+echo "$rows rows of 8 words, $workers workers, $cpus CPUs; $("$py" --version 2>&1);" \
+     "every output checked equal to the Python loop's (sorted)"
+echo
+echo "| command | workers | seconds | rows/s | x Python loop |"
+echo "|---|---|---|---|---|"
+for i in "${!names[@]}"; do
+    name=${names[$i]}
+    case $name in
+    py-loop) what="Python loop: csv.DictReader, classify, write"; w=1 ;;
+    py-pool-chunk*) what="Python Pool.imap_unordered, chunksize ${name#py-pool-chunk}"; w=$workers ;;
+    map-threads) what="executor-map --backend threads"; w=$workers ;;
+    map-fork) what="executor-map --backend fork"; w=$workers ;;
+    esac
+    awk -v what="$what" -v w="$w" -v s="${secs[$i]}" -v base="${secs[0]}" -v n="$rows" \
+        'BEGIN { printf "| %s | %s | %.2f | %.0f | %.1f |\n", what, w, s, n / s, base / s }'
+done
