@@ -1,12 +1,17 @@
 /*
- * Internal seam between core/ and backends/. Core owns validation, the window
- * and backpressure, batching, ordering, delivery, stats and strings; a backend
- * only moves batches to its workers and back (see struct exec__backend).
+ * The seam between core/ and backends/. Core owns validation, the window and
+ * backpressure, batching, dispatch, ordering, delivery, cancel, counters and
+ * strings; a backend only moves batches to its workers and back, and reports
+ * what happened to them through the calls at the end of this file.
+ *
+ * struct exec is core's own (core/exec_core.h): here it is incomplete, so a
+ * backend can neither read nor write its fields; it asks through functions.
  */
 #ifndef EXEC_INTERNAL_H
 #define EXEC_INTERNAL_H
 
 #include "executor.h"
+#include "lock.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -40,9 +45,10 @@ struct exec__res {
 #define EXEC__RF_SOFT 0x2u /* ran past timeout_ms: asked to stop */
 
 /*
- * A batch: records filled by the producer (under ex->submit_lock), processed by
- * one worker, then delivered by the consumer. The backend allocates batches
- * (for EXEC_FORK recs/data sit in shared memory) and may embed this struct.
+ * A batch: records filled by the producer (core, under its submit lock),
+ * processed by one worker, then delivered by the consumer. The backend
+ * allocates batches (EXEC_FORK: recs and data sit in shared memory) and may
+ * embed this struct. Fields marked core are core's alone.
  */
 struct exec__batch {
     uint64_t seq;      /* batch number, dense from 0 in dispatch order */
@@ -50,32 +56,36 @@ struct exec__batch {
     uint32_t n;        /* records */
     uint32_t cap;      /* room in recs[] and res[] */
     uint32_t worker;   /* set by the backend */
-    uint32_t cursor;   /* consumer: next record to deliver */
-    uint64_t generation;
+    uint32_t cursor;   /* core: next record to deliver */
+    uint64_t generation; /* set by the backend: the context it ran against */
     struct exec__rec *recs;
     char *data;
     size_t data_len, data_cap;
     struct exec__res *res;
     char *rdata;
     size_t rdata_len, rdata_cap;
-    /* Cancel support (backends with cancel_flags): one byte per record that
-     * workers read before and after process(), and the index of the record a
-     * worker is on (ck_pr store per record). */
+    /* Cancel: one byte per record that workers read before and after
+     * process() (exec__run_batch does), and the index of the record after
+     * the last one a worker finished (stored per record). */
     uint8_t *rflags;
     uint32_t progress;
-    uint64_t t_open; /* when its first record was submitted (latency samples) */
+    uint32_t holders;  /* core: consumer threads holding results of it */
+    bool spent;        /* core: every result handed out; recycled once unheld */
+    bool in_flight;    /* core: on the flight list (cancellable) */
+    struct exec__batch *fl_prev, *fl_next; /* core: the flight list */
+    uint64_t t_open; /* core: when its first record was submitted */
 };
 
 /* The result writer handed to process(). */
 struct exec_writer {
-    char *buf;    /* result area; grown by grow() when set */
+    char *buf; /* result area; grown by grow() when set */
     size_t cap;
     size_t start; /* where this record's result begins */
     size_t len;   /* end of what was written */
     size_t max;   /* max_result */
     bool overflow;
-    bool saw_cancel;       /* exec_cancelled() returned true */
-    const uint8_t *rflag;  /* this record's flags, or NULL */
+    bool saw_cancel;      /* exec_cancelled() returned true */
+    const uint8_t *rflag; /* this record's flags, or NULL */
     /* Makes room for at least need bytes in total; 0 or an error. NULL: fixed. */
     int (*grow)(struct exec_writer *w, size_t need);
     void *grow_arg;
@@ -84,27 +94,51 @@ struct exec_writer {
 void exec__writer_begin(struct exec_writer *w);
 
 /*
- * Runs process() over b->recs[from..n) with ctx, filling b->res and b->rdata.
- * Returns the index it stopped at (n unless the fixed result area ran short:
- * then the rest must be re-run). Used by every backend's worker loop.
+ * What a worker loop may ask of exec__run_batch besides running records:
+ * on_record is called before each record starts (the fork worker publishes
+ * where it is), and with a fixed result area (w->grow NULL) the pass stops
+ * where a whole max_result would no longer fit, or where process() broke the
+ * writer (then *broken is set and the record it broke is the last one run).
+ */
+struct exec__run_hooks {
+    void (*on_record)(void *arg, uint32_t i);
+    void *arg;
+    bool broken;
+    size_t good; /* out: the writer's length after the last sane record */
+};
+
+/*
+ * Runs process() over b->recs[from..n) with ctx, filling b->res and the
+ * writer's area. Returns the index it stopped at (n unless a fixed result
+ * area ran short or was broken: then the rest must be run in another pass).
+ * The one per-record loop every backend's workers run. hooks may be NULL.
  */
 uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
                          struct exec__batch *b, uint32_t from, struct exec_writer *w,
-                         size_t max_result);
+                         size_t max_result, struct exec__run_hooks *hooks);
 
 /*
- * The backend seam, in the spirit of sqlite3_io_methods. Threads:
- *   batch_get, dispatch, hungry: the producer (one at a time, ex->submit_lock held);
- *   reap, batch_put: the consumer (one at a time, ex->next_lock held);
- *   swap: one at a time (ex->swap_lock held); start/stop: create/destroy only.
+ * The backend seam, in the spirit of sqlite3_io_methods. Which thread calls:
+ *   batch_get, dispatch, hungry, swap_commit: the producer (core's submit
+ *     lock held, one at a time);
+ *   reap, batch_put: the consumer (core's next lock held, one at a time);
+ *   cancel: any thread (core's submit and flight locks held);
+ *   swap_prepare: one at a time (core's swap lock held, no other);
+ *   worker_stats: any thread, no lock;
+ *   start, stop: exec_create / exec_destroy only.
  */
 struct exec__backend {
     unsigned version;
-    exec_backend_t id; /* required: the exec_backend_t this implements */
+    exec_backend_t id; /* the exec_backend_t this implements */
     const char *name;
+    /* Bytes of private state core allocates (zeroed) before start():
+     * exec__priv() returns it. */
+    size_t priv_size;
+    /* Starts the workers. On failure stop() is still called: it must cope
+     * with a partial start. */
     int (*start)(exec_t *ex);
-    /* An empty batch with room for up to ex->opt.batch records, or NULL when none
-     * is free right now (the producer then waits for the consumer). */
+    /* An empty batch with room for up to batch records, or NULL when none is
+     * free right now (the producer then waits for the consumer). */
     struct exec__batch *(*batch_get)(exec_t *ex);
     /* Hands a filled batch to a worker. Must not fail. */
     void (*dispatch)(exec_t *ex, struct exec__batch *b);
@@ -112,20 +146,22 @@ struct exec__backend {
     bool (*hungry)(exec_t *ex, const struct exec__batch *b);
     /* A completed batch (every res[] filled), or NULL if none is ready. */
     struct exec__batch *(*reap)(exec_t *ex);
-    /* The consumer is done with b (delivered): recycle it. */
+    /* The consumer is done with b: recycle it. */
     void (*batch_put)(exec_t *ex, struct exec__batch *b);
-    int (*swap)(exec_t *ex, void *new_ctx, uint64_t generation);
-    /* Cancel: with cancel_flags, batches carry rflags that workers honour
-     * (exec__run_batch does). cancel, when set, decides for a record of a
-     * dispatched batch (called under ex->flight_lock): 1 if it cancelled it
-     * (queued: flag it; running: e.g. kill the worker), 0 if it had finished.
-     * Without it core flags records at or after b->progress. */
-    bool cancel_flags;
+    /* A swap in two steps. prepare readies new_ctx (EXEC_FORK: a new
+     * generation and its canary) and may fail, leaving nothing behind; core
+     * then sends the open batch to the current context, and commit makes
+     * new_ctx the one every later batch runs against. commit cannot fail. */
+    int (*swap_prepare)(exec_t *ex, void *new_ctx, uint64_t generation);
+    void (*swap_commit)(exec_t *ex);
+    /* Cancel: batches carry rflags that workers honour. cancel, when set,
+     * decides for record i of a dispatched batch: 1 if it cancelled it
+     * (queued: flag it; running: e.g. kill the worker), 0 if it had
+     * finished. Without it core flags records at or after b->progress. */
     int (*cancel)(exec_t *ex, struct exec__batch *b, uint32_t i);
-    /* Optional: one worker's figures (core has filled index). */
-    void (*worker_stats)(const exec_t *ex, unsigned i, exec_worker_stats_t *ws);
-    /* Stops workers, abandons what is in flight, releases every resource.
-     * Must cope with a partial start(). */
+    /* Optional: worker i's figures (core has filled the index). */
+    void (*worker_stats)(exec_t *ex, unsigned i, exec_worker_stats_t *ws);
+    /* Stops workers, abandons what is in flight, releases every resource. */
     void (*stop)(exec_t *ex);
 };
 
@@ -133,85 +169,58 @@ struct exec__backend {
  * backend here by id and names none itself. */
 extern const struct exec__backend *const exec__backends[];
 
-struct exec {
-    const exec_ops_t *ops;
-    void *ctx0; /* the context given to exec_create */
-    exec_backend_t backend;
-    exec_options_t opt;
-    const struct exec__backend *be;
-    void *be_priv;
+/* ------------------------------------------------------------------------- */
+/* What a backend may ask of core, and how it reports                         */
+/* ------------------------------------------------------------------------- */
 
-    /* Consumer wake-up: efd is readable when *armed was set and a worker
-     * saw results ready. Backends point armed into memory their workers see. */
-    int efd;
-    uint32_t *armed;
-    uint32_t armed_local;
-
-    /* Producer side (submit_lock). */
-    pthread_mutex_t submit_lock;
-    struct exec__batch *open; /* batch being filled */
-    uint64_t next_batch_seq;
-    uint64_t next_rec_seq;
-    bool finished;
-
-    /* Backpressure: submitters wait here for the window or a free batch. */
-    pthread_mutex_t wait_lock;
-    pthread_cond_t wait_cond;
-    unsigned waiters;
-
-    /* Consumer side (next_lock). */
-    pthread_mutex_t next_lock;
-    struct exec__batch *cur;      /* batch being delivered */
-    struct exec__batch **reorder; /* ordered: completed batches by seq & mask */
-    uint64_t reorder_mask;
-    uint64_t deliver_seq;         /* ordered: next batch seq to deliver */
-    struct exec__batch **ready;   /* unordered: completed batches, FIFO */
-    uint64_t ready_head, ready_tail, ready_mask;
-
-    pthread_mutex_t swap_lock;
-
-    /* Dispatched batches not yet taken by the consumer, by seq & reorder_mask,
-     * for exec_cancel. Lock order: next_lock, submit_lock, flight_lock. */
-    pthread_mutex_t flight_lock;
-    struct exec__batch **flight;
-
-    /* Latency histogram (consumer writes, anyone reads). */
-    uint64_t lat_hist[EXEC_LAT_BUCKETS];
-    bool started;    /* start() succeeded: contexts are ours to release */
-    bool destroying;
-
-    /* Counters: each has one writer and is read with ck_pr loads.
-     * submitted: producer, per record. collected: consumer, per whole batch
-     * delivered (the window is submitted - collected). progress: consumer, bumped
-     * whenever room may have appeared (sleeping submitters wait on it). */
-    uint64_t submitted, collected, progress;
-    uint64_t batches_put; /* consumer: batches recycled (batches - this = out) */
-    uint32_t batch_limit; /* records per batch the backend asks for (<= opt.batch) */
-    uint32_t idle;        /* workers going to sleep: send what is open at once */
-    uint64_t early_max;   /* most batches out before none is sent early */
-    uint64_t ok, user_errors, crashed, timed_out, too_big,
-        cancelled, worker_errors, batches, swaps, generation, respawns;
-    uint32_t fatal; /* set by a backend that gave up */
-};
-
-/*
- * A worker about to sleep calls this (after counting itself in ex->idle) so no
- * record waits in the open batch while it sleeps: sends the open batch and
- * returns 1, returns 0 if there was none, or -1 if a producer holds the lock
- * (it will see ex->idle on its next record; retry before sleeping for long).
- */
-int exec__flush_idle(exec_t *ex);
-
-/* Backends call this after making results visible: wakes a sleeping consumer. */
-void exec__notify(exec_t *ex);
-/* True when an ordered consumer is waiting for exactly this batch. */
-static inline bool exec__awaited(exec_t *ex, const struct exec__batch *b)
-{
-    return ex->reorder && b->seq == __atomic_load_n(&ex->deliver_seq, __ATOMIC_RELAXED);
-}
+void *exec__priv(const exec_t *ex);              /* the backend's private state */
+const exec_ops_t *exec__ops(const exec_t *ex);
+const exec_options_t *exec__opts(const exec_t *ex); /* defaults filled in */
+void *exec__ctx0(const exec_t *ex);              /* the context exec_create got */
+bool exec__started(const exec_t *ex);            /* start() succeeded: contexts are ours */
+int exec__efd(const exec_t *ex);                 /* the consumer's eventfd */
 /* Most batches that can be in flight at once (sizes rings and pools). */
 uint32_t exec__max_batches(const exec_t *ex);
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t exec__now_ns(void);
+
+/*
+ * Where workers find the consumer's "armed" word (it sleeps, wake it): a
+ * backend whose workers are other processes moves it into shared memory in
+ * start(), before any worker runs, and back (NULL) in stop(), after the last.
+ */
+void exec__use_armed(exec_t *ex, uint32_t *word);
+/* Wakes a sleeping consumer if it is armed (workers, after making results
+ * visible; also from forked workers). */
+void exec__notify(exec_t *ex);
+/* True while the consumer sleeps (or may) and wants a wake-up. */
+bool exec__armed(const exec_t *ex);
+/* Wakes the consumer whatever the armed word says (deaths to settle). */
+void exec__wake(exec_t *ex);
+/* True when an ordered consumer waits for exactly this batch. */
+bool exec__awaited(exec_t *ex, const struct exec__batch *b);
+/* Records per batch the producer should aim for (heavy records: fewer). */
+void exec__tune_batch(exec_t *ex, uint32_t records);
+/*
+ * A worker about to sleep calls idle_enter, then flush_idle so no record
+ * waits in the open batch while it sleeps: 1 if it sent the open batch, 0 if
+ * there was none, -1 if a producer holds the lock (it will see the idle
+ * count on its next record; look again soon). idle_leave when it wakes.
+ */
+void exec__idle_enter(exec_t *ex);
+void exec__idle_leave(exec_t *ex);
+int exec__flush_idle(exec_t *ex);
+/* A worker was replaced (any thread). */
+void exec__respawned(exec_t *ex);
+/* The backend gave up: every later submit fails with EXEC_EFATAL. */
+void exec__fatal(exec_t *ex);
+/* True once exec__fatal() was called. */
+bool exec__is_fatal(const exec_t *ex);
+
+/* Maps a failed pthread_create()/fork() errno to the library's code. */
+static inline int exec__spawn_error(int err)
+{
+    return err == 0 ? 0 : err == EAGAIN ? EXEC_ELIMIT : -err;
+}
 
 #endif /* EXEC_INTERNAL_H */

@@ -99,9 +99,11 @@ int exec_cancelled(exec_writer_t *w)
 
 uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
                          struct exec__batch *b, uint32_t from, struct exec_writer *w,
-                         size_t max_result)
+                         size_t max_result, struct exec__run_hooks *hooks)
 {
     uint32_t i;
+    if (hooks)
+        hooks->good = w->len;
     for (i = from; i < b->n; i++) {
         /* A fixed area (shared memory) must hold a whole max_result before a
          * record starts, so a result never has to be cut; else stop here. */
@@ -117,6 +119,8 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
             __builtin_prefetch(b->data + ahead->off + ahead->len - 1);
             __builtin_prefetch(&b->res[i + 4], 1);
         }
+        if (hooks && hooks->on_record)
+            hooks->on_record(hooks->arg, i);
         exec__writer_begin(w);
         res->user_code = 0;
         res->signal = 0;
@@ -133,6 +137,16 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         w->rflag = rf;
         w->saw_cancel = false;
         int rc = ops->process(ctx, wstate, b->data + r->off, r->len, w);
+        if (!w->grow && (w->len > w->cap || w->start > w->len)) {
+            /* process() broke the writer (it can reach the struct): its
+             * result is lost and this worker is suspect; the pass ends. */
+            res->status = EXEC_EWORKER;
+            res->off = 0;
+            res->len = 0;
+            if (hooks)
+                hooks->broken = true;
+            return i + 1;
+        }
         if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
             /* Cancelled while running: the result is dropped. */
             res->status = EXEC_ECANCELLED;
@@ -154,6 +168,8 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         }
         res->off = w->start;
         res->len = (uint32_t)(w->len - w->start);
+        if (hooks)
+            hooks->good = w->len;
         if (rf)
             __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
     }

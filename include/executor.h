@@ -79,6 +79,8 @@ extern "C" {
 #define EXEC_EINIT        (-4086) /* worker_init() failed, or a worker did not start */
 #define EXEC_EWORKER      (-4085) /* result: a worker broke the protocol (garbage output) */
 #define EXEC_EFATAL       (-4084) /* executor gave up (workers die in a loop) */
+#define EXEC_ELIMIT       (-4083) /* cannot start a thread or process: a resource
+                                     limit (RLIMIT_NPROC, threads-max, pid_max) */
 
 /* A short English text for an error code; never NULL. Thread-safe. */
 const char *exec_strerror(int err);
@@ -310,8 +312,9 @@ typedef struct exec_result {
     int signal;          /* EXEC_ECRASHED/ERECTIMEOUT: the signal that ended the
                             worker, 0 if it exited */
     int exit_status;     /* EXEC_ECRASHED: the worker's exit status if it exited */
-    const void *data;    /* result bytes (status 0 or EXEC_EUSER); valid until the
-                            next exec_next() or exec_destroy() */
+    const void *data;    /* result bytes (status 0 or EXEC_EUSER); valid until
+                            this thread's next exec_next*() or exec_release()
+                            call on the executor, or exec_destroy() */
     size_t len;
     uint64_t seq;        /* the record's submission number, from 0 */
     uint64_t generation; /* which context it ran against: 0 for the first, +1 per swap */
@@ -329,17 +332,30 @@ typedef struct exec_result {
  * and every result was delivered, or EXEC_ETIMEDOUT when none came within
  * timeout_ms (0: do not wait, and EXEC_EAGAIN is returned instead; -1: wait for
  * ever). In EXEC_ORDERED mode results come in submission order; a failed record
- * keeps its place. Other errors: EXEC_EINVAL.
- * Thread-safe, but serves one consumer at a time (concurrent callers take turns).
+ * keeps its place. Other errors: EXEC_EINVAL, EXEC_ESTATE (from exec_map()'s
+ * callbacks), EXEC_ENOMEM.
+ * Thread-safe: several threads may call it at once (they take turns, and each
+ * result goes to exactly one of them). A result's bytes stay valid until the
+ * same thread calls exec_next*() or exec_release() again, whatever the other
+ * threads do meanwhile; the executor keeps the batch they sit in (one per
+ * consumer thread) until then.
  */
 int exec_next(exec_t *ex, exec_result_t *res, int timeout_ms);
 
 /*
  * Up to max results at once (*got of them, at least 1 when 0 is returned), under
- * one lock; all stay valid until the next exec_next*() call. Returns and waits as
- * exec_next() does; EXEC_EINVAL also for max == 0 or got NULL.
+ * one lock; all stay valid until this thread's next exec_next*() call. Returns
+ * and waits as exec_next() does; EXEC_EINVAL also for max == 0 or got NULL.
  */
 int exec_next_many(exec_t *ex, exec_result_t *res, size_t max, size_t *got, int timeout_ms);
+
+/*
+ * The calling thread is done with the results it got from exec_next*(): their
+ * bytes may be reused. A thread that stops consuming while others go on calls
+ * it, so that the batch it holds goes back to the pool. 0, EXEC_EINVAL,
+ * EXEC_ESTATE (from exec_map()'s callbacks). Thread-safe.
+ */
+int exec_release(exec_t *ex);
 
 /*
  * A descriptor that polls readable when exec_next() may have a result (or the
@@ -357,11 +373,12 @@ int exec_fd(const exec_t *ex);
  * after draining what was submitted), submits them, and hands each result to
  * emit_cb as it comes (stopping early if emit_cb returns non-zero, which exec_map
  * then returns). Finishes the executor. A record from read_cb need stay valid only
- * until the next read_cb call. read_cb returns 1 for a record. The callbacks run
- * in the calling thread with internal locks held: they must not call exec_*
- * functions on this executor (another executor is fine). When emit_cb stops the
- * map, a record read_cb had just returned may not have been submitted (no room
- * yet); it yields no result.
+ * until the next read_cb call. read_cb returns 1 for a record; res is valid
+ * during the emit_cb call. The callbacks run in the calling thread with internal
+ * locks held: calls on this executor from them are refused (EXEC_ESTATE;
+ * exec_destroy() does nothing there), another executor is fine. When emit_cb
+ * stops the map, a record read_cb had just returned may not have been submitted
+ * (no room yet); it yields no result.
  * Errors: EXEC_EINVAL, EXEC_EBUSY (records were already submitted), EXEC_ESTATE
  * (after exec_finish), EXEC_E2BIG (a record from read_cb was too large).
  */
@@ -450,7 +467,19 @@ typedef struct exec_worker_stats {
      * its proportional share of memory, and the pages it has made private
      * (how much of the shared context it has copied, plus its own heap). */
     uint64_t pss_kb, private_dirty_kb;
+    unsigned flags; /* EXEC_WORKER_* */
 } exec_worker_stats_t;
+
+/* Flags in exec_worker_stats_t.flags (EXEC_FORK). */
+#define EXEC_WORKER_GONE 0x1u    /* given up on: its replacements kept dying or
+                                    could not start; records sent to it get
+                                    EXEC_EWORKER and the others carry the stream */
+#define EXEC_WORKER_MEM_OFF 0x2u /* memory recycling stopped for this worker: two
+                                    processes in a row passed max_worker_growth_kb
+                                    within a second of starting, so the limit is
+                                    below the context's own steady state (e.g. a
+                                    garbage collector rewriting it after fork;
+                                    see docs/fork.md) and recycling would thrash */
 
 /*
  * Fills *ws for worker i (0 <= i < workers). Readable at any time from any

@@ -1,6 +1,6 @@
 /*
- * Many threads at once: 8 submitters with one consumer, consumers taking
- * turns, a stats reader during a stream, two executors side by side.
+ * Many threads at once: 8 submitters with one consumer, four consumers taking
+ * turns (each one's result bytes intact), a stats reader during a stream, two executors side by side.
  */
 #include "testutil.h"
 
@@ -141,9 +141,9 @@ static void test_8_submitters_ordered(void **s) { (void)s; many_submitters(true)
 
 /* ------------------------------------------------------------------------- */
 
-/* Several consumers call exec_next at once: they take turns, and every result
- * goes to exactly one of them. (Result bytes may be reused by another
- * consumer's next call, so only tags are checked here.) */
+/* Several consumers call exec_next/exec_next_many at once: they take turns,
+ * every result goes to exactly one of them, and the bytes each one got stay
+ * valid until its own next call, whatever the others do meanwhile. */
 struct turn {
     exec_t *ex;
     tu_tags_t *tags;
@@ -168,39 +168,55 @@ static void *turn_consumer(void *arg)
             continue;
         if (rc)
             break;
-        for (size_t i = 0; i < k; i++)
+        /* Let the other consumers run before the bytes are read. */
+        sched_yield();
+        for (size_t i = 0; i < k; i++) {
             TU_WCHECK(tu_tags_mark(t->tags, rs[i].tag));
+            TU_WCHECK(tu_rev_ok(&rs[i]));
+        }
         t->got += k;
     }
     TU_WCHECK(rc == EXEC_EOF);
     return NULL;
 }
 
-static void test_consumers_take_turns(void **s)
+static const exec_ops_t rev_any_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+    .name = "rev",
+    .process = tu_rev_process,
+};
+
+static void consumers_take_turns(exec_backend_t be, unsigned flags)
 {
-    (void)s;
     const uint64_t n = (uint64_t)SUBMITTERS * PER;
-    exec_options_t o = {.workers = 2};
+    exec_options_t o = {.workers = 2, .flags = flags};
     exec_t *ex = NULL;
-    assert_int_equal(exec_create(&ex, &tu_rev_ops, NULL, EXEC_THREADS, &o), 0);
+    assert_int_equal(exec_create(&ex, &rev_any_ops, NULL, be, &o), 0);
     tu_tags_t tags;
     tu_tags_init(&tags, n);
-    struct turn turns[3] = {{ex, &tags, 0, false}, {ex, &tags, 0, true}, {ex, &tags, 0, false}};
-    pthread_t cth[3], th[SUBMITTERS];
+    struct turn turns[4] = {{ex, &tags, 0, false}, {ex, &tags, 0, true}, {ex, &tags, 0, false},
+                            {ex, &tags, 0, true}};
+    pthread_t cth[4], th[SUBMITTERS];
     struct sub subs[SUBMITTERS];
     pthread_barrier_t go;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&cth[i], NULL, turn_consumer, &turns[i]), 0);
     start_submitters(ex, th, subs, &go);
     join_submitters(ex, th, &go);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_join(cth[i], NULL), 0);
     tu_wfail_check();
-    assert_int_equal(turns[0].got + turns[1].got + turns[2].got, n);
+    assert_int_equal(turns[0].got + turns[1].got + turns[2].got + turns[3].got, n);
     assert_true(tu_tags_complete(&tags));
     tu_tags_free(&tags);
     exec_destroy(ex);
 }
+
+static void test_consumers_threads_unordered(void **s) { (void)s; consumers_take_turns(EXEC_THREADS, 0); }
+static void test_consumers_threads_ordered(void **s) { (void)s; consumers_take_turns(EXEC_THREADS, EXEC_ORDERED); }
+static void test_consumers_fork_unordered(void **s) { (void)s; consumers_take_turns(EXEC_FORK, 0); }
+static void test_consumers_fork_ordered(void **s) { (void)s; consumers_take_turns(EXEC_FORK, EXEC_ORDERED); }
 
 /* ------------------------------------------------------------------------- */
 
@@ -428,7 +444,7 @@ static void test_create_destroy_concurrently(void **s)
     for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     tu_wfail_check();
-    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_threads_settled(threads), threads);
     assert_int_equal(tu_fds(), fds);
 }
 
@@ -437,7 +453,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_8_submitters_unordered),
         cmocka_unit_test(test_8_submitters_ordered),
-        cmocka_unit_test(test_consumers_take_turns),
+        cmocka_unit_test(test_consumers_threads_unordered),
+        cmocka_unit_test(test_consumers_threads_ordered),
+        cmocka_unit_test(test_consumers_fork_unordered),
+        cmocka_unit_test(test_consumers_fork_ordered),
         cmocka_unit_test(test_stats_during_stream),
         cmocka_unit_test(test_two_executors),
         cmocka_unit_test(test_create_destroy_concurrently),

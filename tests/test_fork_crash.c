@@ -203,6 +203,122 @@ static void test_scribblers(void **state)
 }
 
 /* ------------------------------------------------------------------------- */
+/* Deterministic scribbles over the worker's own header: the parent must not   */
+/* trust it for liveness.                                                      */
+/* ------------------------------------------------------------------------- */
+
+enum { SC_NONE, SC_TAIL, SC_HEAD, SC_BUSY_HANG, SC_EC };
+
+struct sc_ctx {
+    struct fu_ctx fu;
+    unsigned *go; /* MAP_SHARED: set once nothing more will be queued */
+};
+
+struct sc_rec {
+    uint32_t kind;
+    uint32_t pad;
+    uint64_t value;
+};
+
+static int sc_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ws;
+    struct sc_ctx *c = ctx;
+    struct sc_rec r;
+    if (len != sizeof r)
+        return 99;
+    memcpy(&r, rec, sizeof r);
+    struct fk_hdr *h = out->grow_arg;
+    if (r.kind != SC_NONE)
+        while (!__atomic_load_n(c->go, __ATOMIC_ACQUIRE))
+            usleep(1000);
+    switch (r.kind) {
+    case SC_TAIL: /* the ring looks empty: what the parent queued is never seen */
+        __atomic_store_n(&h->in.p_tail, __atomic_load_n(&h->in.c_head, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+        break;
+    case SC_HEAD: /* the same from the other end: the queued slots are skipped */
+        __atomic_store_n(&h->in.c_head, __atomic_load_n(&h->in.p_tail, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
+        break;
+    case SC_BUSY_HANG: /* says it is idle, its seqlock stuck odd, and hangs */
+        __atomic_store_n(&h->busy, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->tick, 1, __ATOMIC_RELAXED);
+        for (;;)
+            pause();
+    case SC_EC: /* garbage in its event count */
+        memset(&h->ec, 0x5a, sizeof h->ec);
+        break;
+    default:
+        break;
+    }
+    uint64_t v = fu_expect(r.value, c->fu.salt);
+    return exec_write(out, &v, sizeof v);
+}
+
+static const exec_ops_t sc_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = sc_process,
+};
+
+/* One worker, small batches, every record queued and the executor finished
+ * before record 20 scribbles: nothing more will be queued that could wake
+ * the worker up or rewrite its ring. Every record must still come back,
+ * right, and only a record that hung is charged. */
+static void scribble_once(uint32_t kind, unsigned timeout_ms)
+{
+    struct sc_ctx ctx = {.fu = {.salt = 0x99}};
+    ctx.go = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(ctx.go != MAP_FAILED);
+    exec_options_t o = {.workers = 1, .batch = 4, .timeout_ms = timeout_ms, .grace_ms = 200};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &sc_ops, &ctx, EXEC_FORK, &o), 0);
+    const uint64_t n = 24; /* fits in the worker's slots, even one record a slot */
+    for (uint64_t i = 0; i < n; i++) {
+        struct sc_rec r = {.kind = i == 20 ? kind : SC_NONE, .value = i};
+        assert_int_equal(exec_try_submit(ex, &r, sizeof r, i), 0);
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    __atomic_store_n(ctx.go, 1, __ATOMIC_RELEASE);
+    unsigned char seen[24] = {0};
+    exec_result_t res;
+    uint64_t got = 0, ok = 0;
+    int rc;
+    while ((rc = exec_next(ex, &res, 30000)) == 0) {
+        assert_true(res.tag < n);
+        assert_int_equal(seen[res.tag]++, 0);
+        got++;
+        if (res.status == 0) {
+            uint64_t v;
+            assert_int_equal(res.len, sizeof v);
+            memcpy(&v, res.data, sizeof v);
+            assert_int_equal(v, fu_expect(res.tag, ctx.fu.salt));
+            ok++;
+        } else {
+            /* Only the record that hung while its worker claimed to be idle
+             * is charged: the worker broke the protocol. */
+            assert_int_equal(kind, SC_BUSY_HANG);
+            assert_int_equal(res.tag, 20);
+            assert_int_equal(res.status, EXEC_EWORKER);
+        }
+    }
+    if (rc != EXEC_EOF)
+        print_error("scribble %u: %s after %" PRIu64 " of %" PRIu64 " results\n", kind,
+                    exec_err_name(rc), got, n);
+    assert_int_equal(rc, EXEC_EOF);
+    assert_int_equal(got, n);
+    assert_int_equal(ok, kind == SC_BUSY_HANG ? n - 1 : n);
+    exec_destroy(ex);
+    munmap(ctx.go, 4096);
+}
+
+static void test_scribbled_tail(void **state) { (void)state; scribble_once(SC_TAIL, 0); }
+static void test_scribbled_head(void **state) { (void)state; scribble_once(SC_HEAD, 0); }
+static void test_scribbled_ec(void **state) { (void)state; scribble_once(SC_EC, 0); }
+static void test_scribbled_busy_hang(void **state) { (void)state; scribble_once(SC_BUSY_HANG, 300); }
+
+/* ------------------------------------------------------------------------- */
 /* A worker area whose replacements never start: it is given up on, its      */
 /* records are reported, the other worker carries the stream.               */
 /* ------------------------------------------------------------------------- */
@@ -283,6 +399,10 @@ int main(void)
         cmocka_unit_test(test_garbage_entries),
         cmocka_unit_test(test_mixed_ordered),
         cmocka_unit_test(test_scribblers),
+        cmocka_unit_test(test_scribbled_tail),
+        cmocka_unit_test(test_scribbled_head),
+        cmocka_unit_test(test_scribbled_ec),
+        cmocka_unit_test(test_scribbled_busy_hang),
         cmocka_unit_test(test_crash_loop),
     };
     if (getenv("FU_ONLY"))

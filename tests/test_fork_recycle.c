@@ -6,7 +6,7 @@
 
 #include <sys/mman.h>
 
-enum { R_PID, R_READ, R_LEAK, R_SLOWPID };
+enum { R_PID, R_READ, R_LEAK, R_SLOWPID, R_GC };
 
 struct r_log;
 
@@ -40,6 +40,17 @@ static int r_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
         nanosleep(&ts, NULL);
     } else if (r.kind == R_SLOWPID) {
         struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    } else if (r.kind == R_GC) {
+        /* A collector that rewrites the whole context once in every new
+         * process (as Lua's or CPython's do after fork), then a steady state. */
+        static int32_t rewritten_by;
+        if (rewritten_by != pid) {
+            for (size_t i = 0; i < c->big_len; i += 4096)
+                c->big[i] = 7;
+            rewritten_by = pid;
+        }
+        struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     } else if (r.kind == R_LEAK) {
         char *p = malloc(2u << 20);
@@ -329,6 +340,40 @@ static void test_memory_reader_kept(void **state)
     assert_int_equal(other, 0);
 }
 
+/*
+ * A context whose pages every new process rewrites at once: the growth limit
+ * is below its steady state. The place stops recycling for memory after two
+ * quick passes instead of thrashing, and says so.
+ */
+static void test_memory_steady_state_above_limit(void **state)
+{
+    (void)state;
+    struct r_ctx ctx;
+    ctx.big_len = (size_t)32 << 20;
+    ctx.big = malloc(ctx.big_len);
+    assert_non_null(ctx.big);
+    memset(ctx.big, 7, ctx.big_len);
+    exec_options_t o = {.workers = 1, .batch = 1, .max_worker_growth_kb = 4096};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_FORK, &o), 0);
+    static int32_t pids[R_MAXPID];
+    static unsigned counts[R_MAXPID];
+    /* About 2 s of 1 ms records. */
+    unsigned np = r_run(ex, R_GC, fu_sanitized() ? 1000 : 2000, pids, counts);
+    uint64_t recycle, other;
+    r_totals(ex, 1, &recycle, &other);
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    exec_destroy(ex);
+    free(ctx.big);
+    if (recycle > 3)
+        print_error("%" PRIu64 " memory recycles by %u processes\n", recycle, np);
+    assert_true(recycle >= 1 && recycle <= 3);
+    assert_int_equal(other, 0);
+    assert_true(ws.flags & EXEC_WORKER_MEM_OFF);
+    assert_false(ws.flags & EXEC_WORKER_GONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_zero_recycles_nothing),
         cmocka_unit_test(test_memory_leaker_recycled),
         cmocka_unit_test(test_memory_reader_kept),
+        cmocka_unit_test(test_memory_steady_state_above_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,19 @@ static void run_swaps(unsigned flags, uint64_t crash_every)
     assert_int_equal(exec_stats(ex, &st), 0);
     assert_int_equal(st.swaps, 3);
     assert_int_equal(st.generation, 3);
+    /* Per-worker figures cover every generation: they add up to the
+     * executor's counters. */
+    uint64_t crash = 0, all = 0, records = 0;
+    for (unsigned i = 0; i < 2; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        crash += ws.respawns_crash;
+        all += ws.respawns_crash + ws.respawns_timeout + ws.respawns_recycle + ws.respawns_cancel;
+        records += ws.records;
+    }
+    assert_int_equal(crash, st.crashed);
+    assert_int_equal(all, st.respawns);
+    assert_int_equal(records, st.ok + st.crashed);
     /* The drained generations are released without waiting for destroy. */
     for (int k = 0; k < 3; k++) {
         for (int w = 0; w < 500 && !__atomic_load_n(&s.ctx[k].released, __ATOMIC_ACQUIRE); w++)

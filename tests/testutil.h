@@ -225,6 +225,20 @@ static inline int tu_count_dir(const char *path, int own)
 
 /* Threads of this process. */
 static inline int tu_threads(void) { return tu_count_dir("/proc/self/task", 0); }
+/* Threads of this process once the count reaches want, or after limit_ms:
+ * a joined thread can stay listed in /proc/self/task for a moment after
+ * pthread_join() returns, so a count compared with an earlier one waits
+ * for the kernel to settle (only a thread that really stays fails). */
+static inline int tu_threads_settled(int want)
+{
+    int n = tu_threads();
+    for (int i = 0; i < 2000 && n != want; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        n = tu_threads();
+    }
+    return n;
+}
 /* Open descriptors of this process. */
 static inline int tu_fds(void) { return tu_count_dir("/proc/self/fd", 1); }
 

@@ -33,10 +33,12 @@
 #define FK_H_NOW 2u   /* parent: a successor is ready; leave at the next batch boundary */
 #define FK_H_GO 3u    /* leaving worker (or parent): the place is the successor's */
 
-/* One worker place's header. Written by its worker except `stop`, `handoff`
- * and the producer side of `in` (the parent's). While a successor waits for
- * the place (recycling) it writes only `succ_state`, until `handoff` reads
- * FK_H_GO: from then on the place is its own. */
+/* One worker place's header. Written by its worker except `stop`, `admit`,
+ * `handoff` and the producer side of `in` (the parent's). While a successor
+ * waits for the place (recycling) it writes only `succ_state`, until
+ * `handoff` reads FK_H_GO: from then on the place is its own. The parent
+ * reads what a worker wrote as hints only (where it is, whether it is busy):
+ * it never waits on them without a deadline of its own. */
 struct fk_hdr {
     uint32_t state;
     uint32_t busy;     /* 1 while a batch is being run */
@@ -48,7 +50,9 @@ struct fk_hdr {
     uint32_t want_out;   /* worker: near its records limit, asks for a successor */
     uint32_t handoff;    /* FK_H_* */
     uint32_t succ_state; /* the successor's FK_W_STARTING/READY/INITFAIL */
-    char pad0[64 - 10 * sizeof(uint32_t)];
+    uint32_t admit;      /* parent: the pid it watches (has its pidfd); a new
+                            worker runs no record before it reads its own pid here */
+    char pad0[64 - 11 * sizeof(uint32_t)];
     struct ck_ec32 ec; /* the parent bumps it after each enqueue on `in` */
     char pad1[64 - sizeof(struct ck_ec32)];
     struct ck_ring in;  /* parent -> worker: slots to run */
@@ -72,10 +76,10 @@ struct fk_sin {
     char pad[56];
 };
 
-/* Worker-written. */
+/* Worker-written (the parent zeroes done and cur before each pass). */
 struct fk_sout {
-    uint32_t done;      /* records [from, done) have results */
-    uint32_t pad0;
+    uint32_t done;      /* records [from, done) have results: the pass is over */
+    uint32_t cur;       /* 1 + the record the pass is on (a hint for blame) */
     uint64_t rdata_len; /* bytes of rdata used by this pass */
     char pad[48];
 };

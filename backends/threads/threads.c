@@ -69,9 +69,12 @@ CK_STACK_CONTAINER(struct thr_batch, link, thr_batch_of)
 
 struct thr {
     exec_t *ex;
+    const exec_ops_t *ops;
+    size_t max_result;
     unsigned nw;
     struct thr_worker *w;
-    struct exec__ctxref *cur; /* RCU-protected */
+    struct exec__ctxref *cur;     /* RCU-protected */
+    struct exec__ctxref *pending; /* prepared by swap_prepare, published by swap_commit */
     uint32_t stop;
 
     /* Startup handshake: workers report worker_init's result. */
@@ -148,7 +151,6 @@ static int thr_grow(struct exec_writer *w, size_t need)
 static void thr_process(struct thr_worker *wk, struct thr_batch *tb, void *wstate)
 {
     struct thr *t = wk->t;
-    exec_t *ex = t->ex;
     struct exec__batch *b = &tb->b;
     urcu_memb_read_lock();
     struct exec__ctxref *ref = rcu_dereference(t->cur);
@@ -156,7 +158,7 @@ static void thr_process(struct thr_worker *wk, struct thr_batch *tb, void *wstat
     b->worker = wk->idx;
     b->generation = ref->generation;
     tb->w.len = 0;
-    exec__run_batch(ex->ops, ref->ctx, wstate, b, 0, &tb->w, ex->opt.max_result);
+    exec__run_batch(t->ops, ref->ctx, wstate, b, 0, &tb->w, t->max_result, NULL);
     b->rdata_len = tb->w.len;
     exec__tsan_release(&t->tsan_gp);
     urcu_memb_read_unlock();
@@ -194,16 +196,10 @@ static bool thr_steal(struct thr_worker *wk, struct thr_batch **out)
  * travel in small batches and the work stays spread to the end. */
 static void thr_tune(struct thr_worker *wk, uint64_t ns, uint32_t n)
 {
-    exec_t *ex = wk->t->ex;
     uint64_t per = ns / (n ? n : 1) + 1;
     wk->ewma_ns = wk->ewma_ns ? (wk->ewma_ns * 7 + per) / 8 : per;
     uint64_t limit = THR_BATCH_NS / wk->ewma_ns;
-    if (limit < 1)
-        limit = 1;
-    if (limit > ex->opt.batch)
-        limit = ex->opt.batch;
-    if (ck_pr_load_32(&ex->batch_limit) != limit)
-        ck_pr_store_32(&ex->batch_limit, (uint32_t)limit);
+    exec__tune_batch(wk->t->ex, limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit);
 }
 
 static void *thr_main(void *arg)
@@ -216,11 +212,11 @@ static void *thr_main(void *arg)
     ck_pr_store_64(&wk->t_start, exec__now_ns());
     urcu_memb_register_thread();
     int rc = 0;
-    if (ex->ops->worker_init) {
+    if (t->ops->worker_init) {
         urcu_memb_read_lock();
         struct exec__ctxref *ref = rcu_dereference(t->cur);
         exec__tsan_acquire(ref);
-        rc = ex->ops->worker_init(ref->ctx, &wstate);
+        rc = t->ops->worker_init(ref->ctx, &wstate);
         urcu_memb_read_unlock();
     }
     ck_pr_store_64(&wk->startup_ns, exec__now_ns() - wk->t_start);
@@ -249,8 +245,7 @@ static void *thr_main(void *arg)
                      * waits in the open batch, then sleep. */
                     if (ck_ring_size(&wk->out))
                         exec__notify(ex);
-                    ck_pr_inc_32(&ex->idle);
-                    ck_pr_fence_memory();
+                    exec__idle_enter(ex);
                     int sent = exec__flush_idle(ex);
                     if (sent != 1) {
                         /* Lock busy: its holder may have looked at `idle` just
@@ -267,7 +262,7 @@ static void *thr_main(void *arg)
                         }
                         ck_ec32_wait(&wk->ec, &thr_ec_mode, snap, dlp);
                     }
-                    ck_pr_dec_32(&ex->idle);
+                    exec__idle_leave(ex);
                     snap = ck_ec32_value(&wk->ec);
                     spins = 0;
                 }
@@ -287,7 +282,7 @@ static void *thr_main(void *arg)
             /* Wake a sleeping consumer only when a good share is done, we run
              * dry, it waits for this very batch, or results have waited long
              * enough: each wake-up costs both sides a context switch. */
-            if (ck_pr_load_32(ex->armed) &&
+            if (exec__armed(ex) &&
                 (ck_ring_size(&wk->out) >= t->wake_out || ck_ring_size(&wk->in) <= THR_LOW ||
                  awaited || t1 - ck_pr_load_64(&t->last_wake) > THR_WAKE_AGE_NS)) {
                 ck_pr_store_64(&t->last_wake, t1);
@@ -296,11 +291,11 @@ static void *thr_main(void *arg)
         }
     }
 out:
-    if (ex->ops->worker_fini && rc == 0) {
+    if (t->ops->worker_fini && rc == 0) {
         urcu_memb_read_lock();
         struct exec__ctxref *ref = rcu_dereference(t->cur);
         exec__tsan_acquire(ref);
-        ex->ops->worker_fini(ref->ctx, wstate);
+        t->ops->worker_fini(ref->ctx, wstate);
         urcu_memb_read_unlock();
     }
     urcu_memb_unregister_thread();
@@ -310,7 +305,7 @@ out:
 static void *thr_reclaim_main(void *arg)
 {
     struct thr *t = arg;
-    const exec_ops_t *ops = t->ex->ops;
+    const exec_ops_t *ops = t->ops;
     pthread_mutex_lock(&t->rec_lock);
     for (;;) {
         while (!t->rec_list && !t->rec_stop)
@@ -344,7 +339,7 @@ static int thr_spawn(pthread_t *tid, void *(*fn)(void *), void *arg)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(tid, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return -rc;
+    return exec__spawn_error(rc);
 }
 
 static unsigned thr_pow2(unsigned n)
@@ -359,12 +354,12 @@ static void thr_stop(exec_t *ex);
 
 static int thr_start(exec_t *ex)
 {
-    struct thr *t = calloc(1, sizeof *t);
-    if (!t)
-        return EXEC_ENOMEM;
-    ex->be_priv = t;
+    struct thr *t = exec__priv(ex);
+    const exec_options_t *o = exec__opts(ex);
     t->ex = ex;
-    t->nw = ex->opt.workers;
+    t->ops = exec__ops(ex);
+    t->max_result = o->max_result;
+    t->nw = o->workers;
     t->maxb = exec__max_batches(ex);
     t->wake_out = t->maxb / t->nw / 2;
     if (t->wake_out < 4)
@@ -381,7 +376,7 @@ static int thr_start(exec_t *ex)
     if (!t->w || !t->all || !t->cur)
         return EXEC_ENOMEM;
     ck_stack_init(&t->free);
-    t->cur->ctx = ex->ctx0;
+    t->cur->ctx = exec__ctx0(ex);
     exec__tsan_release(t->cur);
     for (unsigned i = 0; i < t->nw; i++) {
         struct thr_worker *wk = &t->w[i];
@@ -416,7 +411,8 @@ static int thr_start(exec_t *ex)
 
 static struct exec__batch *thr_batch_get(exec_t *ex)
 {
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
+    const exec_options_t *o = exec__opts(ex);
     struct thr_batch *tb;
     ck_stack_entry_t *e = ck_stack_pop_upmc(&t->free);
     if (e) {
@@ -429,8 +425,8 @@ static struct exec__batch *thr_batch_get(exec_t *ex)
     tb = calloc(1, sizeof *tb);
     if (!tb)
         return NULL;
-    size_t dcap = ex->opt.max_record > 65536 ? ex->opt.max_record : 65536;
-    tb->b.cap = ex->opt.batch;
+    size_t dcap = o->max_record > 65536 ? o->max_record : 65536;
+    tb->b.cap = o->batch;
     tb->b.recs = malloc(tb->b.cap * sizeof *tb->b.recs);
     tb->b.res = malloc(tb->b.cap * sizeof *tb->b.res);
     tb->b.data = malloc(dcap);
@@ -444,7 +440,7 @@ static struct exec__batch *thr_batch_get(exec_t *ex)
         return NULL;
     }
     tb->b.data_cap = dcap;
-    tb->w.max = ex->opt.max_result;
+    tb->w.max = o->max_result;
     tb->w.grow = thr_grow;
     tb->w.grow_arg = tb;
     t->all[t->nall++] = tb;
@@ -453,7 +449,7 @@ static struct exec__batch *thr_batch_get(exec_t *ex)
 
 static void thr_dispatch(exec_t *ex, struct exec__batch *b)
 {
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
     struct thr_worker *best = &t->w[0];
     unsigned best_n = ck_ring_size(&best->in);
     for (unsigned i = 1; i < t->nw && best_n; i++) {
@@ -471,7 +467,7 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
 static bool thr_hungry(exec_t *ex, const struct exec__batch *b)
 {
     (void)b;
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
     for (unsigned i = 0; i < t->nw; i++)
         if (ck_ring_size(&t->w[i].in) == 0)
             return true;
@@ -480,7 +476,7 @@ static bool thr_hungry(exec_t *ex, const struct exec__batch *b)
 
 static struct exec__batch *thr_reap(exec_t *ex)
 {
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
     for (unsigned k = 0; k < t->nw; k++) {
         struct thr_worker *wk = &t->w[t->reap_pos];
         struct thr_batch *tb;
@@ -495,20 +491,32 @@ static struct exec__batch *thr_reap(exec_t *ex)
 
 static void thr_batch_put(exec_t *ex, struct exec__batch *b)
 {
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
     struct thr_batch *tb = (struct thr_batch *)b;
     exec__tsan_release(tb);
     ck_stack_push_upmc(&t->free, &tb->link);
 }
 
-static int thr_swap(exec_t *ex, void *new_ctx, uint64_t generation)
+/* Swap, first step: nothing is published yet. */
+static int thr_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation)
 {
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
     struct exec__ctxref *ref = calloc(1, sizeof *ref);
     if (!ref)
         return EXEC_ENOMEM;
     ref->ctx = new_ctx;
     ref->generation = generation;
+    t->pending = ref;
+    return 0;
+}
+
+/* Swap, second step: every batch a worker starts from now on reads the new
+ * context; the old one goes to the reclaimer. */
+static void thr_swap_commit(exec_t *ex)
+{
+    struct thr *t = exec__priv(ex);
+    struct exec__ctxref *ref = t->pending;
+    t->pending = NULL;
     exec__tsan_release(ref);
     struct exec__ctxref *old = rcu_xchg_pointer(&t->cur, ref);
     pthread_mutex_lock(&t->rec_lock);
@@ -516,14 +524,13 @@ static int thr_swap(exec_t *ex, void *new_ctx, uint64_t generation)
     t->rec_list = old;
     pthread_cond_signal(&t->rec_cond);
     pthread_mutex_unlock(&t->rec_lock);
-    return 0;
 }
 
 static void thr_stop(exec_t *ex)
 {
-    struct thr *t = ex->be_priv;
-    if (!t)
-        return;
+    struct thr *t = exec__priv(ex);
+    if (!t->ex)
+        return; /* start() never ran */
     ck_pr_store_32(&t->stop, 1);
     if (t->w) {
         for (unsigned i = 0; i < t->nw; i++) {
@@ -543,8 +550,8 @@ static void thr_stop(exec_t *ex)
     /* Every worker is gone: the current context has no reader left. */
     if (t->cur) {
         exec__tsan_acquire(t->cur);
-        if (ex->ops->ctx_release && ex->started)
-            ex->ops->ctx_release(t->cur->ctx);
+        if (t->ops->ctx_release && exec__started(ex))
+            t->ops->ctx_release(t->cur->ctx);
         free(t->cur);
     }
     for (uint32_t i = 0; i < t->nall; i++) {
@@ -563,17 +570,16 @@ static void thr_stop(exec_t *ex)
     }
     free(t->w);
     free(t->all);
+    free(t->pending);
     pthread_mutex_destroy(&t->init_lock);
     pthread_cond_destroy(&t->init_cond);
     pthread_mutex_destroy(&t->rec_lock);
     pthread_cond_destroy(&t->rec_cond);
-    free(t);
-    ex->be_priv = NULL;
 }
 
-static void thr_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws)
+static void thr_worker_stats(exec_t *ex, unsigned i, exec_worker_stats_t *ws)
 {
-    struct thr *t = ex->be_priv;
+    struct thr *t = exec__priv(ex);
     struct thr_worker *wk = &t->w[i];
     uint64_t start = ck_pr_load_64(&wk->t_start);
     ws->records = ck_pr_load_64(&wk->records);
@@ -588,14 +594,15 @@ const struct exec__backend exec__threads_backend = {
     .version = 1,
     .id = EXEC_THREADS,
     .name = "threads",
+    .priv_size = sizeof(struct thr),
     .start = thr_start,
     .batch_get = thr_batch_get,
     .dispatch = thr_dispatch,
     .hungry = thr_hungry,
     .reap = thr_reap,
     .batch_put = thr_batch_put,
-    .swap = thr_swap,
-    .cancel_flags = true,
+    .swap_prepare = thr_swap_prepare,
+    .swap_commit = thr_swap_commit,
     .worker_stats = thr_worker_stats,
     .stop = thr_stop,
 };

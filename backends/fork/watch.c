@@ -1,0 +1,232 @@
+/*
+ * EXEC_FORK: what the supervisor watches in a live worker, once per pass
+ * (fk->lock held): records past slow_ms (reported) and timeout_ms (a soft
+ * stop, then SIGKILL after grace_ms), memory growth (recycling), and stalls.
+ *
+ * A worker can write anything over its own header, so nothing it says there
+ * is trusted for liveness: a worker that holds queued slots and neither
+ * returns one nor moves on for FK_NUDGE_NS gets its ring republished and a
+ * wake-up; after FK_STALL_NS it has broken the protocol and is killed. With
+ * timeout_ms, a head slot that is not back within batch x (timeout + grace)
+ * plus that margin is the parent's own deadline, whatever the header says.
+ */
+#include "fork.h"
+
+#include <ck_pr.h>
+#include <signal.h>
+#include <sys/pidfd.h>
+
+/*
+ * wk ran past timeout_ms on (to_slot, to_rec): flag the record (exec_cancelled()
+ * then says so) and send SIGTERM; the hard kill follows after grace_ms. The
+ * flag goes on only while the slot is still the worker's (its FIFO head), so a
+ * slot being refilled never gets it. False when the FIFO lock is busy (lock
+ * order: q.lock before fk->lock): try again.
+ */
+static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
+{
+    EXEC__ASSERT_HELD(&wk->g->fk->lock);
+    struct fk_gen *g = wk->g;
+    if (exec__trylock(&wk->q.lock) != 0)
+        return false;
+    uint32_t cs = wk->w.to_slot, cr = wk->w.to_rec;
+    if (wk->q.n && cs < g->nslot && wk->q.fifo[wk->q.head] == cs && cr < wk->slots[cs].b.n)
+        __atomic_fetch_or(&wk->slots[cs].b.rflags[cr], EXEC__RF_SOFT, __ATOMIC_RELAXED);
+    exec__unlock(&wk->q.lock);
+    wk->w.soft_at = now ? now : 1;
+    wk->w.soft_tick = tick;
+    if (wk->p.pidfd >= 0)
+        pidfd_send_signal(wk->p.pidfd, SIGTERM, NULL, 0);
+    return true;
+}
+
+/*
+ * Queues a slow-record report for wk's current record (sent after the pass,
+ * without the lock). False when the FIFO lock was busy or the queue is full:
+ * try again at the next pass.
+ */
+static bool fk_slow_report(struct fk *fk, struct fk_worker *wk, uint32_t tick, uint64_t now)
+{
+    EXEC__ASSERT_HELD(&fk->lock);
+    struct fk_gen *g = wk->g;
+    if (fk->nslow == fk->slow_cap || exec__trylock(&wk->q.lock) != 0)
+        return false;
+    uint32_t cs = 0, cr = 0;
+    bool ok = fk_where(wk->hdr, tick, &cs, &cr) && wk->q.n && cs < g->nslot &&
+              wk->q.fifo[wk->q.head] == cs && cr < wk->slots[cs].b.n;
+    if (ok) {
+        const struct fk_slot *s = &wk->slots[cs];
+        exec_slow_t *r = &fk->slow[fk->nslow++];
+        r->tag = s->b.recs[cr].tag;
+        r->seq = s->b.rec_seq0 + cr;
+        r->worker = wk->idx;
+        r->pid = wk->p.pid;
+        r->elapsed_ms = (now - wk->w.last_change) / 1000000u;
+    }
+    exec__unlock(&wk->q.lock);
+    /* A record that moved on was not slow after all: nothing to say. */
+    return ok || ck_pr_load_32(&wk->hdr->tick) != tick;
+}
+
+/* Timeouts and slow reports, from the header's (slot, record, tick). */
+static void fk_watch_time(struct fk *fk, struct fk_worker *wk, uint64_t now, int *wait_ms)
+{
+    const exec_options_t *o = fk->o;
+    struct fk_watch *w = &wk->w;
+    uint32_t busy = ck_pr_load_32(&wk->hdr->busy);
+    uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
+    uint64_t limit = (uint64_t)o->timeout_ms * 1000000u;
+    uint64_t slow = o->slow_ms ? (uint64_t)o->slow_ms * 1000000u : UINT64_MAX;
+    uint64_t grace = (uint64_t)o->grace_ms * 1000000u;
+    if (w->soft_at && (!busy || tick != w->soft_tick))
+        w->soft_at = 0; /* it stopped within the grace */
+    if (w->soft_at) {
+        if (now - w->soft_at >= grace)
+            fk_sup_kill(wk, K_TIMEOUT);
+        else
+            fk_wait_at(wait_ms, now, w->soft_at + grace);
+    } else if (!busy) {
+        w->last_change = 0;
+    } else if (w->last_change == 0 || tick != w->last_tick) {
+        w->last_tick = tick;
+        w->last_change = now;
+        w->slow_told = false;
+    } else if (!w->slow_told && o->on_slow && o->slow_ms &&
+               (now - w->last_change >= slow || (limit && now - w->last_change >= limit))) {
+        /* Told first; a timeout acts at the next pass. */
+        if (fk_slow_report(fk, wk, tick, now))
+            w->slow_told = true;
+        fk_wait_at(wait_ms, now, now);
+    } else if (limit && now - w->last_change >= limit) {
+        if (!fk_where(wk->hdr, tick, &w->to_slot, &w->to_rec)) {
+            /* It moved on meanwhile: (slot, rec) may not be the slow
+             * record's. Start its clock again. */
+            w->last_tick = 0;
+            w->last_change = 0;
+        } else if (!fk_soft_stop(wk, tick, now)) {
+            fk_wait_at(wait_ms, now, now + 1000000u); /* busy lock: soon again */
+        }
+    }
+    /* Look again while it has work (idle pools sleep). */
+    if ((busy || ck_pr_load_uint(&wk->q.qn)) && wk->p.kill_why == K_NONE) {
+        unsigned tick_ms = 100;
+        if (o->timeout_ms && o->timeout_ms / 4 + 1 < tick_ms)
+            tick_ms = o->timeout_ms / 4 + 1;
+        if (o->slow_ms && o->slow_ms / 4 + 1 < tick_ms)
+            tick_ms = o->slow_ms / 4 + 1;
+        fk_wait_at(wait_ms, now, now + (uint64_t)tick_ms * 1000000u);
+    }
+}
+
+/* The worker's baseline: what worker_init made private (it was just admitted). */
+void fk_watch_memory_ready(struct fk *fk, struct fk_worker *wk)
+{
+    if (!fk->o->max_worker_growth_kb)
+        return;
+    uint64_t pss = 0, dirty = 0;
+    fk_smaps(wk->p.pid, &pss, &dirty);
+    wk->w.mem_base = dirty;
+    wk->w.mem_base_set = true;
+}
+
+/*
+ * Memory recycling. Two processes in a row that pass the limit within
+ * FK_MEM_QUICK_NS of starting mean the limit is below the context's own
+ * steady state (a collector rewriting it after fork): recycling stops for
+ * the place, and its figures say so, rather than thrash.
+ */
+static void fk_watch_memory(struct fk *fk, struct fk_worker *wk, uint64_t now, int *wait_ms)
+{
+    struct fk_watch *w = &wk->w;
+    struct fk_place *pl = wk->place;
+    if (!w->mem_base_set || w->mem_told || wk->p.kill_why != K_NONE ||
+        (ck_pr_load_32(&pl->flags) & EXEC_WORKER_MEM_OFF))
+        return;
+    if (now >= w->mem_at) {
+        uint64_t pss = 0, dirty = 0;
+        fk_smaps(wk->p.pid, &pss, &dirty);
+        if (dirty > w->mem_base + fk->o->max_worker_growth_kb) {
+            w->mem_told = true;
+            pl->mem_quick = now - wk->p.ready_at < FK_MEM_QUICK_NS ? pl->mem_quick + 1 : 0;
+            if (pl->mem_quick >= 2) {
+                ck_pr_store_32(&pl->flags, ck_pr_load_32(&pl->flags) | EXEC_WORKER_MEM_OFF);
+            } else {
+                /* Grew: replaced as soon as a successor is ready. */
+                w->mem_want = true;
+                fk_wait_at(wait_ms, now, now); /* another pass starts the recycling */
+            }
+        }
+        w->mem_at = now + 100000000u;
+    }
+    if (!w->mem_told)
+        fk_wait_at(wait_ms, now, w->mem_at);
+}
+
+/* Stalls: see the top of this file. */
+static void fk_watch_stall(struct fk *fk, struct fk_worker *wk, uint64_t now, int *wait_ms)
+{
+    struct fk_watch *w = &wk->w;
+    /* Slots it sent back wait for the consumer, who may take its time: only
+     * what the worker still holds counts (its out ring's fill is a hint). */
+    unsigned qn = ck_pr_load_uint(&wk->q.qn);
+    unsigned back = ck_pr_load_uint(&wk->hdr->out.p_tail) - ck_pr_load_uint(&wk->hdr->out.c_head);
+    if (!wk->p.admitted || wk->p.exited || wk->p.kill_req || wk->p.kill_why != K_NONE ||
+        qn == 0 || back >= qn) {
+        w->st_since = 0;
+        return;
+    }
+    uint64_t returned = ck_pr_load_64(&wk->c.returned);
+    uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
+    if (w->st_since == 0 || returned != w->st_returned || tick != w->st_tick) {
+        w->st_returned = returned;
+        w->st_tick = tick;
+        w->st_since = now;
+        w->st_nudged = false;
+    }
+    uint64_t quiet = now - w->st_since;
+    /* A seqlock held odd is a scribble, not a record running. */
+    bool idle = !ck_pr_load_32(&wk->hdr->busy) || (tick & 1u);
+    if (!idle) {
+        /* Running a record, as it says: the timeout (if any) acts, and our
+         * own deadline for the head slot backs it. */
+        uint64_t since = ck_pr_load_64(&wk->q.head_since);
+        if (fk->o->timeout_ms && since) {
+            uint64_t per = ((uint64_t)fk->o->timeout_ms + fk->o->grace_ms) * 1000000u;
+            uint64_t dl = since + (uint64_t)fk->o->batch * per + FK_STALL_NS;
+            if (now >= dl)
+                fk_sup_kill(wk, K_STALL);
+            else
+                fk_wait_at(wait_ms, now, dl);
+        }
+        return;
+    }
+    if (!w->st_nudged && quiet >= FK_NUDGE_NS) {
+        /* Republish our ring's tail and wake it: a lost or scribbled
+         * wake-up costs a moment, not the stream. */
+        if (exec__trylock(&wk->q.lock) == 0) {
+            ck_pr_store_uint(&wk->hdr->in.p_tail, wk->q.in_sh.p_tail);
+            exec__unlock(&wk->q.lock);
+        }
+        ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+        w->st_nudged = true;
+    }
+    if (quiet >= FK_STALL_NS) {
+        fk_sup_kill(wk, K_STALL);
+        return;
+    }
+    fk_wait_at(wait_ms, now, w->st_since + (w->st_nudged ? FK_STALL_NS : FK_NUDGE_NS));
+}
+
+void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint64_t now,
+                     int *wait_ms)
+{
+    EXEC__ASSERT_HELD(&fk->lock);
+    (void)g;
+    if (!wk->p.admitted)
+        return;
+    if (fk->o->max_worker_growth_kb)
+        fk_watch_memory(fk, wk, now, wait_ms);
+    if ((fk->o->timeout_ms || (fk->o->slow_ms && fk->o->on_slow)) && wk->p.kill_why == K_NONE)
+        fk_watch_time(fk, wk, now, wait_ms);
+    fk_watch_stall(fk, wk, now, wait_ms);
+}

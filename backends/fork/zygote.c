@@ -1,0 +1,178 @@
+/*
+ * EXEC_FORK: a generation's zygote, a single-threaded process forked by the
+ * supervisor thread after the context was built. It forks the workers on
+ * request (so they never come from a host's threads), passes each one's
+ * pidfd to the supervisor, reaps them and reports their wait status. A
+ * worker it cannot give a pidfd for is killed and reported as failed: the
+ * supervisor never has a process it cannot watch. Everything here runs in
+ * the zygote process.
+ */
+#include "fork.h"
+
+#include <ck_pr.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Closes what belongs to other processes' business: other generations'
+ * channels and every pidfd the supervisor holds. */
+static void fk_z_close_theirs(struct fk *fk)
+{
+    for (unsigned k = 0; k < FK_MAXGEN; k++) {
+        struct fk_gen *o = &fk->gens[k];
+        if (o->zsock >= 0)
+            close(o->zsock);
+        if (o->zpidfd >= 0)
+            close(o->zpidfd);
+        if (o->w)
+            for (unsigned i = 0; i < o->nw; i++) {
+                if (o->w[i].p.pidfd >= 0)
+                    close(o->w[i].p.pidfd);
+                if (o->w[i].s.pidfd >= 0)
+                    close(o->w[i].s.pidfd);
+            }
+    }
+}
+
+/* Forks process number zi; reports SPAWNED with its pidfd, or FAILED. */
+static void fk_z_spawn(struct fk *fk, struct fk_gen *g, int *sock, int sfd, const struct fk_msg *m,
+                       pid_t self, unsigned *live)
+{
+    pid_t *pids = g->zpids;
+    pid_t c = fork();
+    if (c == 0)
+        fk_worker_main(fk, g, (unsigned)m->idx % g->nw, m->val != 0, *sock, sfd, self);
+    if (c < 0) {
+        struct fk_msg f = {FK_M_FAILED, m->idx, 0, errno};
+        fk_chan_send(sock, &f, -1);
+        return;
+    }
+    setpgid(c, c);
+    int pfd = pidfd_open(c, 0);
+    if (pfd < 0) {
+        /* Without its pidfd the supervisor could not watch it: it never runs
+         * a record (it waits to be admitted), so it goes now. */
+        int err = errno;
+        kill(-c, SIGKILL);
+        kill(c, SIGKILL);
+        waitpid(c, NULL, __WALL);
+        struct fk_msg f = {FK_M_FAILED, m->idx, 0, err};
+        fk_chan_send(sock, &f, -1);
+        return;
+    }
+    pids[m->idx] = c;
+    (*live)++;
+    struct fk_msg s = {FK_M_SPAWNED, m->idx, c, 0};
+    fk_chan_send(sock, &s, pfd);
+    close(pfd);
+}
+
+void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
+    setpgid(0, 0);
+    fk_z_close_theirs(fk);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
+    /* Every signal is still blocked (the supervisor's mask): SIGCHLD comes
+     * through a signalfd. Workers unblock them all. */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) {
+        struct fk_msg f = {FK_M_FAILED, -1, 0, errno};
+        fk_chan_send(&sock, &f, -1);
+        _exit(1);
+    }
+    pid_t self = getpid();
+    pid_t *pids = g->zpids;
+    unsigned live = 0;
+    bool exiting = false;
+    uint64_t deadline = 0;
+    for (;;) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG | __WALL)) > 0) {
+            for (unsigned i = 0; i < 2 * g->nw; i++) {
+                if (pids[i] == p) {
+                    pids[i] = 0;
+                    live--;
+                    /* Whatever it forked into its group goes with it. */
+                    kill(-p, SIGKILL);
+                    struct fk_msg m = {FK_M_EXITED, (int32_t)i, p, st};
+                    fk_chan_send(&sock, &m, -1);
+                    break;
+                }
+            }
+        }
+        if (exiting && live == 0)
+            _exit(0);
+        int timeout = -1;
+        if (exiting) {
+            uint64_t now = exec__now_ns();
+            if (now >= deadline) {
+                for (unsigned i = 0; i < 2 * g->nw; i++)
+                    if (pids[i] > 0) {
+                        kill(-pids[i], SIGKILL);
+                        kill(pids[i], SIGKILL);
+                    }
+                timeout = 50;
+            } else {
+                timeout = (int)((deadline - now) / 1000000u) + 1;
+            }
+        }
+        struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN}, {.fd = sock, .events = POLLIN}};
+        int r = poll(pf, sock >= 0 ? 2 : 1, timeout);
+        if (r < 0 && errno != EINTR)
+            _exit(1);
+        if (pf[0].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                ;
+        }
+        if (sock < 0 || !pf[1].revents)
+            continue;
+        struct fk_msg m;
+        int fd;
+        bool cut;
+        int got = fk_chan_recv(sock, &m, &fd, &cut);
+        if (fd >= 0)
+            close(fd); /* the supervisor never sends one */
+        if (got == 0)
+            continue;
+        if (got < 0) {
+            /* The supervisor is gone: stop now. */
+            close(sock);
+            sock = -1;
+            exiting = true;
+            deadline = 0;
+            continue;
+        }
+        if (m.op == FK_M_EXIT) {
+            exiting = true;
+            deadline = exec__now_ns() + (uint64_t)(m.val > 0 ? m.val : 0) * 1000000u;
+            for (unsigned i = 0; i < g->nw; i++) {
+                struct fk_hdr *h = fk_hdr_at(g, i);
+                ck_pr_store_32(&h->stop, 1);
+                ck_ec32_inc(&h->ec, &fk_ec_mode);
+            }
+        } else if (m.op == FK_M_KILL && m.idx >= 0 && (unsigned)m.idx < 2 * g->nw &&
+                   pids[m.idx] == m.pid && m.pid > 0) {
+            /* Ours and not reaped yet: the pid is still that process. */
+            kill(-m.pid, SIGKILL);
+            kill(m.pid, SIGKILL);
+        } else if (m.op == FK_M_SPAWN && !exiting && m.idx >= 0 &&
+                   (unsigned)m.idx < 2 * g->nw && pids[m.idx] == 0) {
+            fk_z_spawn(fk, g, &sock, sfd, &m, self, &live);
+        }
+    }
+}

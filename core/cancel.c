@@ -1,0 +1,97 @@
+/*
+ * Core: cancel. Every dispatched batch is on the flight list from dispatch
+ * until the consumer reaps it, whatever else went out meanwhile, so a record
+ * can be found from submit (open batch) until its batch completes; a record
+ * whose result exists keeps it.
+ */
+#include "exec_core.h"
+
+#include <ck_pr.h>
+
+void exec__flight_add(exec_t *ex, struct exec__batch *b)
+{
+    exec__lock(&ex->flight_lock);
+    EXEC__ASSERT(!b->in_flight);
+    b->fl_prev = NULL;
+    b->fl_next = ex->flight;
+    if (ex->flight)
+        ex->flight->fl_prev = b;
+    ex->flight = b;
+    b->in_flight = true;
+    exec__unlock(&ex->flight_lock);
+}
+
+void exec__flight_remove(exec_t *ex, struct exec__batch *b)
+{
+    exec__lock(&ex->flight_lock);
+    if (b->in_flight) {
+        if (b->fl_prev)
+            b->fl_prev->fl_next = b->fl_next;
+        else
+            ex->flight = b->fl_next;
+        if (b->fl_next)
+            b->fl_next->fl_prev = b->fl_prev;
+        b->fl_prev = b->fl_next = NULL;
+        b->in_flight = false;
+    }
+    exec__unlock(&ex->flight_lock);
+}
+
+static void exec__flag(struct exec__batch *b, uint32_t i)
+{
+    __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_RELAXED);
+}
+
+/* submit_lock and flight_lock held. Cancels the unfinished records of b that
+ * match (all, or those tagged tag). */
+static int exec__cancel_batch(exec_t *ex, struct exec__batch *b, bool all, uint64_t tag,
+                              bool dispatched)
+{
+    EXEC__ASSERT_HELD(&ex->submit_lock);
+    EXEC__ASSERT_HELD(&ex->flight_lock);
+    int n = 0;
+    uint32_t from = 0;
+    if (dispatched && !ex->be->cancel)
+        from = __atomic_load_n(&b->progress, __ATOMIC_ACQUIRE);
+    for (uint32_t i = from; i < b->n; i++) {
+        if (!all && b->recs[i].tag != tag)
+            continue;
+        if (__atomic_load_n(&b->rflags[i], __ATOMIC_RELAXED) & EXEC__RF_CANCEL)
+            continue; /* already cancelled */
+        if (dispatched && ex->be->cancel) {
+            n += ex->be->cancel(ex, b, i) > 0;
+        } else {
+            exec__flag(b, i);
+            n++;
+        }
+    }
+    return n;
+}
+
+static int exec__cancel(exec_t *ex, bool all, uint64_t tag)
+{
+    if (!ex)
+        return EXEC_EINVAL;
+    if (exec__in_callback(ex))
+        return EXEC_ESTATE;
+    int n = 0;
+    exec__lock(&ex->submit_lock);
+    exec__lock(&ex->flight_lock);
+    if (ex->open)
+        n += exec__cancel_batch(ex, ex->open, all, tag, false);
+    for (struct exec__batch *b = ex->flight; b; b = b->fl_next)
+        n += exec__cancel_batch(ex, b, all, tag, true);
+    exec__unlock(&ex->flight_lock);
+    exec__unlock(&ex->submit_lock);
+    return n > 0 || all ? n : EXEC_ENOENT;
+}
+
+int exec_cancel(exec_t *ex, uint64_t tag)
+{
+    return exec__cancel(ex, false, tag);
+}
+
+int exec_cancel_all(exec_t *ex)
+{
+    return exec__cancel(ex, true, 0);
+}

@@ -1,0 +1,110 @@
+/*
+ * struct exec: core's own state. Only core/ includes this; backends see the
+ * struct as incomplete (exec_internal.h) and go through the seam's calls.
+ *
+ * Locks, in the order they nest: next_lock, submit_lock, flight_lock
+ * (swap_lock alone, before submit_lock in a swap's commit; wait_lock alone).
+ *   submit_lock  the producer side: the open batch, sequence numbers, dispatch.
+ *   next_lock    the consumer side: reaping, the reorder buffer, delivery,
+ *                the consumer threads' holds.
+ *   flight_lock  the flight list (dispatched batches not yet reaped).
+ *   wait_lock    only for sleeping submitters (window full or no free batch).
+ *   swap_lock    one swap at a time; destroy marks `destroying` under it.
+ * The window needs no atomic read-modify-write: the producer owns
+ * `submitted`, the consumer owns `collected`, and in flight is their difference.
+ */
+#ifndef EXEC_CORE_H
+#define EXEC_CORE_H
+
+#include "exec_internal.h"
+
+/* A thread that calls exec_next*(): the batch whose results it holds. */
+struct exec__consumer {
+    pthread_t tid;
+    struct exec__batch *held;
+};
+
+struct exec {
+    const exec_ops_t *ops;
+    void *ctx0; /* the context given to exec_create */
+    exec_backend_t backend;
+    exec_options_t opt;
+    const struct exec__backend *be;
+    void *be_priv;
+
+    /* Consumer wake-up: efd is readable when *armed was set and a worker
+     * saw results ready. A backend may move the armed word (exec__use_armed). */
+    int efd;
+    uint32_t *armed;
+    uint32_t armed_local;
+
+    /* Producer side (submit_lock). */
+    exec__mutex_t submit_lock;
+    struct exec__batch *open; /* batch being filled */
+    uint64_t next_batch_seq;
+    uint64_t next_rec_seq;
+    bool finished;
+
+    /* Backpressure: submitters wait here for the window or a free batch. */
+    exec__mutex_t wait_lock;
+    pthread_cond_t wait_cond;
+    unsigned waiters;
+
+    /* Consumer side (next_lock). */
+    exec__mutex_t next_lock;
+    struct exec__batch *cur;      /* batch being delivered */
+    struct exec__batch **reorder; /* ordered: completed batches by seq & mask */
+    uint64_t reorder_mask;
+    uint64_t deliver_seq;         /* ordered: next batch seq to deliver */
+    struct exec__consumer *cons;  /* threads that took results, and what they hold */
+    unsigned ncons, cons_cap;
+
+    exec__mutex_t swap_lock;
+
+    /* Dispatched batches not yet reaped, for exec_cancel (flight_lock). */
+    exec__mutex_t flight_lock;
+    struct exec__batch *flight;
+
+    /* exec_map() runs its callbacks in this thread: calls on ex from them
+     * are refused (they would deadlock or free what map uses). */
+    pthread_t map_thread;
+    uint32_t in_map;
+
+    /* Latency histogram (consumer writes, anyone reads). */
+    uint64_t lat_hist[EXEC_LAT_BUCKETS];
+    bool started; /* start() succeeded: contexts are ours to release */
+    bool destroying;
+
+    /* Counters: each has one writer and is read with ck_pr loads (respawns:
+     * atomic increments, any thread). submitted: producer, per record.
+     * collected: consumer, per whole batch delivered. progress: consumer,
+     * bumped whenever room may have appeared (sleeping submitters wait on it). */
+    uint64_t submitted, collected, progress;
+    uint64_t batches_put; /* consumer: batches recycled (batches - this = out) */
+    uint32_t batch_limit; /* records per batch the backend asks for (<= opt.batch) */
+    uint32_t idle;        /* workers going to sleep: send what is open at once */
+    uint64_t early_max;   /* most batches out before none is sent early */
+    uint64_t ok, user_errors, crashed, timed_out, too_big, cancelled, worker_errors, batches,
+        swaps, generation, respawns;
+    uint32_t fatal; /* set once the backend gave up */
+};
+
+/* Between core's files (stream.c, cancel.c, exec.c). */
+
+/* submit_lock held: sends the open batch to a worker (it becomes cancellable). */
+void exec__dispatch_open(exec_t *ex);
+/* The consumer made room (window or batches): wake sleeping submitters. */
+void exec__wake_submitters(exec_t *ex);
+/* A dispatched batch joins / leaves the flight list (takes flight_lock). */
+void exec__flight_add(exec_t *ex, struct exec__batch *b);
+void exec__flight_remove(exec_t *ex, struct exec__batch *b);
+
+/* True in the thread running exec_map()'s callbacks: calls on ex from there
+ * are refused with EXEC_ESTATE. */
+static inline bool exec__in_callback(exec_t *ex)
+{
+    return __atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE) &&
+           pthread_equal(ex->map_thread, pthread_self());
+}
+
+#endif /* EXEC_CORE_H */
