@@ -117,7 +117,7 @@ struct executor {
     char notav_msg[128];
 };
 
-#define NEXEC 9 /* entries in executors[] */
+#define NEXEC 11 /* entries in executors[] */
 extern struct executor executors[NEXEC];
 extern struct fork_mem last_mem; /* set by the fork runner after each run */
 

@@ -99,12 +99,42 @@ void exec__wake_submitters(exec_t *ex);
 void exec__flight_add(exec_t *ex, struct exec__batch *b);
 void exec__flight_remove(exec_t *ex, struct exec__batch *b);
 
+/* submit_lock held. Appends one record (by_ref: the caller keeps its bytes
+ * alive until its result is delivered; the backend must have refs): 0,
+ * EXEC_EAGAIN (no room: window or batches), EXEC_ESTATE, EXEC_EFATAL. */
+int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref);
+/* submit_lock held. Appends recs[0..n) in runs that fill the open batch;
+ * *taken gets how many. 0 when all were, else exec__append's codes. */
+int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_ref,
+                      size_t *taken);
+/* next_lock held; ex->cur has an undelivered record. Up to max results of it
+ * into res (me holds its batch); returns how many. */
+size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max);
+/* next_lock held: the calling thread's entry, its earlier results given back
+ * (NULL: out of memory). */
+struct exec__consumer *exec__consumer_begin(exec_t *ex);
+/* next_lock held. Makes ex->cur a batch with a record left to deliver (0), or
+ * returns EXEC_EOF, EXEC_EFATAL, EXEC_EAGAIN (timeout_ms 0) or EXEC_ETIMEDOUT. */
+int exec__ready(exec_t *ex, int timeout_ms);
+/* next_lock held; ex->cur has an undelivered record. me will hold its batch. */
+void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res);
+
 /* True in the thread running exec_map()'s callbacks: calls on ex from there
  * are refused with EXEC_ESTATE. */
 static inline bool exec__in_callback(exec_t *ex)
 {
     return __atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE) &&
            pthread_equal(ex->map_thread, pthread_self());
+}
+
+/* The stream calls' guard: EXEC_ESTATE from exec_map()'s own callbacks,
+ * EXEC_EBUSY from other threads while exec_map()/exec_run_records() has the
+ * executor, else 0. */
+static inline int exec__guard(exec_t *ex)
+{
+    if (!__atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE))
+        return 0;
+    return pthread_equal(ex->map_thread, pthread_self()) ? EXEC_ESTATE : EXEC_EBUSY;
 }
 
 #endif /* EXEC_CORE_H */

@@ -22,11 +22,15 @@
 #define EXEC__MAX_BATCH 4096u
 #define EXEC__MAX_SIZE ((size_t)64 << 20)
 
-/* One record inside a batch: bytes at batch->data + off. */
+/* One record inside a batch. Its bytes are in the batch's data area, or
+ * (a backend with refs) where the caller keeps them for the call. EXEC_FORK's
+ * regions sit at the same address in the parent and its workers, so a
+ * pointer into one means the same bytes to both. */
 struct exec__rec {
     uint64_t tag;
-    uint32_t off;
+    const char *p;
     uint32_t len;
+    uint32_t pad;
 };
 
 /* One record's outcome: bytes at batch->rdata + off. */
@@ -159,6 +163,16 @@ struct exec__backend {
      * (queued: flag it; running: e.g. kill the worker), 0 if it had
      * finished. Without it core flags records at or after b->progress. */
     int (*cancel)(exec_t *ex, struct exec__batch *b, uint32_t i);
+    /* Records may stay where the caller keeps them (exec_run_records): the
+     * backend's workers can read the caller's memory. */
+    bool refs;
+    /* Optional: the calling thread runs one queued batch itself, because it
+     * would wait otherwise (exec_map's caller). True if it ran one. Any
+     * thread, no core lock held. */
+    bool (*help)(exec_t *ex);
+    /* Optional: a whole-stream call's thread joins (true) the workers, which
+     * rest one of theirs meanwhile, or leaves (false). */
+    void (*caller_joins)(exec_t *ex, bool joins);
     /* Optional: worker i's figures (core has filled the index). */
     void (*worker_stats)(exec_t *ex, unsigned i, exec_worker_stats_t *ws);
     /* Stops workers, abandons what is in flight, releases every resource. */

@@ -1,7 +1,7 @@
 /*
- * Core: the stream. The producer side (submit, batching, dispatch, finish),
- * the consumer side (reap, reorder, deliver, the consumer threads' holds),
- * and exec_map(), which runs both in one thread. Lock rules: exec_core.h.
+ * Core: the stream. The producer side (submit, batching, dispatch, finish)
+ * and the consumer side (reap, reorder, deliver, the consumer threads'
+ * holds). map.c runs both in one thread. Lock rules: exec_core.h.
  */
 #include "exec_core.h"
 
@@ -66,9 +66,7 @@ int exec__flush_idle(exec_t *ex)
     return sent;
 }
 
-/* submit_lock held. Appends one record: 0, EXEC_EAGAIN (no room: window or
- * batches), EXEC_ESTATE, EXEC_EFATAL. */
-static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
+int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref)
 {
     EXEC__ASSERT_HELD(&ex->submit_lock);
     if (ex->finished)
@@ -80,7 +78,7 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     if (ex->submitted - collected >= ex->opt.window)
         return EXEC_EAGAIN;
     struct exec__batch *b = ex->open;
-    if (b && (b->n >= b->cap || b->data_cap - b->data_len < len)) {
+    if (b && (b->n >= b->cap || (!by_ref && b->data_cap - b->data_len < len))) {
         exec__dispatch_open(ex);
         b = NULL;
     }
@@ -103,11 +101,15 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
     }
     struct exec__rec *r = &b->recs[b->n];
     r->tag = tag;
-    r->off = (uint32_t)b->data_len;
     r->len = (uint32_t)len;
-    if (len)
-        memcpy(b->data + b->data_len, rec, len);
-    b->data_len += len;
+    if (by_ref) {
+        r->p = rec;
+    } else {
+        r->p = b->data + b->data_len;
+        if (len)
+            memcpy(b->data + b->data_len, rec, len);
+        b->data_len += len;
+    }
     if (b->rflags)
         b->rflags[b->n] = 0;
     b->n++;
@@ -124,6 +126,79 @@ static int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag)
                    ((b->n & 7) == 1 && ex->be->hungry(ex, b)))))
         exec__dispatch_open(ex);
     return 0;
+}
+
+int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_ref,
+                      size_t *taken)
+{
+    EXEC__ASSERT_HELD(&ex->submit_lock);
+    size_t i = 0;
+    int rc = 0;
+    if (ex->finished)
+        rc = EXEC_ESTATE;
+    else if (ck_pr_load_32(&ex->fatal))
+        rc = EXEC_EFATAL;
+    while (rc == 0 && i < n) {
+        uint64_t inflight = ex->submitted - ck_pr_load_64(&ex->collected);
+        if (inflight >= ex->opt.window) {
+            rc = EXEC_EAGAIN;
+            break;
+        }
+        struct exec__batch *b = ex->open;
+        if (b && b->n >= b->cap) {
+            exec__dispatch_open(ex);
+            b = NULL;
+        }
+        if (!b) {
+            /* The single-record path opens a batch (and says when none is free). */
+            rc = exec__append(ex, recs[i].data, recs[i].len, recs[i].tag, by_ref);
+            if (rc == 0)
+                i++;
+            continue;
+        }
+        /* A run of records into the open batch: as many as fit, the window
+         * allows, and the batch size the backend asks for. */
+        bool spare = exec__spare(ex);
+        uint32_t lim = ck_pr_load_32(&ex->batch_limit);
+        size_t k = b->cap - b->n;
+        if (k > n - i)
+            k = n - i;
+        if (k > ex->opt.window - inflight)
+            k = (size_t)(ex->opt.window - inflight);
+        if (spare && lim > b->n && k > lim - b->n)
+            k = lim - b->n;
+        struct exec__rec *r = &b->recs[b->n];
+        size_t j;
+        for (j = 0; j < k; j++) {
+            const exec_record_t *x = &recs[i + j];
+            r[j].tag = x->tag;
+            r[j].len = (uint32_t)x->len;
+            if (by_ref) {
+                r[j].p = x->data;
+            } else {
+                if (b->data_cap - b->data_len < x->len)
+                    break;
+                r[j].p = b->data + b->data_len;
+                if (x->len)
+                    memcpy(b->data + b->data_len, x->data, x->len);
+                b->data_len += x->len;
+            }
+        }
+        if (j == 0) {
+            exec__dispatch_open(ex); /* its data area is full */
+            continue;
+        }
+        memset(b->rflags + b->n, 0, j);
+        b->n += (uint32_t)j;
+        i += j;
+        ex->next_rec_seq += j;
+        ck_pr_store_64(&ex->submitted, ex->submitted + j);
+        if (b->n == b->cap ||
+            (spare && (b->n >= lim || ck_pr_load_32(&ex->idle) || ex->be->hungry(ex, b))))
+            exec__dispatch_open(ex);
+    }
+    *taken = i;
+    return rc;
 }
 
 /* Sleeps until the consumer collects something (or the state changes) after
@@ -144,8 +219,9 @@ static int exec__submit(exec_t *ex, const void *rec, size_t len, uint64_t tag, b
 {
     if (!ex || (!rec && len))
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
+    int g = exec__guard(ex);
+    if (g)
+        return g;
     if (ck_pr_load_8((uint8_t *)&ex->finished))
         return EXEC_ESTATE;
     if (len > ex->opt.max_record)
@@ -153,7 +229,7 @@ static int exec__submit(exec_t *ex, const void *rec, size_t len, uint64_t tag, b
     for (;;) {
         uint64_t snap = ck_pr_load_64(&ex->progress);
         exec__lock(&ex->submit_lock);
-        int rc = exec__append(ex, rec, len, tag);
+        int rc = exec__append(ex, rec, len, tag, false);
         exec__unlock(&ex->submit_lock);
         if (rc != EXEC_EAGAIN || !block)
             return rc;
@@ -178,8 +254,9 @@ static int exec__submit_many(exec_t *ex, const exec_record_t *recs, size_t n, si
         *accepted = 0;
     if (!ex || !accepted || (!recs && n))
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
+    int g = exec__guard(ex);
+    if (g)
+        return g;
     size_t i = 0;
     int rc = 0;
     while (i < n) {
@@ -194,7 +271,7 @@ static int exec__submit_many(exec_t *ex, const exec_record_t *recs, size_t n, si
                 rc = EXEC_E2BIG;
                 break;
             }
-            rc = exec__append(ex, r->data, r->len, r->tag);
+            rc = exec__append(ex, r->data, r->len, r->tag, false);
             if (rc)
                 break;
         }
@@ -225,8 +302,9 @@ int exec_finish(exec_t *ex)
 {
     if (!ex)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
+    int g = exec__guard(ex);
+    if (g)
+        return g;
     exec__lock(&ex->submit_lock);
     if (ex->finished) {
         exec__unlock(&ex->submit_lock);
@@ -336,8 +414,17 @@ static void exec__count(exec_t *ex, int status)
     ck_pr_store_64(c, *c + 1);
 }
 
-/* next_lock held; ex->cur has an undelivered record. me will hold its batch. */
-static void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res)
+/* One latency sample per batch: its first record, submit to result. */
+static void exec__lat_sample(exec_t *ex, const struct exec__batch *b)
+{
+    uint64_t d = exec__now_ns() - b->t_open;
+    unsigned k = d ? 63u - (unsigned)__builtin_clzll(d) : 0;
+    if (k >= EXEC_LAT_BUCKETS)
+        k = EXEC_LAT_BUCKETS - 1;
+    ck_pr_store_64(&ex->lat_hist[k], ex->lat_hist[k] + 1);
+}
+
+void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res)
 {
     EXEC__ASSERT_HELD(&ex->next_lock);
     struct exec__batch *b = ex->cur;
@@ -365,14 +452,8 @@ static void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *
     res->generation = b->generation;
     res->worker = b->worker;
     res->flags = r->flags & EXEC_RESULT_EARLY;
-    if (i == 0) {
-        /* One latency sample per batch: its first record, submit to result. */
-        uint64_t d = exec__now_ns() - b->t_open;
-        unsigned k = d ? 63u - (unsigned)__builtin_clzll(d) : 0;
-        if (k >= EXEC_LAT_BUCKETS)
-            k = EXEC_LAT_BUCKETS - 1;
-        ck_pr_store_64(&ex->lat_hist[k], ex->lat_hist[k] + 1);
-    }
+    if (i == 0)
+        exec__lat_sample(ex, b);
     exec__count(ex, r->status);
     if (b->cursor == b->n) {
         /* The whole batch is collected: give its window room back now, so a
@@ -380,6 +461,55 @@ static void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *
         ck_pr_store_64(&ex->collected, ex->collected + b->n);
         exec__wake_submitters(ex);
     }
+}
+
+size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max)
+{
+    EXEC__ASSERT_HELD(&ex->next_lock);
+    struct exec__batch *b = ex->cur;
+    EXEC__ASSERT(b && b->cursor < b->n);
+    if (me->held != b) {
+        exec__release_held(ex, me);
+        me->held = b;
+        b->holders++;
+    }
+    uint32_t i0 = b->cursor;
+    size_t k = b->n - i0 < max ? b->n - i0 : max;
+    uint64_t ok = 0;
+    for (size_t j = 0; j < k; j++) {
+        const struct exec__res *r = &b->res[i0 + j];
+        exec_result_t *o = &res[j];
+        o->tag = b->recs[i0 + j].tag;
+        o->status = r->status;
+        o->user_code = r->user_code;
+        o->signal = r->signal;
+        o->exit_status = r->exit_status;
+        if (r->status == 0 || r->status == EXEC_EUSER) {
+            o->data = b->rdata + r->off;
+            o->len = r->len;
+        } else {
+            o->data = NULL;
+            o->len = 0;
+        }
+        o->seq = b->rec_seq0 + i0 + j;
+        o->generation = b->generation;
+        o->worker = b->worker;
+        o->flags = r->flags & EXEC_RESULT_EARLY;
+        if (r->status == 0)
+            ok++;
+        else
+            exec__count(ex, r->status);
+    }
+    if (ok)
+        ck_pr_store_64(&ex->ok, ex->ok + ok);
+    if (i0 == 0)
+        exec__lat_sample(ex, b);
+    b->cursor = i0 + (uint32_t)k;
+    if (b->cursor == b->n) {
+        ck_pr_store_64(&ex->collected, ex->collected + b->n);
+        exec__wake_submitters(ex);
+    }
+    return k;
 }
 
 static bool exec__drained(exec_t *ex)
@@ -409,11 +539,7 @@ static bool exec__sleep(exec_t *ex, int64_t deadline_ns)
     return true;
 }
 
-/*
- * next_lock held. Makes ex->cur a batch with a record left to deliver (0), or
- * returns EXEC_EOF, EXEC_EFATAL, EXEC_EAGAIN (timeout_ms 0) or EXEC_ETIMEDOUT.
- */
-static int exec__ready(exec_t *ex, int timeout_ms)
+int exec__ready(exec_t *ex, int timeout_ms)
 {
     EXEC__ASSERT_HELD(&ex->next_lock);
     int64_t deadline = -2; /* computed when we first have to sleep */
@@ -467,8 +593,7 @@ static int exec__ready(exec_t *ex, int timeout_ms)
     }
 }
 
-/* next_lock held: the calling thread, its earlier results given back. */
-static struct exec__consumer *exec__consumer_begin(exec_t *ex)
+struct exec__consumer *exec__consumer_begin(exec_t *ex)
 {
     struct exec__consumer *me = exec__me(ex);
     if (me)
@@ -480,8 +605,9 @@ int exec_next(exec_t *ex, exec_result_t *res, int timeout_ms)
 {
     if (!ex || !res || timeout_ms < -1)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
+    int g = exec__guard(ex);
+    if (g)
+        return g;
     exec__lock(&ex->next_lock);
     struct exec__consumer *me = exec__consumer_begin(ex);
     int rc = me ? exec__ready(ex, timeout_ms) : EXEC_ENOMEM;
@@ -497,18 +623,14 @@ int exec_next_many(exec_t *ex, exec_result_t *res, size_t max, size_t *got, int 
         *got = 0;
     if (!ex || !res || !got || max == 0 || timeout_ms < -1)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
+    int g = exec__guard(ex);
+    if (g)
+        return g;
     exec__lock(&ex->next_lock);
     struct exec__consumer *me = exec__consumer_begin(ex);
     int rc = me ? exec__ready(ex, timeout_ms) : EXEC_ENOMEM;
-    if (rc == 0) {
-        size_t n = 0;
-        /* Only from the current batch: the thread holds one batch at a time. */
-        while (n < max && ex->cur->cursor < ex->cur->n)
-            exec__deliver(ex, me, &res[n++]);
-        *got = n;
-    }
+    if (rc == 0) /* only from the current batch: the thread holds one batch at a time */
+        *got = exec__deliver_many(ex, me, res, max);
     exec__unlock(&ex->next_lock);
     return rc;
 }
@@ -532,125 +654,3 @@ int exec_release(exec_t *ex)
     return 0;
 }
 
-/* ------------------------------------------------------------------------- */
-/* map                                                                       */
-/* ------------------------------------------------------------------------- */
-
-/*
- * Delivers results to emit_cb, waiting for one first if `wait`. With `one`,
- * stops after the batch being delivered is done: its window room is then free,
- * and the caller goes back to submitting, so the workers are refilled batch by
- * batch while results are collected (collecting everything ready first lets
- * them run dry on light records). *delivered counts what was handed out.
- * 0, or emit_cb's non-zero return, or an error other than EXEC_EAGAIN.
- */
-static int exec__drain(exec_t *ex, exec_emit_fn emit_cb, void *emit_arg, bool wait, bool one,
-                       int *stop, uint64_t *delivered)
-{
-    exec_result_t res;
-    exec__lock(&ex->next_lock);
-    struct exec__consumer *me = exec__consumer_begin(ex);
-    int rc = me ? exec__ready(ex, wait ? -1 : 0) : EXEC_ENOMEM;
-    while (rc == 0) {
-        exec__deliver(ex, me, &res);
-        ++*delivered;
-        *stop = emit_cb(emit_arg, &res);
-        if (*stop)
-            break;
-        if (one && ex->cur->cursor == ex->cur->n)
-            break;
-        rc = exec__ready(ex, 0);
-    }
-    exec__unlock(&ex->next_lock);
-    return rc == EXEC_EAGAIN ? 0 : rc;
-}
-
-static int exec__map(exec_t *ex, exec_read_fn read_cb, void *read_arg, exec_emit_fn emit_cb,
-                     void *emit_arg)
-{
-    exec__lock(&ex->submit_lock);
-    if (ex->finished) {
-        exec__unlock(&ex->submit_lock);
-        return EXEC_ESTATE;
-    }
-    if (ex->submitted != 0) {
-        exec__unlock(&ex->submit_lock);
-        return EXEC_EBUSY;
-    }
-    /* From here on the callbacks run in this thread (once per executor: map
-     * finishes it). */
-    ex->map_thread = pthread_self();
-    __atomic_store_n(&ex->in_map, 1, __ATOMIC_RELEASE);
-    /* Reads and submits under one hold of submit_lock, dropping it only to
-     * collect when there is no room: the per-record cost is a copy. */
-    int rc = 0, stop = 0;
-    for (;;) {
-        const void *rec = NULL;
-        size_t len = 0;
-        uint64_t tag = 0;
-        int r = read_cb(read_arg, &rec, &len, &tag);
-        if (r <= 0) {
-            rc = r;
-            break;
-        }
-        if (!rec && len) {
-            rc = EXEC_EINVAL;
-            break;
-        }
-        if (len > ex->opt.max_record) {
-            rc = EXEC_E2BIG;
-            break;
-        }
-        while ((r = exec__append(ex, rec, len, tag)) == EXEC_EAGAIN) {
-            exec__unlock(&ex->submit_lock);
-            /* Collect one batch if one is ready, else wait for one. */
-            uint64_t got = 0;
-            r = exec__drain(ex, emit_cb, emit_arg, false, true, &stop, &got);
-            if (!r && !stop && !got)
-                r = exec__drain(ex, emit_cb, emit_arg, true, true, &stop, &got);
-            exec__lock(&ex->submit_lock);
-            if (r || stop)
-                break;
-        }
-        if (r || stop) {
-            rc = r;
-            break;
-        }
-    }
-    exec__dispatch_open(ex);
-    ck_pr_store_8((uint8_t *)&ex->finished, 1);
-    exec__unlock(&ex->submit_lock);
-    exec__notify(ex);
-    exec__lock(&ex->wait_lock); /* other threads' submitters see `finished` */
-    pthread_cond_broadcast(&ex->wait_cond);
-    exec__unlock(&ex->wait_lock);
-    if (stop)
-        return stop;
-    for (;;) {
-        uint64_t got = 0;
-        int n = exec__drain(ex, emit_cb, emit_arg, true, false, &stop, &got);
-        if (stop)
-            return stop;
-        if (n == EXEC_EOF)
-            break;
-        if (n) {
-            if (!rc)
-                rc = n;
-            break;
-        }
-    }
-    return rc;
-}
-
-int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg, exec_emit_fn emit_cb,
-             void *emit_arg)
-{
-    if (!ex || !read_cb || !emit_cb)
-        return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
-    int rc = exec__map(ex, read_cb, read_arg, emit_cb, emit_arg);
-    if (exec__in_callback(ex))
-        __atomic_store_n(&ex->in_map, 0, __ATOMIC_RELEASE);
-    return rc;
-}

@@ -2,6 +2,7 @@
 #include "exec_internal.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,8 +12,9 @@ void exec__writer_begin(struct exec_writer *w)
     w->overflow = false;
 }
 
-/* Room for n more bytes of this record's result, or an error. */
-static inline __attribute__((always_inline)) int exec__writer_room(struct exec_writer *w, size_t n)
+/* Room for n more bytes of this record's result, or an error: the slow
+ * path (an overflow to report, an area to grow). */
+static __attribute__((noinline)) int exec__writer_room_slow(struct exec_writer *w, size_t n)
 {
     if (w->overflow)
         return EXEC_ERESULT2BIG;
@@ -27,6 +29,40 @@ static inline __attribute__((always_inline)) int exec__writer_room(struct exec_w
         }
     }
     return 0;
+}
+
+static inline __attribute__((always_inline)) int exec__writer_room(struct exec_writer *w, size_t n)
+{
+    /* The common case in one test: room in the area, under max_result. */
+    size_t used = w->len - w->start;
+    if (__builtin_expect(!w->overflow && w->buf && used <= w->max && n <= w->max - used &&
+                             n <= w->cap - w->len,
+                         1))
+        return 0;
+    return exec__writer_room_slow(w, n);
+}
+
+/* Results are often a few bytes: copy those without a call. */
+static inline __attribute__((always_inline)) void exec__copy(char *d, const char *s, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
+    }
 }
 
 void *exec_write_reserve(exec_writer_t *w, size_t n)
@@ -45,8 +81,7 @@ int exec_write(exec_writer_t *w, const void *data, size_t n)
     int rc = exec__writer_room(w, n);
     if (rc)
         return rc;
-    if (n)
-        memcpy(w->buf + w->len, data, n);
+    exec__copy(w->buf + w->len, data, n);
     w->len += n;
     return 0;
 }
@@ -101,77 +136,70 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
                          struct exec__batch *b, uint32_t from, struct exec_writer *w,
                          size_t max_result, struct exec__run_hooks *hooks)
 {
+    const bool fixed = !w->grow;
+    const uint32_t n = b->n;
     uint32_t i;
     if (hooks)
         hooks->good = w->len;
-    for (i = from; i < b->n; i++) {
+    for (i = from; i < n; i++) {
         /* A fixed area (shared memory) must hold a whole max_result before a
          * record starts, so a result never has to be cut; else stop here. */
-        if (!w->grow && w->cap - w->len < max_result && i > from)
+        if (fixed && i > from && w->cap - w->len < max_result)
             break;
         const struct exec__rec *r = &b->recs[i];
         struct exec__res *res = &b->res[i];
-        const uint8_t *rf = b->rflags ? &b->rflags[i] : NULL;
-        /* The producer just wrote these bytes on another core: ask early. */
-        if (i + 4 < b->n) {
-            const struct exec__rec *ahead = &b->recs[i + 4];
-            __builtin_prefetch(b->data + ahead->off);
-            __builtin_prefetch(b->data + ahead->off + ahead->len - 1);
+        const uint8_t *rf = &b->rflags[i];
+        /* The producer just wrote these on another core: ask early. */
+        if (i + 4 < n) {
+            __builtin_prefetch(b->recs[i + 4].p);
             __builtin_prefetch(&b->res[i + 4], 1);
         }
         if (hooks && hooks->on_record)
             hooks->on_record(hooks->arg, i);
-        exec__writer_begin(w);
-        res->user_code = 0;
-        res->signal = 0;
-        res->exit_status = 0;
-        res->flags = 0;
-        if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
+        w->start = w->len;
+        w->overflow = false;
+        int32_t status, code = 0;
+        uint32_t flags = 0;
+        if (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL) {
             /* Cancelled while queued: never processed. */
-            res->status = EXEC_ECANCELLED;
-            res->off = w->start;
-            res->len = 0;
-            __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
-            continue;
-        }
-        w->rflag = rf;
-        w->saw_cancel = false;
-        int rc = ops->process(ctx, wstate, b->data + r->off, r->len, w);
-        if (!w->grow && (w->len > w->cap || w->start > w->len)) {
-            /* process() broke the writer (it can reach the struct): its
-             * result is lost and this worker is suspect; the pass ends. */
-            res->status = EXEC_EWORKER;
-            res->off = 0;
-            res->len = 0;
-            if (hooks)
-                hooks->broken = true;
-            return i + 1;
-        }
-        if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
-            /* Cancelled while running: the result is dropped. */
-            res->status = EXEC_ECANCELLED;
-            res->flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
-            w->len = w->start;
-        } else if (rf && (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_SOFT)) {
-            /* Ran past its timeout and stopped within the grace. */
-            res->status = EXEC_ERECTIMEOUT;
-            res->flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
-            w->len = w->start;
-        } else if (w->overflow) {
-            res->status = EXEC_ERESULT2BIG;
-            w->len = w->start;
-        } else if (rc != 0) {
-            res->status = EXEC_EUSER;
-            res->user_code = rc;
+            status = EXEC_ECANCELLED;
         } else {
-            res->status = 0;
+            w->rflag = rf;
+            w->saw_cancel = false;
+            int rc = ops->process(ctx, wstate, r->p, r->len, w);
+            if (fixed && (w->len > w->cap || w->start > w->len)) {
+                /* process() broke the writer (it can reach the struct): its
+                 * result is lost and this worker is suspect; the pass ends. */
+                *res = (struct exec__res){.status = EXEC_EWORKER};
+                if (hooks)
+                    hooks->broken = true;
+                return i + 1;
+            }
+            uint8_t f = __atomic_load_n(rf, __ATOMIC_RELAXED);
+            if (__builtin_expect(f & (EXEC__RF_CANCEL | EXEC__RF_SOFT), 0)) {
+                /* Cancelled while running, or ran past its timeout and
+                 * stopped within the grace: the result is dropped. */
+                status = f & EXEC__RF_CANCEL ? EXEC_ECANCELLED : EXEC_ERECTIMEOUT;
+                flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
+                w->len = w->start;
+            } else if (w->overflow) {
+                status = EXEC_ERESULT2BIG;
+                w->len = w->start;
+            } else if (rc != 0) {
+                status = EXEC_EUSER;
+                code = rc;
+            } else {
+                status = 0;
+            }
         }
-        res->off = w->start;
-        res->len = (uint32_t)(w->len - w->start);
+        *res = (struct exec__res){.status = status,
+                                  .user_code = code,
+                                  .len = (uint32_t)(w->len - w->start),
+                                  .flags = flags,
+                                  .off = w->start};
         if (hooks)
             hooks->good = w->len;
-        if (rf)
-            __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
     }
     return i;
 }

@@ -368,17 +368,21 @@ int exec_release(exec_t *ex);
 int exec_fd(const exec_t *ex);
 
 /*
- * The whole loop in one call, and the fastest way to run a stream: reads records
- * with read_cb until it returns 0 (end) or < 0 (an error, which exec_map returns
- * after draining what was submitted), submits them, and hands each result to
- * emit_cb as it comes (stopping early if emit_cb returns non-zero, which exec_map
- * then returns). Finishes the executor. A record from read_cb need stay valid only
- * until the next read_cb call. read_cb returns 1 for a record; res is valid
- * during the emit_cb call. The callbacks run in the calling thread with internal
- * locks held: calls on this executor from them are refused (EXEC_ESTATE;
- * exec_destroy() does nothing there), another executor is fine. When emit_cb
- * stops the map, a record read_cb had just returned may not have been submitted
- * (no room yet); it yields no result.
+ * The whole loop in one call: reads records with read_cb until it returns 0
+ * (end) or < 0 (an error, which exec_map returns after draining what was
+ * submitted), submits them, and hands each result to emit_cb as it comes
+ * (stopping early if emit_cb returns non-zero, which exec_map then returns).
+ * Finishes the executor. A record from read_cb need stay valid only until the
+ * next read_cb call (it is copied). read_cb returns 1 for a record; res is valid
+ * during the emit_cb call. The calling thread works too: when it would wait for
+ * room or results it runs batches itself (EXEC_THREADS; one worker thread rests
+ * meanwhile, so `workers` threads run in all), as OpenMP's and oneTBB's callers
+ * do. The callbacks run in the calling thread with internal locks held: calls
+ * on this executor from them are refused (EXEC_ESTATE; exec_destroy() does
+ * nothing there), another executor is fine; other threads' submit and next
+ * calls get EXEC_EBUSY until exec_map returns. When emit_cb stops the map, a
+ * record read_cb had just returned may not have been submitted (no room yet);
+ * it yields no result.
  * Errors: EXEC_EINVAL, EXEC_EBUSY (records were already submitted), EXEC_ESTATE
  * (after exec_finish), EXEC_E2BIG (a record from read_cb was too large).
  */
@@ -386,6 +390,28 @@ typedef int (*exec_read_fn)(void *arg, const void **rec, size_t *len, uint64_t *
 typedef int (*exec_emit_fn)(void *arg, const exec_result_t *res);
 int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
              exec_emit_fn emit_cb, void *emit_arg);
+
+/*
+ * The fastest way to run records that are already in memory: runs recs[0..n)
+ * and hands their results to emit_cb a batch at a time (res[0..k), valid
+ * during the call; in input order within a call with EXEC_ORDERED), returning
+ * when every one of them has its result. The records are not copied on
+ * EXEC_THREADS (workers read them where they are: keep them unchanged until
+ * exec_run_records returns); EXEC_FORK copies each once into the memory its
+ * workers share. The calling thread works as in exec_map(). The executor is
+ * left as it was, so a long input may be run in chunks, one call each.
+ * emit_cb returning non-zero stops the call: records not yet submitted are not
+ * run, those in flight still finish (their results are dropped), and that
+ * value is returned. Other threads' submit and next calls get EXEC_EBUSY
+ * meanwhile, and calls on ex from emit_cb EXEC_ESTATE.
+ * Errors: EXEC_EINVAL (NULL ex/emit_cb, recs NULL with n > 0, a record with
+ * data NULL and len > 0), EXEC_E2BIG (a record over max_record; checked before
+ * any runs), EXEC_EBUSY (other records in flight), EXEC_ESTATE (after
+ * exec_finish), EXEC_EFATAL.
+ */
+typedef int (*exec_emit_many_fn)(void *arg, const exec_result_t *res, size_t n);
+int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n,
+                     exec_emit_many_fn emit_cb, void *emit_arg);
 
 /*
  * Replaces the context. Every record runs against exactly one context, never a

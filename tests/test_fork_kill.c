@@ -89,6 +89,7 @@ static void run(bool ordered, unsigned recycle)
     unsigned char *seen = calloc(N, 1);
     assert_non_null(seen);
     uint64_t got = 0, ok = 0, crashed = 0, bad = 0, next_seq = 0;
+    char why[160] = "";
     exec_result_t res;
     int rc = 0;
     for (uint64_t i = 0; i <= N && rc == 0;) {
@@ -111,22 +112,29 @@ static void run(bool ordered, unsigned recycle)
         while ((rc = exec_next(ex, &res, i > N ? 20000 : 0)) == 0) {
             got++;
             if (res.tag >= N || seen[res.tag]++) {
-                bad++;
+                if (!bad++)
+                    snprintf(why, sizeof why, "tag %" PRIu64 " twice or out of range", res.tag);
                 continue;
             }
-            if (ordered && res.seq != next_seq++)
-                bad++;
+            if (ordered && res.seq != next_seq++) {
+                if (!bad++)
+                    snprintf(why, sizeof why, "seq %" PRIu64 " out of order", res.seq);
+            }
             if (res.status == 0) {
                 const unsigned char *d = res.data;
                 unsigned char want = (unsigned char)(res.tag & 0xff);
-                if (res.len != 4096 || d[0] != want || d[2047] != want || d[4095] != want)
-                    bad++;
-                else
+                if (res.len != 4096 || d[0] != want || d[2047] != want || d[4095] != want) {
+                    if (!bad++)
+                        snprintf(why, sizeof why, "tag %" PRIu64 ": %zu wrong bytes", res.tag,
+                                 res.len);
+                } else {
                     ok++;
+                }
             } else if (res.status == EXEC_ECRASHED && res.signal == SIGKILL) {
                 crashed++;
-            } else {
-                bad++;
+            } else if (!bad++) {
+                snprintf(why, sizeof why, "tag %" PRIu64 ": %s signal %d", res.tag,
+                         exec_err_name(res.status), res.signal);
             }
         }
         if (rc == EXEC_EAGAIN || rc == EXEC_EOF)
@@ -141,6 +149,8 @@ static void run(bool ordered, unsigned recycle)
                   " ok\n",
                   ordered ? "ordered" : "unordered", recycle ? ", recycling" : "", k.kills,
                   k.other_kills, crashed, ok);
+    if (bad)
+        print_error("%" PRIu64 " bad results; first: %s\n", bad, why);
     assert_int_equal(bad, 0);
     assert_int_equal(got, N);
     assert_int_equal(ok + crashed, N);

@@ -121,6 +121,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     if (why == K_NONE && wk->w.soft_at)
         why = K_TIMEOUT; /* died of the SIGTERM (or soon after) */
     bool admitted = wk->p.admitted;
+    /* A process that served a while proved its start works, whatever ended it. */
+    bool lived = admitted && exec__now_ns() - wk->p.ready_at >= FK_LIVED_NS;
     uint32_t to_slot = wk->w.to_slot, to_rec = wk->w.to_rec;
     exec__unlock(&fk->lock);
 
@@ -154,10 +156,11 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     wk->c.completed = 0;
 
     exec__lock(&fk->lock);
-    if (planned || blamed || completed)
+    if (planned || blamed || completed || lived)
         wk->p.fails = 0;
     else
         wk->p.fails++; /* a start that failed, or a death that proved nothing */
+
     bool give_up = wk->p.fails > FK_MAX_FAILS;
     if (give_up) {
         wk->p.state = W_GONE;

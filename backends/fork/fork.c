@@ -135,8 +135,8 @@ static void fk_worker_stats(exec_t *ex, unsigned i, exec_worker_stats_t *ws)
         uint64_t since = ck_pr_load_64(&wk->hdr->idle_since);
         if (wk->p.state == W_LIVE && since && since < now)
             ws->idle_ns += now - since; /* waiting now */
-        if (g == ck_pr_load_ptr(&fk->cur) && wk->p.state == W_LIVE)
-            pid = wk->p.pid;
+        if (g == ck_pr_load_ptr(&fk->cur) && wk->p.state == W_LIVE && wk->p.admitted)
+            pid = wk->p.pid; /* a process not admitted yet serves nobody */
     }
     exec__unlock(&fk->lock);
     ws->pid = pid;
@@ -158,9 +158,9 @@ static void fk_probe_keep(struct fk *fk, const struct fk_slot *s)
         const struct exec__rec *r = &s->b.recs[j];
         if (s->b.res[j].status != 0 || r->len > FK_PROBE_BYTES - len)
             continue;
-        memcpy(fk->probe_data + len, s->b.data + r->off, r->len);
+        memcpy(fk->probe_data + len, r->p, r->len);
         fk->probe_rec[n].tag = r->tag;
-        fk->probe_rec[n].off = (uint32_t)len;
+        fk->probe_rec[n].p = fk->probe_data + len;
         fk->probe_rec[n].len = r->len;
         len += r->len;
         n++;

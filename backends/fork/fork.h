@@ -46,6 +46,7 @@
 #define FK_NUDGE_NS 100000000ull   /* idle with work this long: republish, wake */
 #define FK_STALL_NS 3000000000ull  /* ... this long after: it broke the protocol */
 #define FK_MEM_QUICK_NS 1000000000ull /* a life this short is a quick memory pass */
+#define FK_LIVED_NS 1000000000ull     /* a process admitted this long ago was no failed start */
 
 /* Supervisor <-> zygote messages (channel.c). */
 enum { FK_M_SPAWN = 1, FK_M_EXIT, FK_M_SPAWNED, FK_M_FAILED, FK_M_EXITED, FK_M_KILL };

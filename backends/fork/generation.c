@@ -210,8 +210,8 @@ static int fk_canary(struct fk *fk, struct fk_gen *g)
     size_t len = 0;
     for (unsigned j = 0; j < n; j++) {
         const struct exec__rec *r = &fk->probe_rec[j];
-        memcpy(s->b.data + len, fk->probe_data + r->off, r->len);
-        s->b.recs[j] = (struct exec__rec){.tag = r->tag, .off = (uint32_t)len, .len = r->len};
+        memcpy(s->b.data + len, r->p, r->len);
+        s->b.recs[j] = (struct exec__rec){.tag = r->tag, .p = s->b.data + len, .len = r->len};
         s->b.rflags[j] = 0;
         len += r->len;
     }

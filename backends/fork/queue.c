@@ -30,6 +30,7 @@ void fk_kill_req(struct fk *fk, struct fk_worker *wk, int why)
 /* Consumer. wk broke the protocol: kill it and stop reading what it writes. */
 void fk_violation(struct fk *fk, struct fk_worker *wk, bool head)
 {
+
     wk->c.distrust = true;
     if (head)
         wk->c.viol_head = true;

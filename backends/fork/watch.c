@@ -13,6 +13,7 @@
 #include "fork.h"
 
 #include <ck_pr.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/pidfd.h>
 
@@ -98,7 +99,11 @@ static void fk_watch_time(struct fk *fk, struct fk_worker *wk, uint64_t now, int
             w->slow_told = true;
         fk_wait_at(wait_ms, now, now);
     } else if (limit && now - w->last_change >= limit) {
-        if (!fk_where(wk->hdr, tick, &w->to_slot, &w->to_rec)) {
+        struct pollfd pf = {.fd = wk->p.pidfd, .events = POLLIN};
+        if (wk->p.pidfd < 0 || poll(&pf, 1, 0) != 0) {
+            /* Dead already (its pidfd says so before we read it): the record
+             * it was on crashed, it did not run past its time. */
+        } else if (!fk_where(wk->hdr, tick, &w->to_slot, &w->to_rec)) {
             /* It moved on meanwhile: (slot, rec) may not be the slow
              * record's. Start its clock again. */
             w->last_tick = 0;
@@ -222,8 +227,8 @@ void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint
 {
     EXEC__ASSERT_HELD(&fk->lock);
     (void)g;
-    if (!wk->p.admitted)
-        return;
+    if (!wk->p.admitted || wk->p.exited)
+        return; /* not yet watched, or dead: its status is on its way */
     if (fk->o->max_worker_growth_kb)
         fk_watch_memory(fk, wk, now, wait_ms);
     if ((fk->o->timeout_ms || (fk->o->slow_ms && fk->o->on_slow)) && wk->p.kill_why == K_NONE)

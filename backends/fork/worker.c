@@ -248,9 +248,12 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
         ck_pr_store_32(&h->busy, 1);
         hooks.broken = false;
         uint32_t done = exec__run_batch(ops, g->ctx, ws, &wb, from, &w, max_result, &hooks);
-        out->done = done;
-        /* A broken writer's record is garbage: the parent says so. */
-        out->rdata_len = hooks.good;
+        /* The length first: a `done` the parent reads means the pass is over
+         * and its length is there. (A broken writer's record is garbage:
+         * the parent says so.) */
+        ck_pr_store_64(&out->rdata_len, hooks.good);
+        ck_pr_fence_store();
+        ck_pr_store_32(&out->done, done);
         busy_ns += exec__now_ns() - t_busy;
         ck_pr_store_64(&h->busy_ns, busy_ns);
         ck_pr_store_32(&h->busy, 0);

@@ -1,0 +1,172 @@
+/*
+ * EXEC_THREADS: the context, and the calling thread that works too.
+ *
+ * The context lives in an exec__ctxref published with rcu_xchg_pointer; each
+ * batch reads it once inside one read-side critical section, so a record sees
+ * exactly one context. Swapped-out refs go to a reclaimer thread of ours that
+ * waits for a grace period (synchronize_rcu) and then calls ops->ctx_release,
+ * so neither workers nor the swapping thread ever wait for readers.
+ *
+ * The calling thread of exec_map()/exec_run_records() runs batches too when
+ * it would wait (help): it is the host's thread, which may or may not be
+ * registered with liburcu (with this flavour or another), so it does not
+ * read under RCU. It publishes the ref it uses in a hazard pointer, checks
+ * the ref is still current, and the reclaimer waits for the hazard to move
+ * before it releases a context. One worker rests while the caller works
+ * (parked), and the caller runs worker_init/worker_fini in its own thread
+ * around the call, as any worker does.
+ */
+#define _LGPL_SOURCE
+#include "threads.h"
+#include "tsan.h"
+
+#include <ck_pr.h>
+#include <stdlib.h>
+#include <time.h>
+#include <urcu/urcu-memb.h>
+
+void *thr_reclaim_main(void *arg)
+{
+    struct thr *t = arg;
+    const exec_ops_t *ops = t->ops;
+    pthread_mutex_lock(&t->rec_lock);
+    for (;;) {
+        while (!t->rec_list && !t->rec_stop)
+            pthread_cond_wait(&t->rec_cond, &t->rec_lock);
+        struct exec__ctxref *list = t->rec_list;
+        t->rec_list = NULL;
+        if (!list && t->rec_stop)
+            break;
+        pthread_mutex_unlock(&t->rec_lock);
+        urcu_memb_synchronize_rcu(); /* every worker reading these refs is done */
+        exec__tsan_acquire(&t->tsan_gp);
+        while (list) {
+            struct exec__ctxref *next = list->next;
+            /* ... and the calling thread, which reads outside RCU. */
+            while (ck_pr_load_ptr(&t->help_hazard) == list) {
+                struct timespec ts = {0, 50000};
+                nanosleep(&ts, NULL);
+            }
+            exec__tsan_acquire(&t->tsan_gp);
+            if (ops->ctx_release)
+                ops->ctx_release(list->ctx);
+            free(list);
+            list = next;
+        }
+        pthread_mutex_lock(&t->rec_lock);
+    }
+    pthread_mutex_unlock(&t->rec_lock);
+    return NULL;
+}
+
+/* Swap, first step: nothing is published yet. */
+int thr_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation)
+{
+    struct thr *t = exec__priv(ex);
+    struct exec__ctxref *ref = calloc(1, sizeof *ref);
+    if (!ref)
+        return EXEC_ENOMEM;
+    ref->ctx = new_ctx;
+    ref->generation = generation;
+    t->pending = ref;
+    return 0;
+}
+
+/* Swap, second step: every batch started from now on reads the new context;
+ * the old one goes to the reclaimer. */
+void thr_swap_commit(exec_t *ex)
+{
+    struct thr *t = exec__priv(ex);
+    struct exec__ctxref *ref = t->pending;
+    t->pending = NULL;
+    exec__tsan_release(ref);
+    struct exec__ctxref *old = rcu_xchg_pointer(&t->cur, ref);
+    pthread_mutex_lock(&t->rec_lock);
+    old->next = t->rec_list;
+    t->rec_list = old;
+    pthread_cond_signal(&t->rec_cond);
+    pthread_mutex_unlock(&t->rec_lock);
+}
+
+/* The caller's view of the current context: published as a hazard, and
+ * current after that (a swap's exchange is ordered against both). */
+static struct exec__ctxref *thr_hazard_take(struct thr *t)
+{
+    for (;;) {
+        struct exec__ctxref *ref = ck_pr_load_ptr(&t->cur);
+        ck_pr_store_ptr(&t->help_hazard, ref);
+        ck_pr_fence_memory();
+        if (ck_pr_load_ptr(&t->cur) == ref) {
+            exec__tsan_acquire(ref);
+            return ref;
+        }
+    }
+}
+
+static void thr_hazard_drop(struct thr *t)
+{
+    exec__tsan_release(&t->tsan_gp);
+    ck_pr_fence_release();
+    ck_pr_store_ptr(&t->help_hazard, NULL);
+}
+
+bool thr_help(exec_t *ex)
+{
+    struct thr *t = exec__priv(ex);
+    if (!t->help_joined || !pthread_equal(t->help_thread, pthread_self()))
+        return false;
+    struct exec__ctxref *ref;
+    if (!t->help_inited) {
+        t->help_inited = true;
+        if (t->ops->worker_init) {
+            ref = thr_hazard_take(t);
+            t->help_init_rc = t->ops->worker_init(ref->ctx, &t->help_ws);
+            thr_hazard_drop(t);
+        }
+        if (t->help_init_rc) {
+            /* It refused: the caller only submits and collects. */
+            ck_pr_store_32(&t->parked, 0);
+            for (unsigned i = 0; i < t->nw; i++)
+                ck_ec32_inc(&t->w[i].ec, &thr_ec_mode);
+        }
+    }
+    if (t->help_init_rc)
+        return false;
+    struct thr_batch *tb;
+    if (!thr_steal(t, NULL, &tb))
+        return false;
+    ref = thr_hazard_take(t);
+    uint32_t parked = ck_pr_load_32(&t->parked);
+    thr_run(t, tb, ref, t->help_ws, parked ? parked - 1 : 0);
+    thr_hazard_drop(t);
+    exec__tsan_release(tb);
+    ck_ring_enqueue_spsc(&t->help_out, t->help_outbuf, tb);
+    return true;
+}
+
+void thr_caller_joins(exec_t *ex, bool joins)
+{
+    struct thr *t = exec__priv(ex);
+    if (joins) {
+        t->help_thread = pthread_self();
+        t->help_joined = true;
+        t->help_inited = false;
+        t->help_init_rc = 0;
+        t->help_ws = NULL;
+        /* P workers mean P runners: one worker rests while the caller works. */
+        if (t->nw >= 2)
+            ck_pr_store_32(&t->parked, t->nw);
+        return;
+    }
+    if (t->help_inited && t->help_init_rc == 0 && t->ops->worker_fini) {
+        struct exec__ctxref *ref = thr_hazard_take(t);
+        t->ops->worker_fini(ref->ctx, t->help_ws);
+        thr_hazard_drop(t);
+    }
+    t->help_joined = false;
+    if (ck_pr_load_32(&t->parked)) {
+        unsigned i = ck_pr_load_32(&t->parked) - 1;
+        ck_pr_store_32(&t->parked, 0);
+        ck_ec32_inc(&t->w[i].ec, &thr_ec_mode);
+    }
+}

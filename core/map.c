@@ -1,0 +1,250 @@
+/*
+ * Core: the loops that run a whole stream from one thread, exec_map() (records
+ * from a callback, copied) and exec_run_records() (an array the caller keeps,
+ * read in place where the backend allows). The calling thread produces,
+ * collects, and, where the backend lets it (help), runs batches itself when it
+ * would otherwise wait, so that P workers means P runners in all, as with
+ * OpenMP and oneTBB: the backend rests one worker meanwhile (caller_joins).
+ */
+#include "exec_core.h"
+
+#include <ck_pr.h>
+#include <string.h>
+
+#define EXEC__EMIT_CHUNK 128u /* results handed to an emit_many call at most */
+
+/* Where results go: one at a time, or a batch's worth at a time. */
+struct exec__emitter {
+    exec_emit_fn one;
+    exec_emit_many_fn many;
+    void *arg;
+};
+
+/*
+ * Delivers results, waiting for one first if `wait`. With `one`, stops after
+ * the batch being delivered is done: its window room is then free, and the
+ * caller goes back to submitting, so the workers are refilled batch by batch
+ * while results are collected (collecting everything ready first lets them
+ * run dry on light records). *delivered counts what was handed out.
+ * 0, or the callback's non-zero return (in *stop too), or an error other
+ * than EXEC_EAGAIN.
+ */
+static int exec__drain(exec_t *ex, const struct exec__emitter *em, bool wait, bool one, int *stop,
+                       uint64_t *delivered)
+{
+    exec_result_t res[EXEC__EMIT_CHUNK];
+    exec__lock(&ex->next_lock);
+    struct exec__consumer *me = exec__consumer_begin(ex);
+    int rc = me ? exec__ready(ex, wait ? -1 : 0) : EXEC_ENOMEM;
+    while (rc == 0) {
+        if (em->many) {
+            size_t k = exec__deliver_many(ex, me, res, EXEC__EMIT_CHUNK);
+            *delivered += k;
+            *stop = em->many(em->arg, res, k);
+        } else {
+            exec__deliver(ex, me, &res[0]);
+            ++*delivered;
+            *stop = em->one(em->arg, &res[0]);
+        }
+        if (*stop)
+            break;
+        if (one && ex->cur->cursor == ex->cur->n)
+            break;
+        rc = exec__ready(ex, 0);
+    }
+    exec__unlock(&ex->next_lock);
+    return rc == EXEC_EAGAIN ? 0 : rc;
+}
+
+/* The producer found no room: collect a batch if one is ready, else run one
+ * (help), else wait for one. 0, the callback's stop, or an error. */
+static int exec__make_room(exec_t *ex, const struct exec__emitter *em, int *stop)
+{
+    uint64_t got = 0;
+    int r = exec__drain(ex, em, false, true, stop, &got);
+    if (r || *stop || got)
+        return r;
+    if (ex->be->help && ex->be->help(ex))
+        return 0;
+    return exec__drain(ex, em, true, true, stop, &got);
+}
+
+/* After the last record: collect everything, helping while it waits. until_eof:
+ * to the end of stream (exec_map), else until nothing is in flight. */
+static int exec__collect(exec_t *ex, const struct exec__emitter *em, bool until_eof, int *stop)
+{
+    for (;;) {
+        if (!until_eof && ck_pr_load_64(&ex->collected) == ck_pr_load_64(&ex->submitted))
+            return 0;
+        uint64_t got = 0;
+        int r = exec__drain(ex, em, false, false, stop, &got);
+        if (*stop || (r && r != EXEC_EOF))
+            return r;
+        if (r == EXEC_EOF)
+            return until_eof ? 0 : r;
+        if (got)
+            continue;
+        if (ex->be->help && ex->be->help(ex))
+            continue;
+        if (!until_eof && ck_pr_load_64(&ex->collected) == ck_pr_load_64(&ex->submitted))
+            return 0;
+        r = exec__drain(ex, em, true, false, stop, &got);
+        if (*stop || (r && r != EXEC_EOF))
+            return r;
+        if (r == EXEC_EOF)
+            return until_eof ? 0 : r;
+    }
+}
+
+static int exec__drop(void *arg, const exec_result_t *res, size_t n)
+{
+    (void)arg;
+    (void)res;
+    (void)n;
+    return 0;
+}
+
+/* submit_lock held: may a whole-stream call start? It takes the executor for
+ * itself until it returns (calls from other threads get EXEC_EBUSY). */
+static int exec__claim(exec_t *ex, bool fresh)
+{
+    EXEC__ASSERT_HELD(&ex->submit_lock);
+    if (ex->finished)
+        return EXEC_ESTATE;
+    if (fresh ? ex->submitted != 0 : ex->submitted != ck_pr_load_64(&ex->collected))
+        return EXEC_EBUSY;
+    if (__atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE))
+        return EXEC_EBUSY;
+    /* From here on the callbacks run in this thread. */
+    ex->map_thread = pthread_self();
+    __atomic_store_n(&ex->in_map, 1, __ATOMIC_RELEASE);
+    if (ex->be->caller_joins)
+        ex->be->caller_joins(ex, true);
+    return 0;
+}
+
+static void exec__unclaim(exec_t *ex)
+{
+    if (ex->be->caller_joins)
+        ex->be->caller_joins(ex, false);
+    __atomic_store_n(&ex->in_map, 0, __ATOMIC_RELEASE);
+}
+
+static int exec__map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
+                     const struct exec__emitter *em)
+{
+    /* Reads and submits under one hold of submit_lock, dropping it only to
+     * make room: the per-record cost is a copy. */
+    int rc = 0, stop = 0;
+    for (;;) {
+        const void *rec = NULL;
+        size_t len = 0;
+        uint64_t tag = 0;
+        int r = read_cb(read_arg, &rec, &len, &tag);
+        if (r <= 0) {
+            rc = r;
+            break;
+        }
+        if (!rec && len) {
+            rc = EXEC_EINVAL;
+            break;
+        }
+        if (len > ex->opt.max_record) {
+            rc = EXEC_E2BIG;
+            break;
+        }
+        while ((r = exec__append(ex, rec, len, tag, false)) == EXEC_EAGAIN) {
+            exec__unlock(&ex->submit_lock);
+            r = exec__make_room(ex, em, &stop);
+            exec__lock(&ex->submit_lock);
+            if (r || stop)
+                break;
+        }
+        if (r || stop) {
+            rc = r;
+            break;
+        }
+    }
+    exec__dispatch_open(ex);
+    ck_pr_store_8((uint8_t *)&ex->finished, 1);
+    exec__unlock(&ex->submit_lock);
+    exec__notify(ex);
+    exec__lock(&ex->wait_lock); /* other threads' submitters see `finished` */
+    pthread_cond_broadcast(&ex->wait_cond);
+    exec__unlock(&ex->wait_lock);
+    if (stop)
+        return stop;
+    int c = exec__collect(ex, em, true, &stop);
+    if (stop)
+        return stop;
+    return rc ? rc : c;
+}
+
+int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg, exec_emit_fn emit_cb,
+             void *emit_arg)
+{
+    if (!ex || !read_cb || !emit_cb)
+        return EXEC_EINVAL;
+    if (exec__in_callback(ex))
+        return EXEC_ESTATE;
+    exec__lock(&ex->submit_lock);
+    int rc = exec__claim(ex, true);
+    if (rc) {
+        exec__unlock(&ex->submit_lock);
+        return rc;
+    }
+    struct exec__emitter em = {emit_cb, NULL, emit_arg};
+    rc = exec__map(ex, read_cb, read_arg, &em);
+    exec__unclaim(ex);
+    return rc;
+}
+
+int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_many_fn emit_cb,
+                     void *emit_arg)
+{
+    if (!ex || (!recs && n) || !emit_cb)
+        return EXEC_EINVAL;
+    if (exec__in_callback(ex))
+        return EXEC_ESTATE;
+    /* Every record is checked before any is submitted: all run, or none. */
+    for (size_t i = 0; i < n; i++) {
+        if (!recs[i].data && recs[i].len)
+            return EXEC_EINVAL;
+        if (recs[i].len > ex->opt.max_record)
+            return EXEC_E2BIG;
+    }
+    exec__lock(&ex->submit_lock);
+    int rc = exec__claim(ex, false);
+    if (rc) {
+        exec__unlock(&ex->submit_lock);
+        return rc;
+    }
+    struct exec__emitter em = {NULL, emit_cb, emit_arg};
+    const bool by_ref = ex->be->refs;
+    int stop = 0;
+    size_t i = 0;
+    while (i < n && rc == 0 && !stop) {
+        size_t k = 0;
+        rc = exec__append_many(ex, recs + i, n - i, by_ref, &k);
+        i += k;
+        if (rc == EXEC_EAGAIN) {
+            exec__unlock(&ex->submit_lock);
+            rc = exec__make_room(ex, &em, &stop);
+            exec__lock(&ex->submit_lock);
+        }
+    }
+    exec__dispatch_open(ex);
+    exec__unlock(&ex->submit_lock);
+    int c = stop ? 0 : exec__collect(ex, &em, false, &stop);
+    if (stop) {
+        /* Workers may still read the caller's records: wait for every
+         * result, dropping them, before the call returns. */
+        int again = 0;
+        struct exec__emitter drop = {NULL, exec__drop, NULL};
+        exec__collect(ex, &drop, false, &again);
+    }
+    exec__unclaim(ex);
+    if (stop)
+        return stop;
+    return rc ? rc : c;
+}
