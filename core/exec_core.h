@@ -18,6 +18,11 @@
 
 #include "exec_internal.h"
 
+/* How long a consumer looks for a result before it sleeps (see exec__ready). */
+#ifndef EXEC__SPIN_NS
+#define EXEC__SPIN_NS 20000u
+#endif
+
 /* A thread that calls exec_next*(): the batch whose results it holds. */
 struct exec__consumer {
     pthread_t tid;
