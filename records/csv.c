@@ -482,8 +482,8 @@ static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_opti
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     }
     if (o.flags & EXEC_SOURCE_HEADER) {
-        const void *rec;
-        size_t len;
+        const void *rec = NULL;
+        size_t len = 0;
         int r = exec_source_next(s, &rec, &len, NULL);
         if (r < 0) {
             s->own_fd = false; /* the caller's open() result is closed by the caller */
@@ -497,7 +497,8 @@ static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_opti
                 exec_source_close(s);
                 return EXEC_ENOMEM;
             }
-            memcpy(s->hdr, rec, len);
+            if (len)
+                memcpy(s->hdr, rec, len);
             s->hdr[len] = '\0';
             s->hdr_len = len;
             s->has_hdr = true;

@@ -184,7 +184,8 @@ int exec_csv_header_create(exec_csv_header_t **hp, const void *rec, size_t len, 
     char *s = (char *)(h->names + cnt);
     for (size_t i = 0; i < cnt; i++) {
         h->names[i] = s;
-        memcpy(s, f[i].data, f[i].len);
+        if (f[i].len)
+            memcpy(s, f[i].data, f[i].len);
         s[f[i].len] = '\0';
         s += f[i].len + 1;
     }

@@ -30,7 +30,7 @@ static int fk_zygote_start(struct fk *fk, struct fk_gen *g)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
-    memset(g->zpids, 0, 2 * g->nw * sizeof *g->zpids);
+    memset(g->zpids, 0, (size_t)2 * g->nw * sizeof *g->zpids);
     pid_t parent = getpid();
     urcu_memb_call_rcu_before_fork();
     pid_t pid = fork();

@@ -70,7 +70,7 @@ static int thr_start(exec_t *ex)
 
     unsigned rsz = thr_pow2(t->maxb + 1);
     t->w = calloc(t->nw, sizeof *t->w);
-    t->all = calloc(t->maxb, sizeof *t->all);
+    t->all = calloc(t->maxb, sizeof *t->all); /* NOLINT(bugprone-sizeof-expression): pointers */
     t->cur = calloc(1, sizeof *t->cur);
     t->help_outbuf = calloc(rsz, sizeof *t->help_outbuf);
     if (!t->w || !t->all || !t->cur || !t->help_outbuf)
@@ -165,6 +165,8 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
             best_n = n;
         }
     }
+    if (!best)
+        best = &t->w[0]; /* one worker, resting: cannot be (it rests only with two) */
     exec__tsan_release(b);
     ck_ring_enqueue_spmc(&best->in, best->inbuf, b); /* sized to hold every batch */
     ck_ec32_inc(&best->ec, &thr_ec_mode);
