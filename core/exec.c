@@ -5,6 +5,7 @@
  * through struct exec__backend.
  */
 #include "exec_core.h"
+#include "alloc.h"
 #include "tsan.h"
 
 #include <ck_pr.h>
@@ -226,7 +227,8 @@ static void exec__free(exec_t *ex)
 {
     free(ex->be_priv);
     free(ex->reorder);
-    free(ex->cons);
+    if (ex->cons != ex->cons_inline)
+        free(ex->cons);
     if (ex->efd >= 0)
         close(ex->efd);
     exec__mutex_destroy(&ex->submit_lock);
@@ -265,7 +267,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     if (!be || !be->start)
         return EXEC_ENOTSUP;
 
-    exec_t *ex = calloc(1, sizeof *ex);
+    exec_t *ex = exec__calloc(1, sizeof *ex);
     if (!ex)
         return EXEC_ENOMEM;
     ex->ops = ops;
@@ -275,6 +277,8 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     ex->be = be;
     ex->armed = &ex->armed_local;
     ex->armed_local = 1;
+    ex->cons = ex->cons_inline;
+    ex->cons_cap = EXEC__CONS_INLINE;
     exec__mutex_init(&ex->submit_lock);
     exec__mutex_init(&ex->next_lock);
     exec__mutex_init(&ex->wait_lock);
@@ -299,13 +303,13 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
         n <<= 1;
     ex->reorder_mask = n - 1;
     if (o.flags & EXEC_ORDERED) {
-        ex->reorder = calloc(n, sizeof *ex->reorder); /* NOLINT(bugprone-sizeof-expression) */
+        ex->reorder = exec__calloc(n, sizeof *ex->reorder); /* NOLINT(bugprone-sizeof-expression) */
         if (!ex->reorder) {
             exec__free(ex);
             return EXEC_ENOMEM;
         }
     }
-    ex->be_priv = calloc(1, be->priv_size ? be->priv_size : 1);
+    ex->be_priv = exec__calloc(1, be->priv_size ? be->priv_size : 1);
     if (!ex->be_priv) {
         exec__free(ex);
         return EXEC_ENOMEM;

@@ -23,6 +23,10 @@
 #define EXEC__SPIN_NS 20000u
 #endif
 
+/* Consumer threads the executor keeps without allocating (so that the usual
+ * one, exec_map's caller among them, never meets an allocation failure). */
+#define EXEC__CONS_INLINE 4
+
 /* A thread that calls exec_next*(): the batch whose results it holds. */
 struct exec__consumer {
     pthread_t tid;
@@ -62,7 +66,8 @@ struct exec {
     uint64_t reorder_mask;
     uint64_t deliver_seq;         /* ordered: next batch seq to deliver */
     struct exec__consumer *cons;  /* threads that took results, and what they hold */
-    unsigned ncons, cons_cap;
+    unsigned ncons, cons_cap;     /* cons is cons_inline until more threads come */
+    struct exec__consumer cons_inline[EXEC__CONS_INLINE];
 
     exec__mutex_t swap_lock;
 

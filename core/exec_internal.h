@@ -88,6 +88,7 @@ struct exec_writer {
     size_t len;   /* end of what was written */
     size_t max;   /* max_result */
     bool overflow;
+    bool nomem;           /* ... because the area could not grow */
     bool saw_cancel;      /* exec_cancelled() returned true */
     const uint8_t *rflag; /* this record's flags, or NULL */
     /* Makes room for at least need bytes in total; 0 or an error. NULL: fixed. */
@@ -142,8 +143,9 @@ struct exec__backend {
      * with a partial start. */
     int (*start)(exec_t *ex);
     /* An empty batch with room for up to batch records, or NULL when none is
-     * free right now (the producer then waits for the consumer). */
-    struct exec__batch *(*batch_get)(exec_t *ex);
+     * free right now (the producer then waits for the consumer); *err is set
+     * to EXEC_ENOMEM when one could not be made. */
+    struct exec__batch *(*batch_get)(exec_t *ex, int *err);
     /* Hands a filled batch to a worker. Must not fail. */
     void (*dispatch)(exec_t *ex, struct exec__batch *b);
     /* True when the worker b would go to is short of work: send b now. */

@@ -236,11 +236,12 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_
     exec__dispatch_open(ex);
     exec__unlock(&ex->submit_lock);
     int c = stop ? 0 : exec__collect(ex, &em, false, &stop);
-    if (stop) {
-        /* Workers may still read the caller's records: wait for every
-         * result, dropping them, before the call returns. */
+    /* After a stop or an error, workers may still read the caller's records:
+     * wait for every result, dropping them, before the call returns. */
+    struct exec__emitter drop = {NULL, exec__drop, NULL};
+    while (ck_pr_load_64(&ex->collected) != ck_pr_load_64(&ex->submitted) &&
+           !ck_pr_load_32(&ex->fatal)) {
         int again = 0;
-        struct exec__emitter drop = {NULL, exec__drop, NULL};
         exec__collect(ex, &drop, false, &again);
     }
     exec__unclaim(ex);

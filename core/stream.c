@@ -4,6 +4,7 @@
  * holds). map.c runs both in one thread. Lock rules: exec_core.h.
  */
 #include "exec_core.h"
+#include "alloc.h"
 
 #include <ck_pr.h>
 #include <errno.h>
@@ -84,9 +85,14 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
         b = NULL;
     }
     if (!b) {
-        b = ex->be->batch_get(ex);
-        if (!b)
+        int err = 0;
+        b = ex->be->batch_get(ex, &err);
+        if (!b) {
+            /* Out of memory with no batch out: none will come back to reuse. */
+            if (err && ex->batches == ck_pr_load_64(&ex->batches_put))
+                return err;
             return EXEC_EAGAIN;
+        }
         b->n = 0;
         b->cursor = 0;
         b->data_len = 0;
@@ -335,10 +341,14 @@ static struct exec__consumer *exec__me(exec_t *ex)
         if (pthread_equal(ex->cons[i].tid, self))
             return &ex->cons[i];
     if (ex->ncons == ex->cons_cap) {
-        unsigned cap = ex->cons_cap ? 2 * ex->cons_cap : 4;
-        struct exec__consumer *c = realloc(ex->cons, cap * sizeof *c);
+        unsigned cap = 2 * ex->cons_cap;
+        struct exec__consumer *c =
+            ex->cons == ex->cons_inline ? exec__malloc(cap * sizeof *c)
+                                        : exec__realloc(ex->cons, cap * sizeof *c);
         if (!c)
             return NULL;
+        if (ex->cons == ex->cons_inline)
+            memcpy(c, ex->cons_inline, sizeof ex->cons_inline);
         ex->cons = c;
         ex->cons_cap = cap;
     }

@@ -9,7 +9,7 @@
 void exec__writer_begin(struct exec_writer *w)
 {
     w->start = w->len;
-    w->overflow = false;
+    w->overflow = w->nomem = false;
 }
 
 /* Room for n more bytes of this record's result, or an error: the slow
@@ -25,7 +25,8 @@ static __attribute__((noinline)) int exec__writer_room_slow(struct exec_writer *
     if (w->cap - w->len < n || !w->buf) {
         if (!w->grow || w->grow(w, w->len + n) != 0) {
             w->overflow = true;
-            return EXEC_ERESULT2BIG;
+            w->nomem = w->grow != NULL;
+            return w->nomem ? EXEC_ENOMEM : EXEC_ERESULT2BIG;
         }
     }
     return 0;
@@ -115,7 +116,7 @@ void exec_write_reset(exec_writer_t *w)
 {
     if (w) {
         w->len = w->start;
-        w->overflow = false;
+        w->overflow = w->nomem = false;
     }
 }
 
@@ -158,7 +159,7 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         if (hooks && hooks->on_record)
             hooks->on_record(hooks->arg, i);
         w->start = w->len;
-        w->overflow = false;
+        w->overflow = w->nomem = false;
         int32_t status, code = 0;
         uint32_t flags = 0;
         if (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL) {
@@ -184,7 +185,7 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
                 flags = w->saw_cancel ? EXEC_RESULT_EARLY : 0;
                 w->len = w->start;
             } else if (w->overflow) {
-                status = EXEC_ERESULT2BIG;
+                status = w->nomem ? EXEC_ENOMEM : EXEC_ERESULT2BIG;
                 w->len = w->start;
             } else if (rc != 0) {
                 status = EXEC_EUSER;

@@ -105,7 +105,8 @@ const char *exec_err_name(int err);
 typedef struct exec_writer exec_writer_t;
 
 /* Appends len bytes. 0, or EXEC_ERESULT2BIG past options.max_result (the record's
- * result then reports EXEC_ERESULT2BIG whatever process() returns). */
+ * result then reports EXEC_ERESULT2BIG whatever process() returns), or
+ * EXEC_ENOMEM when the result area could not grow (the result says so too). */
 int exec_write(exec_writer_t *out, const void *data, size_t len);
 /* Appends len bytes and returns where to write them, or NULL past max_result. */
 void *exec_write_reserve(exec_writer_t *out, size_t len);
@@ -305,7 +306,8 @@ int exec_finish(exec_t *ex);
 typedef struct exec_result {
     uint64_t tag;        /* the caller's tag from submit */
     int status;          /* 0, EXEC_EUSER, EXEC_ECRASHED, EXEC_ERECTIMEOUT,
-                            EXEC_ERESULT2BIG, EXEC_ECANCELLED or EXEC_EWORKER;
+                            EXEC_ERESULT2BIG, EXEC_ECANCELLED, EXEC_EWORKER, or
+                            EXEC_ENOMEM (the result could not be stored);
                             exec_map_source() adds EXEC_E2BIG (record too large,
                             never submitted: seq is UINT64_MAX) */
     int user_code;       /* EXEC_EUSER: what process() returned; else 0 */

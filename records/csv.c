@@ -16,6 +16,7 @@
  * scan goes on to find its end, keeping only the byte before `p`.
  */
 #include "executor.h"
+#include "rec_alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -124,7 +125,7 @@ static int src_fill(struct exec_source *s)
         while (ncap - s->end < want)
             ncap *= 2;
         /* One spare byte past the data keeps lookahead reads in bounds. */
-        char *nb = realloc(s->buf, ncap + 1);
+        char *nb = rec_realloc(s->buf, ncap + 1);
         if (!nb)
             return s->ioerr = EXEC_ENOMEM;
         s->buf = nb;
@@ -466,7 +467,7 @@ static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_opti
     if (o.read_size == 0)
         o.read_size = SRC_DEFAULT_READ;
 
-    exec_source_t *s = calloc(1, sizeof *s);
+    exec_source_t *s = rec_calloc(1, sizeof *s);
     if (!s)
         return EXEC_ENOMEM;
     s->o = o;
@@ -491,7 +492,7 @@ static int src_open(exec_source_t **sp, int fd, bool own, const exec_source_opti
             return r;
         }
         if (r == 1) {
-            s->hdr = malloc(len + 1);
+            s->hdr = rec_malloc(len + 1);
             if (!s->hdr) {
                 s->own_fd = false;
                 exec_source_close(s);

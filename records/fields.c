@@ -7,6 +7,7 @@
  * allocates except exec_csv_header_create(), and nothing keeps state.
  */
 #include "executor.h"
+#include "rec_alloc.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -160,10 +161,10 @@ int exec_csv_header_create(exec_csv_header_t **hp, const void *rec, size_t len, 
     if (c < 0)
         return c;
     size_t cnt = (size_t)c;
-    char *tmp = malloc(len + 1);
+    char *tmp = rec_malloc(len + 1);
     if (!tmp)
         return EXEC_ENOMEM;
-    exec_field_t *f = calloc(cnt ? cnt : 1, sizeof *f);
+    exec_field_t *f = rec_calloc(cnt ? cnt : 1, sizeof *f);
     if (!f) {
         free(tmp);
         return EXEC_ENOMEM;
@@ -172,7 +173,7 @@ int exec_csv_header_create(exec_csv_header_t **hp, const void *rec, size_t len, 
     size_t bytes = 0;
     for (size_t i = 0; i < cnt; i++)
         bytes += f[i].len + 1;
-    exec_csv_header_t *h = malloc(sizeof *h + cnt * sizeof(char *) + bytes);
+    exec_csv_header_t *h = rec_malloc(sizeof *h + cnt * sizeof(char *) + bytes);
     if (!h) {
         free(f);
         free(tmp);

@@ -10,6 +10,7 @@
  * EXEC_ORDERED mode they keep their place.
  */
 #include "executor.h"
+#include "rec_alloc.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -65,7 +66,7 @@ static int smap_pend_push(struct smap *m, uint64_t recno)
             m->pend_head = 0;
         } else {
             size_t ncap = m->pend_cap ? m->pend_cap * 2 : 64;
-            uint64_t *np = realloc(m->pend, ncap * sizeof *np);
+            uint64_t *np = rec_realloc(m->pend, ncap * sizeof *np);
             if (!np)
                 return EXEC_ENOMEM;
             m->pend = np;
@@ -324,7 +325,7 @@ int exec_map_fd(exec_t *ex, exec_source_t *src, int out_fd, const exec_map_optio
     exec_map_options_t none;
     memset(&none, 0, sizeof none);
     struct smap_out w = {.fd = out_fd, .o = opts ? opts : &none};
-    w.buf = malloc(SMAP_OUT_BUF);
+    w.buf = rec_malloc(SMAP_OUT_BUF);
     if (!w.buf)
         return EXEC_ENOMEM;
     int rc = exec_map_source(ex, src, smap_out_emit, &w, opts, rep);

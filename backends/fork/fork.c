@@ -5,6 +5,7 @@
  * docs/fork.md; fork.h says which file does what.
  */
 #include "fork.h"
+#include "alloc.h"
 #include "tsan.h"
 
 #include <ck_pr.h>
@@ -18,8 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct exec__batch *fk_batch_get(exec_t *ex)
+static struct exec__batch *fk_batch_get(exec_t *ex, int *err)
 {
+    (void)err; /* slots are made with the generation */
     struct fk *fk = exec__priv(ex);
     struct fk_gen *g = fk->cur;
     struct fk_worker *best = NULL;
@@ -258,15 +260,15 @@ static int fk_start(exec_t *ex)
     fk->seed = fk_mix(exec__now_ns() ^ (uint64_t)(uintptr_t)fk);
     if (o->slow_ms && o->on_slow) {
         fk->slow_cap = o->workers < 64 ? 2 * o->workers : 128;
-        fk->slow = calloc(fk->slow_cap, sizeof *fk->slow);
+        fk->slow = exec__calloc(fk->slow_cap, sizeof *fk->slow);
         if (!fk->slow)
             return EXEC_ENOMEM;
     }
-    fk->pfd = calloc(fk->npfd_max, sizeof *fk->pfd);
-    fk->ptag = calloc(fk->npfd_max, sizeof *fk->ptag);
-    fk->places = calloc(o->workers, sizeof *fk->places);
+    fk->pfd = exec__calloc(fk->npfd_max, sizeof *fk->pfd);
+    fk->ptag = exec__calloc(fk->npfd_max, sizeof *fk->ptag);
+    fk->places = exec__calloc(o->workers, sizeof *fk->places);
     if (!(o->flags & EXEC_NO_REPLAY))
-        fk->probe_data = malloc(FK_PROBE_BYTES);
+        fk->probe_data = exec__malloc(FK_PROBE_BYTES);
     if (!fk->pfd || !fk->ptag || !fk->places ||
         (!(o->flags & EXEC_NO_REPLAY) && !fk->probe_data))
         return EXEC_ENOMEM;

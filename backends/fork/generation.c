@@ -8,6 +8,7 @@
  * or in destroy.
  */
 #include "fork.h"
+#include "alloc.h"
 #include "tsan.h"
 
 #include <ck_pr.h>
@@ -78,9 +79,9 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
     while (fsz < g->nslot + 1)
         fsz <<= 1;
     ck_ring_init(&wk->freer, fsz);
-    wk->freebuf = calloc(fsz, sizeof *wk->freebuf);
-    wk->q.fifo = calloc(g->nslot, sizeof *wk->q.fifo);
-    wk->slots = calloc(g->nslot, sizeof *wk->slots);
+    wk->freebuf = exec__calloc(fsz, sizeof *wk->freebuf);
+    wk->q.fifo = exec__calloc(g->nslot, sizeof *wk->q.fifo);
+    wk->slots = exec__calloc(g->nslot, sizeof *wk->slots);
     if (!wk->freebuf || !wk->q.fifo || !wk->slots)
         return EXEC_ENOMEM;
     for (unsigned s = 0; s < g->nslot; s++) {
@@ -97,7 +98,7 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
         sl->b.rflags = (uint8_t *)(sl->b.recs + o->batch);
         sl->b.data = (char *)sl->sin + g->recs_size;
         sl->b.data_cap = g->dcap;
-        sl->b.res = calloc(o->batch, sizeof *sl->b.res);
+        sl->b.res = exec__calloc(o->batch, sizeof *sl->b.res);
         if (!sl->b.res)
             return EXEC_ENOMEM;
         ck_ring_enqueue_spsc(&wk->freer, wk->freebuf, sl);
@@ -118,8 +119,8 @@ int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t generation,
     if (rc)
         return rc;
     /* A zygote forked meanwhile reads w to close pidfds: publish it with -1s. */
-    struct fk_worker *w = calloc(g->nw, sizeof *w);
-    g->zpids = calloc(2 * (size_t)g->nw, sizeof *g->zpids); /* places, then successors */
+    struct fk_worker *w = exec__calloc(g->nw, sizeof *w);
+    g->zpids = exec__calloc(2 * (size_t)g->nw, sizeof *g->zpids); /* places, then successors */
     if (!w || !g->zpids) {
         free(w);
         return EXEC_ENOMEM;

@@ -11,6 +11,7 @@
  * bad records read EXEC_EWORKER.
  */
 #include "fork.h"
+#include "alloc.h"
 #include "tsan.h"
 
 #include <ck_pr.h>
@@ -95,7 +96,7 @@ static bool fk_rbuf_room(struct fk_slot *s, size_t n)
     size_t cap = s->rbuf_cap ? s->rbuf_cap : 4096;
     while (cap - s->rbuf_len < n)
         cap *= 2;
-    char *p = realloc(s->rbuf, cap);
+    char *p = exec__realloc(s->rbuf, cap);
     if (!p)
         return false;
     s->rbuf = p;

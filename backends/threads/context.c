@@ -18,6 +18,7 @@
  */
 #define _LGPL_SOURCE
 #include "threads.h"
+#include "alloc.h"
 #include "tsan.h"
 
 #include <ck_pr.h>
@@ -63,7 +64,7 @@ void *thr_reclaim_main(void *arg)
 int thr_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation)
 {
     struct thr *t = exec__priv(ex);
-    struct exec__ctxref *ref = calloc(1, sizeof *ref);
+    struct exec__ctxref *ref = exec__calloc(1, sizeof *ref);
     if (!ref)
         return EXEC_ENOMEM;
     ref->ctx = new_ctx;

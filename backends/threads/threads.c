@@ -4,6 +4,7 @@
  * threads. threads.h says which file does what.
  */
 #include "threads.h"
+#include "alloc.h"
 #include "tsan.h"
 
 #include <ck_pr.h>
@@ -19,7 +20,7 @@ static int thr_grow(struct exec_writer *w, size_t need)
     size_t cap = w->cap ? w->cap : 4096;
     while (cap < need)
         cap *= 2;
-    char *p = realloc(w->buf, cap);
+    char *p = exec__realloc(w->buf, cap);
     if (!p)
         return EXEC_ENOMEM;
     w->buf = p;
@@ -69,10 +70,10 @@ static int thr_start(exec_t *ex)
     pthread_cond_init(&t->rec_cond, NULL);
 
     unsigned rsz = thr_pow2(t->maxb + 1);
-    t->w = calloc(t->nw, sizeof *t->w);
-    t->all = calloc(t->maxb, sizeof *t->all); /* NOLINT(bugprone-sizeof-expression): pointers */
-    t->cur = calloc(1, sizeof *t->cur);
-    t->help_outbuf = calloc(rsz, sizeof *t->help_outbuf);
+    t->w = exec__calloc(t->nw, sizeof *t->w);
+    t->all = exec__calloc(t->maxb, sizeof *t->all); /* NOLINT(bugprone-sizeof-expression): pointers */
+    t->cur = exec__calloc(1, sizeof *t->cur);
+    t->help_outbuf = exec__calloc(rsz, sizeof *t->help_outbuf);
     if (!t->w || !t->all || !t->cur || !t->help_outbuf)
         return EXEC_ENOMEM;
     ck_ring_init(&t->help_out, rsz);
@@ -85,8 +86,8 @@ static int thr_start(exec_t *ex)
         wk->idx = i;
         ck_ring_init(&wk->in, rsz);
         ck_ring_init(&wk->out, rsz);
-        wk->inbuf = calloc(rsz, sizeof *wk->inbuf);
-        wk->outbuf = calloc(rsz, sizeof *wk->outbuf);
+        wk->inbuf = exec__calloc(rsz, sizeof *wk->inbuf);
+        wk->outbuf = exec__calloc(rsz, sizeof *wk->outbuf);
         if (!wk->inbuf || !wk->outbuf)
             return EXEC_ENOMEM;
     }
@@ -110,7 +111,7 @@ static int thr_start(exec_t *ex)
     return 0;
 }
 
-static struct exec__batch *thr_batch_get(exec_t *ex)
+static struct exec__batch *thr_batch_get(exec_t *ex, int *err)
 {
     struct thr *t = exec__priv(ex);
     const exec_options_t *o = exec__opts(ex);
@@ -123,21 +124,24 @@ static struct exec__batch *thr_batch_get(exec_t *ex)
     }
     if (t->nall == t->maxb)
         return NULL;
-    tb = calloc(1, sizeof *tb);
-    if (!tb)
+    tb = exec__calloc(1, sizeof *tb);
+    if (!tb) {
+        *err = EXEC_ENOMEM;
         return NULL;
+    }
     size_t dcap = o->max_record > 65536 ? o->max_record : 65536;
     tb->b.cap = o->batch;
-    tb->b.recs = malloc(tb->b.cap * sizeof *tb->b.recs);
-    tb->b.res = malloc(tb->b.cap * sizeof *tb->b.res);
-    tb->b.data = malloc(dcap);
-    tb->b.rflags = malloc(tb->b.cap);
+    tb->b.recs = exec__malloc(tb->b.cap * sizeof *tb->b.recs);
+    tb->b.res = exec__malloc(tb->b.cap * sizeof *tb->b.res);
+    tb->b.data = exec__malloc(dcap);
+    tb->b.rflags = exec__malloc(tb->b.cap);
     if (!tb->b.recs || !tb->b.res || !tb->b.data || !tb->b.rflags) {
         free(tb->b.recs);
         free(tb->b.res);
         free(tb->b.data);
         free(tb->b.rflags);
         free(tb);
+        *err = EXEC_ENOMEM;
         return NULL;
     }
     tb->b.data_cap = dcap;
