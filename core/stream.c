@@ -528,6 +528,8 @@ size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *
  * the core between looks, so that a worker that shares it runs. */
 static struct exec__batch *exec__spin_take(exec_t *ex)
 {
+    if (EXEC__SPIN_NS == 0)
+        return NULL;
     uint64_t t0 = exec__now_ns(), now = t0;
     while (now - t0 < EXEC__SPIN_NS) {
         if (now - t0 < EXEC__SPIN_NS / 8) {

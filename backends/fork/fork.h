@@ -33,7 +33,7 @@
 #include <sys/types.h>
 
 #define FK_MAXGEN 16        /* generations alive at once (current + draining) */
-#define FK_SPIN 200         /* pauses before a worker sleeps */
+#define FK_SPIN_NS 20000u   /* a worker out of work looks this long before it sleeps */
 #define FK_LOW 2u           /* a worker with this few slots queued runs dry */
 #define FK_MAX_FAILS 8      /* failed starts or deaths in a row before giving up */
 #define FK_STOP_GRACE 100   /* ms a stopping worker gets before SIGKILL (destroy) */

@@ -199,7 +199,8 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
         if (!fk_w_take(h, &si)) {
             const uint64_t t_idle = exec__now_ns();
             ck_pr_store_64(&h->idle_since, t_idle);
-            int spins = 0;
+            unsigned spins = 0;
+            uint64_t look_from = t_idle;
             while (!fk_w_take(h, &si)) {
                 if (ck_pr_load_32(&h->stop))
                     fk_w_leave(fk, g, h, ws);
@@ -207,7 +208,9 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
                     ck_pr_store_64(&h->idle_ns, idle_ns + exec__now_ns() - t_idle);
                     fk_w_handoff(fk, g, h, ws);
                 }
-                if (++spins < FK_SPIN) {
+                /* The next record of a server often comes within microseconds:
+                 * a short look costs less than a sleep and a wake-up. */
+                if ((++spins & 31) || exec__now_ns() - look_from < FK_SPIN_NS) {
                     ck_pr_stall();
                     continue;
                 }
@@ -215,7 +218,7 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
                     exec__notify(fk->ex);
                 ck_ec32_wait(&h->ec, &fk_ec_mode, snap, NULL);
                 snap = ck_ec32_value(&h->ec);
-                spins = 0;
+                look_from = exec__now_ns();
             }
             idle_ns += exec__now_ns() - t_idle;
             ck_pr_store_64(&h->idle_ns, idle_ns);

@@ -20,7 +20,7 @@
 #include <ck_ring.h>
 #include <ck_stack.h>
 
-#define THR_SPIN 256             /* pauses before a worker sleeps */
+#define THR_SPIN_NS 20000u       /* a worker out of work looks this long before it sleeps */
 #define THR_LOW 2u               /* a worker with this few batches queued is running dry */
 #define THR_BATCH_NS 250000u     /* aim for batches of about this much work */
 #define THR_WAKE_AGE_NS 1000000u /* results wait at most about this long for a wake-up */

@@ -121,6 +121,7 @@ static bool thr_wait_batch(struct thr_worker *wk, struct thr_batch **tb, uint32_
     struct thr *t = wk->t;
     exec_t *ex = t->ex;
     int spins = 0;
+    uint64_t t_idle = 0;
     while (thr_parked(wk) || !thr_take(wk, tb)) {
         if (ck_pr_load_32(&t->stop))
             return false;
@@ -130,9 +131,19 @@ static bool thr_wait_batch(struct thr_worker *wk, struct thr_batch **tb, uint32_
             snap = ck_ec32_value(&wk->ec);
             continue;
         }
-        if ((spins & 31) == 0 && thr_steal(t, wk, tb))
-            return true;
-        if (++spins < THR_SPIN) {
+        if ((spins & 31) == 0) {
+            if (thr_steal(t, wk, tb))
+                return true;
+            /* The next record of a server often comes within microseconds:
+             * a short look costs less than a sleep and a wake-up. */
+            uint64_t now = exec__now_ns();
+            if (!t_idle)
+                t_idle = now;
+            if (now - t_idle >= THR_SPIN_NS)
+                spins = -1; /* time to sleep */
+        }
+        if (spins >= 0) {
+            spins++;
             ck_pr_stall();
             continue;
         }
@@ -160,6 +171,7 @@ static bool thr_wait_batch(struct thr_worker *wk, struct thr_batch **tb, uint32_
         exec__idle_leave(ex);
         snap = ck_ec32_value(&wk->ec);
         spins = 0;
+        t_idle = 0;
     }
     return true;
 }
