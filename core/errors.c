@@ -33,7 +33,8 @@ static const struct exec__errdesc exec__errors[] = {
     {EXEC_EWORKER, "EXEC_EWORKER", "worker broke the protocol"},
     {EXEC_EFATAL, "EXEC_EFATAL", "executor gave up: workers keep dying"},
     {EXEC_ELIMIT, "EXEC_ELIMIT",
-     "cannot start a thread or process: resource limit (RLIMIT_NPROC, threads-max or pid_max)"},
+     "cannot start a thread or process: a resource limit was reached (RLIMIT_NPROC, "
+     "threads-max, pid_max, or memory for its stack)"},
     {EXEC_EUNTERMINATED, "EXEC_EUNTERMINATED", "input ends inside a quoted field"},
     {EXEC_EBADQUOTE, "EXEC_EBADQUOTE", "quote inside an unquoted field, or text after a closing quote"},
     {EXEC_ETRUNCATED, "EXEC_ETRUNCATED", "input ends inside a length-prefixed record"},

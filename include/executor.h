@@ -80,7 +80,8 @@ extern "C" {
 #define EXEC_EWORKER      (-4085) /* result: a worker broke the protocol (garbage output) */
 #define EXEC_EFATAL       (-4084) /* executor gave up (workers die in a loop) */
 #define EXEC_ELIMIT       (-4083) /* cannot start a thread or process: a resource
-                                     limit (RLIMIT_NPROC, threads-max, pid_max) */
+                                     limit (RLIMIT_NPROC, threads-max, pid_max, or
+                                     memory for a thread's stack) */
 
 /* A short English text for an error code; never NULL. Thread-safe. */
 const char *exec_strerror(int err);

@@ -339,12 +339,216 @@ static void test_nproc_limit(void **state)
     assert_string_equal(exec_err_name(EXEC_ELIMIT), "EXEC_ELIMIT");
 }
 
+/*
+ * A swap while the descriptor table is full: it fails with the system's
+ * reason and the old context serves on; with descriptors back, it works.
+ */
+static uint64_t salt_of_gen[2];
+
+static void stream_gen(exec_t *ex, uint64_t from, uint64_t n, uint64_t want_gen)
+{
+    exec_result_t res;
+    uint64_t got = 0;
+    for (uint64_t i = from; i < from + n || got < n;) {
+        if (i < from + n) {
+            struct fu_rec r = {.action = FU_OK, .value = i};
+            int rc = exec_try_submit(ex, &r, sizeof r, i);
+            if (rc == 0) {
+                i++;
+                continue;
+            }
+            assert_int_equal(rc, EXEC_EAGAIN);
+        }
+        assert_int_equal(exec_next(ex, &res, 30000), 0);
+        assert_int_equal(res.status, 0);
+        assert_int_equal(res.generation, want_gen);
+        uint64_t v;
+        memcpy(&v, res.data, sizeof v);
+        assert_int_equal(v, fu_expect(res.tag, salt_of_gen[want_gen]));
+        got++;
+    }
+}
+
+static void test_swap_with_full_fd_table(void **state)
+{
+    (void)state;
+    struct fu_ctx c0 = {.salt = 0x70}, c1 = {.salt = 0x71};
+    salt_of_gen[0] = c0.salt;
+    salt_of_gen[1] = c1.salt;
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    int fds0 = fu_count_fds();
+    assert_int_equal(exec_create(&ex, &fu_ops, &c0, EXEC_FORK, &o), 0);
+    stream_gen(ex, 0, 300, 0);
+    struct fdfill f;
+    fd_fill(&f, 0);
+    int rc = exec_swap_context(ex, &c1);
+    stream_gen(ex, 300, 300, 0); /* the old context serves on */
+    fd_free(&f);
+    assert_int_equal(rc, -EMFILE);
+    assert_int_equal(c1.released, 0);
+    assert_int_equal(exec_swap_context(ex, &c1), 0);
+    stream_gen(ex, 600, 300, 1);
+    exec_destroy(ex);
+    assert_int_equal(c0.released, 1);
+    assert_int_equal(c1.released, 1);
+    assert_int_equal(fu_count_fds(), fds0);
+}
+
+/* Runs fn in a child that became `nobody` (the limits below apply to it);
+ * fn writes its findings to the pipe. Skips when that cannot be done. */
+static void as_nobody(void (*fn)(int out), void *found, size_t len)
+{
+    if (getuid() != 0)
+        skip();
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        struct passwd *pw = getpwnam("nobody");
+        if (setgid(pw ? pw->pw_gid : 65534) != 0 || setuid(pw ? pw->pw_uid : 65534) != 0)
+            _exit(3);
+        fn(pipefd[1]);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    ssize_t n = read(pipefd[0], found, len);
+    close(pipefd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 3)
+        skip();
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(n, (ssize_t)len);
+}
+
+/* What the child saw, mid-stream under RLIMIT_NPROC. */
+struct nproc_mid {
+    int swap_rc;
+    uint64_t ok, crashed, gave_up, lost, dup;
+};
+
+static uint8_t plan_crash_50(uint64_t i) { return i == 50 ? FU_SEGV : FU_OK; }
+
+static void nproc_mid(int out)
+{
+    struct nproc_mid m = {0};
+    static struct fu_ctx c0 = {.salt = 0x80}, c1 = {.salt = 0x81};
+    exec_options_t o = {.workers = 2};
+    exec_t *ex = NULL;
+    if (exec_create(&ex, &fu_ops, &c0, EXEC_FORK, &o) != 0)
+        _exit(4);
+    /* No more processes for this user, for us and for the zygote. */
+    struct rlimit one = {1, 1};
+    pid_t kids[8];
+    int nk = fu_children_of(getpid(), kids, 8);
+    for (int k = 0; k < nk && k < 8; k++)
+        prlimit(kids[k], RLIMIT_NPROC, &one, NULL);
+    setrlimit(RLIMIT_NPROC, &one);
+    m.swap_rc = exec_swap_context(ex, &c1);
+    /* A worker crashes and cannot be replaced: no record is lost. */
+    enum { N = 400 };
+    unsigned char seen[N] = {0};
+    exec_result_t res;
+    uint64_t got = 0;
+    for (uint64_t i = 0; i < N || got < N;) {
+        if (i < N) {
+            struct fu_rec r = {.action = plan_crash_50(i), .value = i};
+            int rc = exec_try_submit(ex, &r, sizeof r, i);
+            if (rc == 0) {
+                i++;
+                continue;
+            }
+        }
+        if (exec_next(ex, &res, 30000) != 0)
+            break;
+        got++;
+        if (res.tag >= N || seen[res.tag]++) {
+            m.dup++;
+            continue;
+        }
+        if (res.status == 0)
+            m.ok++;
+        else if (res.status == EXEC_ECRASHED)
+            m.crashed++;
+        else if (res.status == EXEC_EWORKER)
+            m.gave_up++;
+    }
+    for (unsigned i = 0; i < N; i++)
+        m.lost += !seen[i];
+    exec_destroy(ex);
+    ssize_t w = write(out, &m, sizeof m);
+    (void)w;
+}
+
+static void test_nproc_mid_stream(void **state)
+{
+    (void)state;
+    struct nproc_mid m;
+    as_nobody(nproc_mid, &m, sizeof m);
+    assert_int_equal(m.swap_rc, EXEC_ELIMIT);
+    assert_int_equal(m.lost, 0);
+    assert_int_equal(m.dup, 0);
+    assert_int_equal(m.crashed, 1);
+    assert_true(m.ok > 0);
+    assert_int_equal(m.ok + m.crashed + m.gave_up, 400);
+}
+
+/* Address space too small for a region or a thread's stack (RLIMIT_AS). */
+struct as_low {
+    int fork_rc, threads_rc;
+};
+
+static void as_low(int out)
+{
+    struct as_low a;
+    static struct fu_ctx ctx;
+    static const exec_ops_t both = {.version = EXEC_OPS_VERSION,
+                                    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+                                    .process = fu_process};
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%lu", &pages) != 1)
+        _exit(5);
+    fclose(f);
+    struct rlimit lim = {(rlim_t)pages * 4096 + (8u << 20), (rlim_t)pages * 4096 + (8u << 20)};
+    setrlimit(RLIMIT_AS, &lim);
+    exec_options_t o = {.workers = 2};
+    exec_t *ex = NULL;
+    a.fork_rc = exec_create(&ex, &both, &ctx, EXEC_FORK, &o);
+    if (a.fork_rc == 0)
+        exec_destroy(ex);
+    a.threads_rc = exec_create(&ex, &both, &ctx, EXEC_THREADS, &o);
+    if (a.threads_rc == 0)
+        exec_destroy(ex);
+    ssize_t w = write(out, &a, sizeof a);
+    (void)w;
+}
+
+static void test_address_space_low(void **state)
+{
+    (void)state;
+    if (fu_sanitized())
+        skip(); /* the sanitizers reserve far more address space than this allows */
+    struct as_low a;
+    as_nobody(as_low, &a, sizeof a);
+    /* The region does not fit: out of memory. A thread's stack does not fit:
+     * pthread_create's EAGAIN, which names no more than a limit. */
+    assert_int_equal(a.fork_rc, EXEC_ENOMEM);
+    assert_true(a.threads_rc == EXEC_ELIMIT || a.threads_rc == EXEC_ENOMEM);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_respawn_with_full_fd_table),
         cmocka_unit_test(test_create_low_nofile),
         cmocka_unit_test(test_nproc_limit),
+        cmocka_unit_test(test_swap_with_full_fd_table),
+        cmocka_unit_test(test_nproc_mid_stream),
+        cmocka_unit_test(test_address_space_low),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
