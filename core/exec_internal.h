@@ -13,6 +13,7 @@
 #include "executor.h"
 #include "lock.h"
 
+#include <ck_ec.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -232,6 +233,11 @@ void exec__respawned(exec_t *ex);
 void exec__fatal(exec_t *ex);
 /* True once exec__fatal() was called. */
 bool exec__is_fatal(const exec_t *ex);
+
+/* Event count modes (core/ec.c): threads of one process, or processes
+ * sharing a mapping. */
+extern const struct ck_ec_mode exec__ec_threads;
+extern const struct ck_ec_mode exec__ec_procs;
 
 /* Maps a failed pthread_create()/fork() errno to the library's code. */
 static inline int exec__spawn_error(int err)

@@ -437,41 +437,7 @@ static void exec__lat_sample(exec_t *ex, const struct exec__batch *b)
 
 void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res)
 {
-    EXEC__ASSERT_HELD(&ex->next_lock);
-    struct exec__batch *b = ex->cur;
-    EXEC__ASSERT(b && b->cursor < b->n);
-    if (me->held != b) {
-        exec__release_held(ex, me);
-        me->held = b;
-        b->holders++;
-    }
-    uint32_t i = b->cursor++; /* NOLINT(clang-analyzer-core.NullDereference): ex->cur is set */
-    const struct exec__res *r = &b->res[i];
-    res->tag = b->recs[i].tag;
-    res->status = r->status;
-    res->user_code = r->user_code;
-    res->signal = r->signal;
-    res->exit_status = r->exit_status;
-    if (r->status == 0 || r->status == EXEC_EUSER) {
-        res->data = b->rdata + r->off;
-        res->len = r->len;
-    } else {
-        res->data = NULL;
-        res->len = 0;
-    }
-    res->seq = b->rec_seq0 + i;
-    res->generation = b->generation;
-    res->worker = b->worker;
-    res->flags = r->flags & EXEC_RESULT_EARLY;
-    if (i == 0)
-        exec__lat_sample(ex, b);
-    exec__count(ex, r->status);
-    if (b->cursor == b->n) {
-        /* The whole batch is collected: give its window room back now, so a
-         * submitter need not wait for our next call (the bytes stay valid). */
-        ck_pr_store_64(&ex->collected, ex->collected + b->n);
-        exec__wake_submitters(ex);
-    }
+    exec__deliver_many(ex, me, res, 1);
 }
 
 size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max)

@@ -276,7 +276,6 @@ static inline void fk_wait_at(int *wait_ms, uint64_t now, uint64_t t)
 }
 
 /* region.c */
-extern const struct ck_ec_mode fk_ec_mode;
 int fk_region_map(struct fk_gen *g, const exec_options_t *o);
 struct fk_sin *fk_sin_at(const struct fk_gen *g, unsigned w, unsigned s);
 struct fk_hdr *fk_hdr_at(const struct fk_gen *g, unsigned w);

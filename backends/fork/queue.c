@@ -53,7 +53,7 @@ bool fk_ring_put(struct fk_worker *wk, struct fk_slot *s)
         return false; /* cannot happen unless the worker wrote c_head */
     ck_pr_fence_store();
     ck_pr_store_uint(&h->in.p_tail, wk->q.in_sh.p_tail);
-    ck_ec32_inc(&h->ec, &fk_ec_mode);
+    ck_ec32_inc(&h->ec, &exec__ec_procs);
     return true;
 }
 

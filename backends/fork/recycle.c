@@ -109,7 +109,7 @@ void fk_succ_ready(struct fk *fk, struct fk_worker *wk)
     }
     /* The worker in the place may be asleep. */
     ck_pr_store_32(&wk->hdr->handoff, wk->s.now ? FK_H_NOW : FK_H_READY);
-    ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+    ck_ec32_inc(&wk->hdr->ec, &exec__ec_procs);
 }
 
 /*
@@ -199,6 +199,6 @@ void fk_succ_gone(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, int wst
      * worker leaves at its next batch boundary and is replaced as before. */
     if (wk->p.state == W_LIVE) {
         ck_pr_store_32(&wk->hdr->stop, 1);
-        ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+        ck_ec32_inc(&wk->hdr->ec, &exec__ec_procs);
     }
 }

@@ -1,53 +1,17 @@
 /*
  * EXEC_FORK: a generation's shared region (one memfd mapped MAP_SHARED; the
- * layout is in fork_shm.h), the event counts over process-shared futexes,
- * and small helpers every process uses.
+ * layout is in fork_shm.h), and small helpers every process uses.
  */
 #include "fork.h"
 
 #include <ck_pr.h>
 #include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdio.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define FK_MIB ((size_t)1 << 20)
-
-/* ------------------------------------------------------------------------- */
-/* Event counts across processes: shared futexes (never the _PRIVATE kind)    */
-/* ------------------------------------------------------------------------- */
-
-static int fk_gettime(const struct ck_ec_ops *ops, struct timespec *out)
-{
-    (void)ops;
-    return clock_gettime(CLOCK_MONOTONIC, out);
-}
-
-static void fk_wait32(const struct ck_ec_wait_state *st, const uint32_t *addr, uint32_t expected,
-                      const struct timespec *deadline)
-{
-    (void)st;
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, as ck_ec gives. */
-    syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, deadline, NULL, FUTEX_BITSET_MATCH_ANY);
-}
-
-static void fk_wake32(const struct ck_ec_ops *ops, const uint32_t *addr)
-{
-    (void)ops;
-    syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-static const struct ck_ec_ops fk_ec_ops = {
-    .gettime = fk_gettime,
-    .wait32 = fk_wait32,
-    .wake32 = fk_wake32,
-    .busy_loop_iter = 64,
-};
-const struct ck_ec_mode fk_ec_mode = {.ops = &fk_ec_ops, .single_producer = false};
 
 /* ------------------------------------------------------------------------- */
 /* Layout                                                                    */

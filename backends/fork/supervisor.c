@@ -273,7 +273,7 @@ static void fk_sup_ready(struct fk *fk)
                 wk->p.ready_at = now;
                 ck_pr_store_32(&wk->alive, 1);
                 ck_pr_store_32(&wk->hdr->admit, (uint32_t)wk->p.pid);
-                ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+                ck_ec32_inc(&wk->hdr->ec, &exec__ec_procs);
                 fk_watch_memory_ready(fk, wk);
                 g->nready++;
                 pthread_cond_broadcast(&fk->cond);
@@ -295,7 +295,7 @@ static void fk_sup_close(struct fk *fk, struct fk_gen *g, uint32_t gs, uint64_t 
     if (gs == G_DRAINED) {
         for (unsigned i = 0; i < g->nw; i++) {
             ck_pr_store_32(&g->w[i].hdr->stop, 1);
-            ck_ec32_inc(&g->w[i].hdr->ec, &fk_ec_mode);
+            ck_ec32_inc(&g->w[i].hdr->ec, &exec__ec_procs);
         }
         int grace = fk->stopping ? FK_STOP_GRACE : FK_DRAIN_GRACE;
         struct fk_msg m = {FK_M_EXIT, 0, 0, grace};

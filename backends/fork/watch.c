@@ -212,7 +212,7 @@ static void fk_watch_stall(struct fk *fk, struct fk_worker *wk, uint64_t now, in
             ck_pr_store_uint(&wk->hdr->in.p_tail, wk->q.in_sh.p_tail);
             exec__unlock(&wk->q.lock);
         }
-        ck_ec32_inc(&wk->hdr->ec, &fk_ec_mode);
+        ck_ec32_inc(&wk->hdr->ec, &exec__ec_procs);
         w->st_nudged = true;
     }
     if (quiet >= FK_STALL_NS) {

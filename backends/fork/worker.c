@@ -46,7 +46,7 @@ static __attribute__((noreturn)) void fk_w_handoff(const struct fk *fk, struct f
     ck_pr_store_32(&h->state, FK_W_RETIRED);
     ck_pr_fence_store();
     ck_pr_store_32(&h->handoff, FK_H_GO);
-    ck_ec32_inc(&h->ec, &fk_ec_mode);
+    ck_ec32_inc(&h->ec, &exec__ec_procs);
     if (fk->ops->worker_fini)
         fk->ops->worker_fini(g->ctx, ws);
     _exit(0);
@@ -90,7 +90,7 @@ static bool fk_w_await(struct fk_hdr *h, const uint32_t *word, uint32_t want)
             return true;
         if (ck_pr_load_32(&h->stop))
             return false;
-        ck_ec32_wait(&h->ec, &fk_ec_mode, snap, NULL);
+        ck_ec32_wait(&h->ec, &exec__ec_procs, snap, NULL);
     }
 }
 
@@ -216,7 +216,7 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
                 }
                 if (ck_ring_size(&h->out))
                     exec__notify(fk->ex);
-                ck_ec32_wait(&h->ec, &fk_ec_mode, snap, NULL);
+                ck_ec32_wait(&h->ec, &exec__ec_procs, snap, NULL);
                 snap = ck_ec32_value(&h->ec);
                 look_from = exec__now_ns();
             }

@@ -163,7 +163,7 @@ void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
             for (unsigned i = 0; i < g->nw; i++) {
                 struct fk_hdr *h = fk_hdr_at(g, i);
                 ck_pr_store_32(&h->stop, 1);
-                ck_ec32_inc(&h->ec, &fk_ec_mode);
+                ck_ec32_inc(&h->ec, &exec__ec_procs);
             }
         } else if (m.op == FK_M_KILL && m.idx >= 0 && (unsigned)m.idx < 2 * g->nw &&
                    pids[m.idx] == m.pid && m.pid > 0) {

@@ -128,7 +128,7 @@ bool thr_help(exec_t *ex)
             /* It refused: the caller only submits and collects. */
             ck_pr_store_32(&t->parked, 0);
             for (unsigned i = 0; i < t->nw; i++)
-                ck_ec32_inc(&t->w[i].ec, &thr_ec_mode);
+                ck_ec32_inc(&t->w[i].ec, &exec__ec_threads);
         }
     }
     if (t->help_init_rc)
@@ -168,6 +168,6 @@ void thr_caller_joins(exec_t *ex, bool joins)
     if (ck_pr_load_32(&t->parked)) {
         unsigned i = ck_pr_load_32(&t->parked) - 1;
         ck_pr_store_32(&t->parked, 0);
-        ck_ec32_inc(&t->w[i].ec, &thr_ec_mode);
+        ck_ec32_inc(&t->w[i].ec, &exec__ec_threads);
     }
 }

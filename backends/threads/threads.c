@@ -173,7 +173,7 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
         best = &t->w[0]; /* one worker, resting: cannot be (it rests only with two) */
     exec__tsan_release(b);
     ck_ring_enqueue_spmc(&best->in, best->inbuf, b); /* sized to hold every batch */
-    ck_ec32_inc(&best->ec, &thr_ec_mode);
+    ck_ec32_inc(&best->ec, &exec__ec_threads);
 }
 
 static bool thr_hungry(exec_t *ex, const struct exec__batch *b)
@@ -225,7 +225,7 @@ static void thr_stop(exec_t *ex)
         for (unsigned i = 0; i < t->nw; i++) {
             if (!t->w[i].started)
                 continue;
-            ck_ec32_inc(&t->w[i].ec, &thr_ec_mode);
+            ck_ec32_inc(&t->w[i].ec, &exec__ec_threads);
             pthread_join(t->w[i].tid, NULL);
         }
     }

@@ -104,8 +104,6 @@ struct thr {
     char tsan_gp; /* grace-period annotation address */
 };
 
-extern const struct ck_ec_mode thr_ec_mode;
-
 /* worker.c */
 void *thr_main(void *arg);
 void thr_run(struct thr *t, struct thr_batch *tb, struct exec__ctxref *ref, void *wstate,

@@ -11,42 +11,10 @@
 #include "tsan.h"
 
 #include <ck_pr.h>
-#include <limits.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
-/* ck_ec ops for threads of one process: private futexes. */
-static int thr_gettime(const struct ck_ec_ops *ops, struct timespec *out)
-{
-    (void)ops;
-    return clock_gettime(CLOCK_MONOTONIC, out);
-}
-
-static void thr_wait32(const struct ck_ec_wait_state *st, const uint32_t *addr, uint32_t expected,
-                       const struct timespec *deadline)
-{
-    (void)st;
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, as ck_ec gives. */
-    syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
-            FUTEX_BITSET_MATCH_ANY);
-}
-
-static void thr_wake32(const struct ck_ec_ops *ops, const uint32_t *addr)
-{
-    (void)ops;
-    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
-static const struct ck_ec_ops thr_ec_ops = {
-    .gettime = thr_gettime,
-    .wait32 = thr_wait32,
-    .wake32 = thr_wake32,
-    .busy_loop_iter = 64,
-};
-const struct ck_ec_mode thr_ec_mode = {.ops = &thr_ec_ops, .single_producer = false};
 
 /* Runs batch tb against ref's context (the caller keeps ref alive). */
 void thr_run(struct thr *t, struct thr_batch *tb, struct exec__ctxref *ref, void *wstate,
@@ -127,7 +95,7 @@ static bool thr_wait_batch(struct thr_worker *wk, struct thr_batch **tb, uint32_
             return false;
         if (thr_parked(wk)) {
             /* A caller works in our place: rest until it leaves. */
-            ck_ec32_wait(&wk->ec, &thr_ec_mode, snap, NULL);
+            ck_ec32_wait(&wk->ec, &exec__ec_threads, snap, NULL);
             snap = ck_ec32_value(&wk->ec);
             continue;
         }
@@ -166,7 +134,7 @@ static bool thr_wait_batch(struct thr_worker *wk, struct thr_batch **tb, uint32_
                 }
                 dlp = &dl;
             }
-            ck_ec32_wait(&wk->ec, &thr_ec_mode, snap, dlp);
+            ck_ec32_wait(&wk->ec, &exec__ec_threads, snap, dlp);
         }
         exec__idle_leave(ex);
         snap = ck_ec32_value(&wk->ec);
