@@ -49,6 +49,25 @@ static int64_t walk(void (*fn)(struct fa *a), struct fa *a, int every)
     }
 }
 
+/* Walks fn on each backend (and order, with orders), saying how many
+ * allocations each path made; fn's counts of ok and oom come back summed. */
+static struct fa walk_all(void (*fn)(struct fa *a), const char *what, bool orders)
+{
+    struct fa sum = {0};
+    for (int k = 0; k < (orders ? 4 : 2); k++) {
+        struct fa a = {.be = k & 1 ? EXEC_FORK : EXEC_THREADS,
+                       .flags = k & 2 ? EXEC_ORDERED : 0,
+                       .fds = fu_count_fds(),
+                       .threads = tu_threads()};
+        int64_t n = walk(fn, &a, 0);
+        print_message("%s %s%s: %" PRId64 " allocations, each failed once\n",
+                      exec_backend_name(a.be), what, a.flags ? " (ordered)" : "", n);
+        sum.ok += a.ok;
+        sum.oom += a.oom;
+    }
+    return sum;
+}
+
 static bool is_oom(int rc) { return rc == EXEC_ENOMEM; }
 
 /* fu_process's answer without its shared scratch: safe in threads too. */
@@ -111,16 +130,9 @@ static void test_create(void **s)
 {
     (void)s;
     need_faults();
-    for (int k = 0; k < 4; k++) {
-        struct fa a = {.be = k & 1 ? EXEC_FORK : EXEC_THREADS,
-                       .flags = k & 2 ? EXEC_ORDERED : 0,
-                       .fds = fu_count_fds(), .threads = tu_threads()};
-        int64_t n = walk(create_destroy, &a, 0);
-        assert_true(a.oom > 0);
-        assert_true(a.ok >= 1);
-        print_message("%s create: %" PRId64 " allocations, each failed once\n",
-                      exec_backend_name(a.be), n);
-    }
+    struct fa sum = walk_all(create_destroy, "create", true);
+    assert_true(sum.oom > 0);
+    assert_true(sum.ok >= 4);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -194,14 +206,7 @@ static void test_stream(void **s)
 {
     (void)s;
     need_faults();
-    for (int k = 0; k < 4; k++) {
-        struct fa a = {.be = k & 1 ? EXEC_FORK : EXEC_THREADS,
-                       .flags = k & 2 ? EXEC_ORDERED : 0,
-                       .fds = fu_count_fds(), .threads = tu_threads()};
-        int64_t n = walk(stream, &a, 0);
-        print_message("%s stream: %" PRId64 " allocations, each failed once\n",
-                      exec_backend_name(a.be), n);
-    }
+    walk_all(stream, "stream", true);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -239,12 +244,7 @@ static void test_swap(void **s)
 {
     (void)s;
     need_faults();
-    for (int k = 0; k < 2; k++) {
-        struct fa a = {.be = k ? EXEC_FORK : EXEC_THREADS, .fds = fu_count_fds(), .threads = tu_threads()};
-        int64_t n = walk(swap, &a, 0);
-        print_message("%s swap: %" PRId64 " allocations, each failed once\n",
-                      exec_backend_name(a.be), n);
-    }
+    walk_all(swap, "swap", false);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -302,12 +302,7 @@ static void test_run_records(void **s)
 {
     (void)s;
     need_faults();
-    for (int k = 0; k < 2; k++) {
-        struct fa a = {.be = k ? EXEC_FORK : EXEC_THREADS, .fds = fu_count_fds(), .threads = tu_threads()};
-        int64_t n = walk(run_records, &a, 0);
-        print_message("%s run_records: %" PRId64 " allocations, each failed once\n",
-                      exec_backend_name(a.be), n);
-    }
+    walk_all(run_records, "run_records", false);
 }
 
 /* ------------------------------------------------------------------------- */
