@@ -87,7 +87,7 @@ struct exec {
 
     /* Counters: each has one writer and is read with ck_pr loads (respawns:
      * atomic increments, any thread). submitted: producer, per record.
-     * collected: consumer, per whole batch delivered. progress: consumer,
+     * collected: consumer, per result handed out. progress: consumer,
      * bumped whenever room may have appeared (sleeping submitters wait on it). */
     uint64_t submitted, collected, progress;
     uint64_t batches_put; /* consumer: batches recycled (batches - this = out) */

@@ -482,10 +482,10 @@ size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *
     if (i0 == 0)
         exec__lat_sample(ex, b);
     b->cursor = i0 + (uint32_t)k;
-    if (b->cursor == b->n) {
-        ck_pr_store_64(&ex->collected, ex->collected + b->n);
-        exec__wake_submitters(ex);
-    }
+    /* Window room comes back with each result handed out (the bytes stay the
+     * holder's until its next call). */
+    ck_pr_store_64(&ex->collected, ex->collected + k);
+    exec__wake_submitters(ex);
     return k;
 }
 

@@ -465,6 +465,43 @@ static void test_memory_flat(void **s)
     exec_destroy(ex);
 }
 
+/* Room comes back with each result taken, not a whole batch at a time: a
+ * window of 4 under batches of 128, on both backends. */
+static void test_room_per_result(void **s)
+{
+    (void)s;
+    static const exec_ops_t ops = {.version = EXEC_OPS_VERSION,
+                                   .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+                                   .process = tu_rev_process};
+    for (int k = 0; k < 2; k++) {
+        exec_options_t o = {.workers = 4, .window = 4};
+        exec_t *ex = NULL;
+        assert_int_equal(exec_create(&ex, &ops, NULL, k ? EXEC_FORK : EXEC_THREADS, &o), 0);
+        unsigned char rec[TU_REC_MAX];
+        uint64_t tag = 0;
+        for (; tag < 4; tag++)
+            assert_int_equal(exec_try_submit(ex, rec, tu_rec(tag, rec), tag), 0);
+        assert_int_equal(exec_try_submit(ex, rec, tu_rec(tag, rec), tag), EXEC_EAGAIN);
+        exec_result_t r;
+        for (int j = 0; j < 20; j++) {
+            assert_int_equal(exec_next(ex, &r, 10000), 0);
+            assert_true(tu_rev_ok(&r));
+            /* One taken: exactly one more fits. */
+            assert_int_equal(exec_try_submit(ex, rec, tu_rec(tag, rec), tag), 0);
+            tag++;
+            assert_int_equal(exec_try_submit(ex, rec, tu_rec(tag, rec), tag), EXEC_EAGAIN);
+        }
+        assert_int_equal(exec_finish(ex), 0);
+        int rc;
+        unsigned left = 0;
+        while ((rc = exec_next(ex, &r, 10000)) == 0)
+            left++;
+        assert_int_equal(rc, EXEC_EOF);
+        assert_int_equal(left, 4);
+        exec_destroy(ex);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +512,7 @@ int main(void)
         cmocka_unit_test(test_finish_releases_blocked_submit),
         cmocka_unit_test(test_submit_within_window_never_blocks),
         cmocka_unit_test(test_memory_flat),
+        cmocka_unit_test(test_room_per_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

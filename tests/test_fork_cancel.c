@@ -2,6 +2,8 @@
  * worker replaced; either way exactly one result, EXEC_ECANCELLED. */
 #include "forkutil.h"
 
+#include <sys/mman.h>
+
 static exec_t *mk(struct fu_ctx *ctx, unsigned workers)
 {
     exec_options_t o = {.workers = workers};
@@ -130,12 +132,109 @@ static void test_cancel_all_stream(void **state)
     exec_destroy(ex);
 }
 
+/*
+ * One worker, every record in one batch or two, the last one deaf to
+ * cancels and endless; it is cancelled while the records before it wait,
+ * finished, to be collected (or after they were). It is stopped at once,
+ * and none of the records before it runs twice (EXEC_NO_REPLAY: no canary
+ * replay either).
+ */
+struct deaf {
+    unsigned calls[16];
+    unsigned deaf_running;
+};
+
+static struct deaf *deaf_sh;
+
+static int deaf_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ctx;
+    (void)ws;
+    uint64_t tag;
+    if (len != sizeof tag)
+        return 99;
+    memcpy(&tag, rec, sizeof tag);
+    __atomic_fetch_add(&deaf_sh->calls[tag & 15], 1, __ATOMIC_ACQ_REL);
+    if (tag == 9) {
+        __atomic_store_n(&deaf_sh->deaf_running, 1, __ATOMIC_RELEASE);
+        for (;;)
+            pause(); /* never looks at exec_cancelled() */
+    }
+    return exec_write(out, &tag, sizeof tag);
+}
+
+static const exec_ops_t deaf_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = deaf_process,
+};
+
+static void cancel_deaf(bool collect_first)
+{
+    deaf_sh = mmap(NULL, sizeof *deaf_sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
+    assert_true(deaf_sh != MAP_FAILED);
+    memset(deaf_sh, 0, sizeof *deaf_sh);
+    exec_options_t o = {.workers = 1, .batch = 16, .flags = EXEC_NO_REPLAY};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &deaf_ops, NULL, EXEC_FORK, &o), 0);
+    uint64_t tags[10];
+    exec_record_t recs[10];
+    for (unsigned i = 0; i < 10; i++) {
+        tags[i] = i;
+        recs[i] = (exec_record_t){&tags[i], sizeof tags[i], i};
+    }
+    size_t acc = 0;
+    assert_int_equal(exec_submit_many(ex, recs, 10, &acc), 0);
+    assert_int_equal(exec_finish(ex), 0);
+    for (int w = 0; w < 20000 && !__atomic_load_n(&deaf_sh->deaf_running, __ATOMIC_ACQUIRE); w++)
+        usleep(1000);
+    assert_int_equal(deaf_sh->deaf_running, 1);
+    exec_result_t res;
+    unsigned got = 0;
+    int rc;
+    if (collect_first) {
+        /* Whatever finished (a batch waits for its last record). */
+        while ((rc = exec_next(ex, &res, 300)) == 0) {
+            assert_true(res.tag < 9);
+            assert_int_equal(res.status, 0);
+            got++;
+        }
+        assert_int_equal(rc, EXEC_ETIMEDOUT);
+    }
+    assert_int_equal(exec_cancel(ex, 9), 1);
+    while ((rc = exec_next(ex, &res, 20000)) == 0) {
+        got++;
+        assert_int_equal(res.status, res.tag == 9 ? EXEC_ECANCELLED : 0);
+    }
+    assert_int_equal(rc, EXEC_EOF);
+    assert_int_equal(got, 10);
+    for (unsigned i = 0; i < 10; i++)
+        assert_int_equal(deaf_sh->calls[i], 1);
+    exec_destroy(ex);
+    munmap(deaf_sh, sizeof *deaf_sh);
+}
+
+static void test_cancel_deaf_before_collect(void **state)
+{
+    (void)state;
+    cancel_deaf(false);
+}
+
+static void test_cancel_deaf_after_collect(void **state)
+{
+    (void)state;
+    cancel_deaf(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_running),
         cmocka_unit_test(test_cancel_queued),
         cmocka_unit_test(test_cancel_all_stream),
+        cmocka_unit_test(test_cancel_deaf_before_collect),
+        cmocka_unit_test(test_cancel_deaf_after_collect),
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));

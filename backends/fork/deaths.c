@@ -67,6 +67,7 @@ static bool fk_blame(struct fk_worker *wk, struct fk_slot *s, int why, int wstat
      * the pass never published its length). */
     fk_harvest(s, cr, g->rcap, false);
     int status = why == K_STALL                                        ? EXEC_EWORKER
+                 : why == K_CANCEL                                       ? EXEC_ECANCELLED
                  : why == K_TIMEOUT && to_slot == s->idx && to_rec == cr ? EXEC_ERECTIMEOUT
                                                                         : EXEC_ECRASHED;
     fk_set_cause(&s->b.res[cr], status, status == EXEC_EWORKER ? 0 : wstatus);
@@ -145,7 +146,9 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
                 s->b.res[j].status = fk_cancelled(s, j) ? EXEC_ECANCELLED : EXEC_EWORKER;
             }
             s->from = s->b.n;
-        } else if (admitted && why != K_OURS && why != K_CANCEL && !planned) {
+        } else if (admitted && why != K_OURS && !planned) {
+            /* (A cancel's kill charges the cancelled record, and keeps the
+             * results before it: they must not run twice.) */
             blamed = fk_blame(wk, s, why, wstatus, to_slot, to_rec);
         }
         if (s->from == s->b.n)

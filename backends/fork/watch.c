@@ -222,6 +222,24 @@ static void fk_watch_stall(struct fk *fk, struct fk_worker *wk, uint64_t now, in
     fk_wait_at(wait_ms, now, w->st_since + (w->st_nudged ? FK_STALL_NS : FK_NUDGE_NS));
 }
 
+/* A record running although it was cancelled (its cancel came just before
+ * the worker took it): kill the worker, as exec_cancel would have. */
+static void fk_watch_cancel(struct fk *fk, struct fk_worker *wk, uint64_t now, int *wait_ms)
+{
+    struct fk_hdr *h = wk->hdr;
+    if (!ck_pr_load_32(&h->busy))
+        return;
+    uint32_t cs = 0, cr = 0;
+    if (fk_where(h, ck_pr_load_32(&h->tick), &cs, &cr) && cs < wk->g->nslot &&
+        cr < fk->o->batch &&
+        (__atomic_load_n(&wk->slots[cs].b.rflags[cr], __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
+        fk_sup_kill(wk, K_CANCEL);
+        return;
+    }
+    /* While it works, look again now and then. */
+    fk_wait_at(wait_ms, now, now + 50000000u);
+}
+
 void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint64_t now,
                      int *wait_ms)
 {
@@ -229,6 +247,9 @@ void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint
     (void)g;
     if (!wk->p.admitted || wk->p.exited)
         return; /* not yet watched, or dead: its status is on its way */
+    fk_watch_cancel(fk, wk, now, wait_ms);
+    if (wk->p.kill_why != K_NONE)
+        return;
     if (fk->o->max_worker_growth_kb)
         fk_watch_memory(fk, wk, now, wait_ms);
     if ((fk->o->timeout_ms || (fk->o->slow_ms && fk->o->on_slow)) && wk->p.kill_why == K_NONE)
