@@ -649,5 +649,5 @@ int main(void)
         cmocka_unit_test(test_map_bad_args),
         cmocka_unit_test(test_strerror),
     };
-    return cmocka_run_group_tests(tests, tu_warm_up, NULL);
+    return tu_run_group_tests(tests, tu_warm_up, NULL);
 }

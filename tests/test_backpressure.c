@@ -476,5 +476,5 @@ int main(void)
         cmocka_unit_test(test_submit_within_window_never_blocks),
         cmocka_unit_test(test_memory_flat),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "executor.h"
+#include "suite.h"
 
 #include <fcntl.h>
 #include <libgen.h>
@@ -427,5 +428,5 @@ int main(void)
         cmocka_unit_test(test_map_fork),      cmocka_unit_test(test_map_too_big),
         cmocka_unit_test(test_truncated),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_run_group_tests(tests, setup, teardown);
 }

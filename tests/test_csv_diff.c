@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "executor.h"
+#include "suite.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -637,5 +638,5 @@ int main(void)
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_mutated),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

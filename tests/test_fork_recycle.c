@@ -339,5 +339,5 @@ int main(void)
         cmocka_unit_test(test_memory_leaker_recycled),
         cmocka_unit_test(test_memory_reader_kept),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }
