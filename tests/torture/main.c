@@ -286,8 +286,9 @@ static int self_test(const char *self, const struct opts *o)
     for (unsigned i = 1; i < NINJECT; i++) {
         char seed[32];
         snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
+        /* Only the checker is under test here: known defects stay out. */
         char *argv[] = {(char *)self, "--backend", "threads", "--duration", "1.5", "--seed",
-                        seed, "--inject", (char *)inject_names[i], NULL};
+                        seed, "--skip", "known", "--inject", (char *)inject_names[i], NULL};
         pid_t pid;
         int st = -1;
         if (posix_spawn(&pid, self, NULL, NULL, argv, environ) != 0 ||
