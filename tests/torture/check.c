@@ -110,9 +110,17 @@ static void check_one(struct round *r, const exec_result_t *res, uint64_t *last_
         else if ((old & S_MISS) && !all)
             t_fail(&c->wrong, WHERE ": EXEC_ECANCELLED after exec_cancel() said EXEC_ENOENT",
                    r->no, t_bname(r), tag);
-        if ((res->flags & EXEC_RESULT_EARLY) && !polls)
+        bool deaf = k == K_STICKY && t_sticky_deaf(r->fork, tag);
+        if ((res->flags & EXEC_RESULT_EARLY) && (!polls || deaf))
             t_fail(&c->wrong, WHERE ": EXEC_RESULT_EARLY, but process() never polled", r->no,
                    t_bname(r), tag);
+        /* EXEC_FORK kills the worker of a running record it cancels. */
+        if (deaf && (old & S_RUNHIT) &&
+            atomic_load(&t_sh->slot[t_sticky_slot(tag)].done) == tag + 1)
+            t_fail(&c->wrong,
+                   WHERE ": exec_cancel counted it while it ran, but it was not stopped: it "
+                         "ran to its end",
+                   r->no, t_bname(r), tag);
         atomic_fetch_add(&r->cancelled, 1);
         atomic_fetch_add(&c->cancelled, 1);
         if (res->flags & EXEC_RESULT_EARLY)

@@ -80,13 +80,15 @@ static size_t payload_len(uint64_t x, enum kind k)
 }
 
 size_t t_rec_build(uint64_t round_seed, uint64_t tag, enum kind k, uint64_t min_gen,
-                   uint32_t slot, unsigned char *buf)
+                   uint32_t deaf_ms, unsigned char *buf)
 {
     uint64_t x = t_mix(round_seed + tag * 0xd1b54a32d192ed03ull);
     struct t_hdr h = {.magic = T_REC_MAGIC, .kind = (uint8_t)k, .tag = tag,
-                      .min_gen = min_gen, .slot = slot};
+                      .min_gen = min_gen, .slot = t_sticky_slot(tag)};
     if (k == K_HEAVY)
         h.spin_us = 100 + (uint32_t)((x >> 24) % 1400);
+    if (k == K_STICKY)
+        h.spin_us = deaf_ms * 1000u;
     memcpy(buf, &h, sizeof h);
     size_t n = payload_len(x, k);
     uint64_t y = x | 1;
@@ -213,10 +215,12 @@ static int sticky(const struct t_hdr *h, exec_writer_t *out)
 {
     uint32_t s = h->slot % T_SLOTS;
     atomic_store(&t_sh->slot[s].running, h->tag + 1);
-    uint64_t end = t_now_ns() + (uint64_t)T_STICKY_MS * 1000000u;
+    bool deaf = h->spin_us != 0;
+    uint64_t end = t_now_ns() + (deaf ? (uint64_t)h->spin_us * 1000u
+                                      : (uint64_t)T_STICKY_MS * 1000000u);
     int rc = T_STICKY_CODE;
     while (t_now_ns() < end) {
-        if (exec_cancelled(out)) {
+        if (!deaf && exec_cancelled(out)) {
             rc = 1;
             break;
         }

@@ -45,7 +45,11 @@ static const struct {
  *   concurrent-next  several threads in exec_next() at once: one may read
  *                    result bytes another call has already overwritten
  *   cancel-running   exec_cancel() may say EXEC_ENOENT for a record still
- *                    running once later batches went out
+ *                    running once later batches went out; and on EXEC_FORK
+ *                    it may count a running record without killing its
+ *                    worker (when an earlier batch of that worker is still
+ *                    uncollected), so a record that ignores exec_cancelled()
+ *                    runs to its end
  *   fork-rerun       EXEC_FORK: the worker killed for a cancel of its running
  *                    record takes the results of the records it had finished
  *                    in that batch with it, and they run a second time

@@ -34,8 +34,10 @@ static void cancel_one(struct round *r, uint64_t tag, int slot)
     if (rc == 1) {
         atomic_fetch_add(&c->cancel_hits, 1);
         __atomic_fetch_or(&r->st[tag], (uint8_t)S_HIT, __ATOMIC_ACQ_REL);
-        if (running)
+        if (running) {
             atomic_fetch_add(&c->cancel_running, 1);
+            __atomic_fetch_or(&r->st[tag], (uint8_t)S_RUNHIT, __ATOMIC_ACQ_REL);
+        }
         if (old & S_DEL)
             t_fail(&c->wrong,
                    "round %" PRIu64 " (%s) tag %" PRIu64
@@ -63,17 +65,31 @@ static void cancel_one(struct round *r, uint64_t tag, int slot)
     }
 }
 
-/* Submits a K_STICKY record, waits (a little) until it runs, cancels it. */
-static void cancel_running(struct round *r, unsigned *next_slot, uint64_t *slot_tag)
+/* A deaf K_STICKY record runs this long: well within the record timeout, and
+ * long enough that a kill at the cancel lands first. */
+static uint32_t deaf_ms(const struct round *r)
 {
-    unsigned s = *next_slot % T_SLOTS;
+    uint32_t ms = r->eo.timeout_ms * 3 / 4;
+    return ms > 300 ? 300 : ms;
+}
+
+/* Submits a K_STICKY record, waits (a little) until it runs, cancels it. */
+static void cancel_running(struct round *r, uint64_t *slot_tag)
+{
+    uint64_t tag = atomic_load(&r->next_tag);
+    unsigned s = t_sticky_slot(tag);
     if (slot_tag[s] && !(__atomic_load_n(&r->st[slot_tag[s] - 1], __ATOMIC_ACQUIRE) & S_DEL))
         return; /* its last record is still out */
-    uint64_t tag = atomic_fetch_add(&r->next_tag, 1);
+    tag = atomic_fetch_add(&r->next_tag, 1);
     if (tag + 1 > T_MAX_TAGS)
         return;
+    s = t_sticky_slot(tag);
+    if (slot_tag[s] && !(__atomic_load_n(&r->st[slot_tag[s] - 1], __ATOMIC_ACQUIRE) & S_DEL))
+        return; /* another thread took the tag looked at: skip this one */
     unsigned char rec[T_REC_MAX];
-    size_t len = t_rec_build(r->seed, tag, K_STICKY, atomic_load(&r->gen), s, rec);
+    bool deaf = t_sticky_deaf(r->fork, tag);
+    size_t len = t_rec_build(r->seed, tag, K_STICKY, atomic_load(&r->gen),
+                             deaf ? deaf_ms(r) : 0, rec);
     __atomic_fetch_or(&r->st[tag], (uint8_t)S_STICKY, __ATOMIC_ACQ_REL);
     int rc = exec_submit(r->ex, rec, len, tag);
     if (rc) {
@@ -84,7 +100,6 @@ static void cancel_running(struct round *r, unsigned *next_slot, uint64_t *slot_
     atomic_fetch_add(&r->submitted, 1);
     atomic_fetch_add(&r->c->submitted, 1);
     slot_tag[s] = tag + 1;
-    (*next_slot)++;
     uint64_t end = t_now_ns() + 50 * 1000000ull;
     while (atomic_load(&t_sh->slot[s].running) != tag + 1 && t_now_ns() < end &&
            !atomic_load(&r->stop_side))
@@ -96,7 +111,6 @@ void *t_canceller(void *arg)
 {
     struct round *r = arg;
     uint64_t x = t_mix(r->seed ^ 0xca11ca11ca11ca11ull) | 1;
-    unsigned next_slot = 0;
     uint64_t *slot_tag = calloc(T_SLOTS, sizeof *slot_tag);
     if (!slot_tag)
         return NULL;
@@ -118,7 +132,7 @@ void *t_canceller(void *arg)
                        "round %" PRIu64 " (%s): exec_cancel of a tag never submitted gave %s",
                        r->no, t_bname(r), exec_err_name(rc));
         } else if (!(r->o->skip & SKIP_CANCEL_RUNNING)) {
-            cancel_running(r, &next_slot, slot_tag);
+            cancel_running(r, slot_tag);
         }
     }
     free(slot_tag);

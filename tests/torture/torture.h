@@ -83,7 +83,9 @@ enum kind {
     K_ABORT,  /* abort() */
     K_EXIT,   /* _exit(T_EXIT_CODE) */
     K_HANG,   /* sleeps for ever: the record timeout stops it */
-    K_STICKY, /* runs until cancelled, at most T_STICKY_MS, then a user error */
+    K_STICKY, /* runs until cancelled, at most T_STICKY_MS, then a user error; on
+                 EXEC_FORK every other one is deaf: it never polls exec_cancelled()
+                 and runs deaf_ms, so only the kill a cancel owes it stops it */
 };
 
 #define T_EXIT_CODE 42
@@ -99,7 +101,7 @@ struct t_hdr {
     uint64_t tag;
     uint64_t min_gen; /* the generation current when it was submitted */
     uint32_t slot;    /* K_STICKY: its marker slot */
-    uint32_t spin_us; /* K_HEAVY: how long it spins */
+    uint32_t spin_us; /* K_HEAVY: how long it spins; a deaf K_STICKY: how long it runs */
 };
 #define T_REC_MAGIC 0x746f7274u
 
@@ -121,9 +123,19 @@ struct mix {
 
 /* The kind a planned (not sticky) record of tag gets. */
 enum kind t_plan_kind(uint64_t round_seed, uint64_t tag, const struct mix *m);
-/* Builds the record of tag into buf (T_REC_MAX bytes); returns its length. */
+/* Builds the record of tag into buf (T_REC_MAX bytes); returns its length.
+ * deaf_ms: a K_STICKY record that ignores cancels and runs that long (0: not). */
 size_t t_rec_build(uint64_t round_seed, uint64_t tag, enum kind k, uint64_t min_gen,
-                   uint32_t slot, unsigned char *buf);
+                   uint32_t deaf_ms, unsigned char *buf);
+/* A K_STICKY record's marker slot, and whether it is deaf (EXEC_FORK only). */
+static inline uint32_t t_sticky_slot(uint64_t tag)
+{
+    return (uint32_t)(tag % T_SLOTS);
+}
+static inline bool t_sticky_deaf(bool fork, uint64_t tag)
+{
+    return fork && (tag & 1);
+}
 /* The salt of the context installed as generation gen. */
 uint64_t t_salt(uint64_t round_seed, uint64_t gen);
 /* Checks the data of a successful (K_LIGHT/K_HEAVY) result; NULL when right,
@@ -173,6 +185,7 @@ enum {
     S_DEL = 0x10,    /* its result was delivered */
     S_DELC = 0x20,   /* ... with status EXEC_ECANCELLED */
     S_STICKY = 0x40, /* a K_STICKY record */
+    S_RUNHIT = 0x80, /* exec_cancel() counted it while it was running */
 };
 
 enum end { END_DRAIN, END_CANCEL_ALL, END_DESTROY };
