@@ -76,16 +76,12 @@ static uint32_t deaf_ms(const struct round *r)
 /* Submits a K_STICKY record, waits (a little) until it runs, cancels it. */
 static void cancel_running(struct round *r, uint64_t *slot_tag)
 {
-    uint64_t tag = atomic_load(&r->next_tag);
-    unsigned s = t_sticky_slot(tag);
-    if (slot_tag[s] && !(__atomic_load_n(&r->st[slot_tag[s] - 1], __ATOMIC_ACQUIRE) & S_DEL))
-        return; /* its last record is still out */
-    tag = atomic_fetch_add(&r->next_tag, 1);
+    uint64_t tag = atomic_fetch_add(&r->next_tag, 1);
     if (tag + 1 > T_MAX_TAGS)
         return;
-    s = t_sticky_slot(tag);
+    unsigned s = t_sticky_slot(tag);
     if (slot_tag[s] && !(__atomic_load_n(&r->st[slot_tag[s] - 1], __ATOMIC_ACQUIRE) & S_DEL))
-        return; /* another thread took the tag looked at: skip this one */
+        return; /* the slot's last record is still out: this tag goes unused */
     unsigned char rec[T_REC_MAX];
     bool deaf = t_sticky_deaf(r->fork, tag);
     size_t len = t_rec_build(r->seed, tag, K_STICKY, atomic_load(&r->gen),
@@ -278,9 +274,10 @@ void *t_monitor(void *arg)
             bool back = ws.records < p->records || ws.batches < p->batches ||
                         ws.respawns_crash < p->respawns_crash ||
                         ws.respawns_recycle < p->respawns_recycle;
-            /* Recycled workers, counted from the figure's rises. */
-            atomic_fetch_add(&c->recycled, ws.respawns_recycle -
-                                               (back ? 0 : p->respawns_recycle));
+            /* Recycled workers, counted from the figure's rises (from 0 after it
+             * went back). */
+            uint64_t was = ws.respawns_recycle >= p->respawns_recycle ? p->respawns_recycle : 0;
+            atomic_fetch_add(&c->recycled, ws.respawns_recycle - was);
             if (back && !(r->o->skip & SKIP_WORKER_STATS))
                 t_fail(&c->bad_stats,
                        "round %" PRIu64 " (%s): worker %u's figures went back (records %" PRIu64
