@@ -279,7 +279,9 @@ static double watchdog_s;
 static void *watchdog(void *arg)
 {
     (void)arg;
-    t_sleep_us((unsigned)(watchdog_s * 1e6 > 4e9 ? 4e9 : watchdog_s * 1e6));
+    uint64_t end = t_now_ns() + (uint64_t)(watchdog_s * 1e9);
+    while (t_now_ns() < end)
+        t_sleep_us(1000000);
     fprintf(stderr, "executor-torture: FAIL: the run overran by 120 s: a call never returned\n");
     _exit(3);
 }
@@ -337,18 +339,18 @@ int main(int argc, char **argv)
            o.seed, o.duration, o.submitters, o.consumers,
            o.inject ? ", a fault injected" : "");
     static struct counts counts[2];
-    uint64_t fails = 0, round_no = 0;
+    uint64_t fails = 0;
     bool caught_any = false;
     for (unsigned b = 0; b < o.nbackends; b++) {
         exec_backend_t be = (exec_backend_t)o.backends[b];
         struct counts *c = &counts[b];
-        uint64_t x = t_mix(o.seed ^ 0xb5ad4eceda1ce2a9ull ^ (uint64_t)be) | 1;
+        /* Rounds drawn per backend: --backend B --seed S draws the rounds
+         * that B ran in a run of both with seed S. */
+        uint64_t x = t_mix(o.seed ^ 0xb5ad4eceda1ce2a9ull ^ (uint64_t)be) | 1, round_no = 0;
         double share = o.duration / o.nbackends;
         uint64_t t0 = t_now_ns(), end = t0 + (uint64_t)(share * 1e9);
         while (t_now_ns() + 200000000ull < end) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            t_rnd(&x);
             double left = (double)(end - t_now_ns()) / 1e9;
             double secs = 0.3 + (double)(x % 2200) / 1000.0;
             if (secs > left - 0.1 || o.inject)
