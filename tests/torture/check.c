@@ -142,9 +142,12 @@ static void check_one(struct round *r, const exec_result_t *res, uint64_t *last_
     case K_HANG: want = EXEC_ERECTIMEOUT; break;
     }
     if (res->status != want) {
-        t_fail(&c->wrong, WHERE ": kind %d, status %s where %s was due (generation %" PRIu64 ")",
+        t_fail(&c->wrong,
+               WHERE ": kind %d, status %s where %s was due (generation %" PRIu64
+                     ", signal %d, exit %d; the monitor once waited %" PRIu64
+                     " ms for the CPU this round)",
                r->no, t_bname(r), tag, (int)k, exec_err_name(res->status), exec_err_name(want),
-               res->generation);
+               res->generation, res->signal, res->exit_status, atomic_load(&r->max_gap_ms));
         return;
     }
     const char *why = NULL;

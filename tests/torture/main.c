@@ -62,13 +62,18 @@ static const unsigned skip_known =
 static const char *const inject_names[] = {"none", "dup", "wrong", "lost", "release", "leak"};
 #define NINJECT (sizeof inject_names / sizeof inject_names[0])
 
-/* Under ThreadSanitizer workers run many times slower: a light record may
- * take longer than a normal record timeout would allow. */
+/* Sanitized workers run slower (ThreadSanitizer's many times), and a busy
+ * machine starves them more: a record that must not time out should not come
+ * near the timeout. */
 #if defined(__SANITIZE_THREAD__)
 #define TIMEOUT_MS 1500u
+#elif defined(__SANITIZE_ADDRESS__)
+#define TIMEOUT_MS 1000u
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define TIMEOUT_MS 1500u
+#elif __has_feature(address_sanitizer)
+#define TIMEOUT_MS 1000u
 #endif
 #endif
 #ifndef TIMEOUT_MS

@@ -343,13 +343,15 @@ bool t_round(const struct opts *o, exec_backend_t backend, uint64_t round_no, do
     if (o->verbose)
         fprintf(stderr,
                 "round %" PRIu64 " %s: workers %u window %u batch %u%s%s recycle %u, %s: "
-                "%" PRIu64 " submitted, %" PRIu64 " delivered, %" PRIu64 " swaps\n",
+                "%" PRIu64 " submitted, %" PRIu64 " delivered, %" PRIu64 " swaps; "
+                "longest wait for the CPU %" PRIu64 " ms\n",
                 round_no, t_bname(r), r->eo.workers, r->eo.window, r->eo.batch,
                 (r->eo.flags & EXEC_ORDERED) ? " ordered" : "",
                 r->no_replay ? " no-replay" : "", r->eo.max_records_per_worker,
                 r->end == END_DESTROY ? "destroyed" : r->end == END_CANCEL_ALL ? "cancel-all"
                                                                                : "drained",
-                atomic_load(&r->submitted), atomic_load(&r->delivered), r->swaps);
+                atomic_load(&r->submitted), atomic_load(&r->delivered), r->swaps,
+                atomic_load(&r->max_gap_ms));
     while (r->ctxs) {
         struct t_ctx *x = r->ctxs;
         r->ctxs = x->next;

@@ -254,7 +254,11 @@ void *t_monitor(void *arg)
     if (!wprev)
         return NULL;
     while (!atomic_load(&r->stop_monitor)) {
+        uint64_t t0 = t_now_ns();
         t_sleep_us(20000);
+        uint64_t late = (t_now_ns() - t0) / 1000000u;
+        if (late > 20 && late - 20 > atomic_load(&r->max_gap_ms))
+            atomic_store(&r->max_gap_ms, late - 20);
         exec_stats_t st;
         if (exec_stats(r->ex, &st) != 0)
             continue;

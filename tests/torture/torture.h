@@ -218,6 +218,10 @@ struct round {
     pthread_mutex_t next_lock;        /* SKIP_CONCURRENT_NEXT: consumers take turns */
     uint64_t next_seq;                /* ... and then ordered results come in seq order */
 
+    /* The longest the monitor waited past its 20 ms nap: how starved of CPU
+     * this process was, to tell a busy machine from a late timeout. */
+    atomic_uint_fast64_t max_gap_ms;
+
     /* This round's tallies, compared with exec_stats() at its end. */
     atomic_uint_fast64_t submitted, delivered, ok, user, crashed, timed_out, cancelled;
 
