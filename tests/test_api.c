@@ -36,7 +36,7 @@ static void create_fails(const exec_ops_t *ops, exec_backend_t be, const exec_op
     exec_t *ex = (exec_t *)&ex; /* garbage on purpose: must come back NULL */
     assert_int_equal(exec_create(&ex, ops, NULL, be, o), want);
     assert_null(ex);
-    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_threads_back(threads), threads);
 }
 
 static void test_create_bad_args(void **state)
@@ -204,7 +204,7 @@ static void fork_case(exec_backend_t want)
         print_message("%s with FORK_SAFE only: EXEC_ENOTSUP in this build\n",
                       exec_backend_name(want));
         assert_null(ex);
-        assert_int_equal(tu_threads(), threads);
+        assert_int_equal(tu_threads_back(threads), threads);
         assert_int_equal(tu_fds(), fds);
         return;
     }
@@ -234,7 +234,7 @@ static void fork_case(exec_backend_t want)
     exec_destroy(ex);
     /* Nothing left behind: no descriptor, thread or child process. */
     assert_int_equal(tu_fds(), fds);
-    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_threads_back(threads), threads);
     assert_int_equal(tu_children(), children);
 }
 

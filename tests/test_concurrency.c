@@ -428,7 +428,7 @@ static void test_create_destroy_concurrently(void **s)
     for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     tu_wfail_check();
-    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_threads_back(threads), threads);
     assert_int_equal(tu_fds(), fds);
 }
 

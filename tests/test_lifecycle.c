@@ -137,7 +137,7 @@ static void check_after(unsigned workers, int threads, int fds)
     assert_int_equal(atomic_load(&L.live), 0);
     assert_int_equal(atomic_load(&L.releases), 1);
     assert_ptr_equal(L.released_ctx, &L);
-    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_threads_back(threads), threads);
     assert_int_equal(tu_fds(), fds);
     tu_wfail_check();
 }
@@ -241,7 +241,7 @@ static void init_fails(unsigned workers, unsigned fail_at)
     exec_t *ex = (exec_t *)&o;
     assert_int_equal(exec_create(&ex, &life_ops, &L, EXEC_THREADS, &o), EXEC_EINIT);
     assert_null(ex);
-    assert_int_equal(tu_threads(), threads);
+    assert_int_equal(tu_threads_back(threads), threads);
     assert_int_equal(tu_fds(), fds);
     assert_int_equal(atomic_load(&L.live), 0);
     assert_int_equal(atomic_load(&L.releases), 0);

@@ -226,6 +226,17 @@ static inline int tu_count_dir(const char *path, int own)
 
 /* Threads of this process. */
 static inline int tu_threads(void) { return tu_count_dir("/proc/self/task", 0); }
+
+/* Threads of this process once no more than want, or after 2 s: a thread just
+ * joined can stay listed in /proc for a moment. */
+static inline int tu_threads_back(int want)
+{
+    for (int i = 0; i < 400 && tu_threads() > want; i++) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return tu_threads();
+}
 /* Open descriptors of this process. */
 static inline int tu_fds(void) { return tu_count_dir("/proc/self/fd", 1); }
 
