@@ -523,10 +523,10 @@ int exec_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws);
 /*
  * Cancels every record with this tag that has not finished. A record still
  * queued is never processed and gets status EXEC_ECANCELLED. A record already
- * running: on EXEC_THREADS its process() may poll exec_cancelled() and return
- * early; its result is EXEC_ECANCELLED either way, with EXEC_RESULT_EARLY when
- * process() saw the flag; on EXEC_FORK its worker is killed and replaced and the
- * result is EXEC_ECANCELLED. Every record still yields exactly one result.
+ * running: its process() may poll exec_cancelled() and return early; its result
+ * is EXEC_ECANCELLED either way, with EXEC_RESULT_EARLY when process() saw the
+ * flag. On EXEC_THREADS one that does not look runs to its end; on EXEC_FORK
+ * its worker is killed and replaced if it is still on the record 20 ms later. Every record still yields exactly one result.
  * Returns how many records it cancelled (> 0), or EXEC_ENOENT when no record
  * with that tag is still in flight (never submitted, or finished: a finished
  * record keeps its result), EXEC_EINVAL, EXEC_ENOTSUP. A record that finishes

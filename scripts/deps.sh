@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the project needs, only those missing: nothing is run
 # through apt-get when everything is present. Quiet unless something fails.
-# Usage: scripts/deps.sh [--clang] [--valgrind]   (also clang, for the clang build; valgrind)
+# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind]   (also clang, for the clang build;
+# clang and its runtimes, libFuzzer among them, for the fuzz build; valgrind)
 # As root; elsewhere through sudo when it is available.
 set -euo pipefail
 
@@ -11,8 +12,9 @@ pkgs=(build-essential cmake pkg-config
 for arg in "$@"; do
     case $arg in
     --clang) pkgs+=(clang) ;;
+    --fuzz) pkgs+=(clang libclang-rt-dev) ;;
     --valgrind) pkgs+=(valgrind) ;;
-    -h | --help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,6s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

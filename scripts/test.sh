@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # Runs every test: installs the missing Debian packages, then configures, builds and runs
 # the whole suite in the default build, checks the installed library from an outside
-# program (pkg-config and find_package), runs the suite again under ASan+UBSan and under
-# TSan, and once more built with clang (warnings are errors there too). Stops at the first
-# failure.
+# program (pkg-config and find_package), runs the suite again under ASan+UBSan, runs the
+# torture program for a bounded time in that build, runs the suite under TSan, and once
+# more built with clang (warnings are errors there too), fuzzes each libFuzzer target for
+# a bounded time, and runs the threads and CSV suites under valgrind. Every test is
+# followed by a leak check (no thread, fd, child or memfd mapping left). Stops at the
+# first failure. docs/reliability.md says what each step covers.
 #
 # Environment:
-#   EXEC_TEST_BUILDS  what to run, in order (default: "default consumer asan tsan clang");
+#   EXEC_TEST_BUILDS  what to run, in order (default:
+#                     "default consumer asan torture tsan clang fuzz valgrind");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer),
-#                     "valgrind" (the default build's tests under valgrind; slow, not run
-#                     unless asked for)
+#                     "torture" (executor-torture in the asan build),
+#                     "fuzz" (the fuzz preset: replay each target's corpus, then fuzz it),
+#                     "valgrind" (the threads and CSV suites of the default build under
+#                     valgrind)
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
 #   EXEC_CTEST_JOBS   tests run at once (default: 1; the suites use every core)
 #   EXEC_CTEST_ARGS   more ctest arguments, e.g. "-R test_api" or "-E bench"
+#   EXEC_TORTURE_SECONDS  the torture run's length, both backends together (default: 120)
+#   EXEC_TORTURE_ARGS     more executor-torture options (default: "--skip known")
+#   EXEC_FUZZ_SECONDS     fuzzing time per target (default: 100)
 #   EXEC_SKIP_DEPS=1  do not run scripts/deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default consumer asan tsan clang}
+builds=${EXEC_TEST_BUILDS:-default consumer asan torture tsan clang fuzz valgrind}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
@@ -45,6 +54,7 @@ quiet() {
 if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
     deps_args=()
     case " $builds " in *" clang "*) deps_args+=(--clang) ;; esac
+    case " $builds " in *" fuzz "*) deps_args+=(--fuzz) ;; esac
     case " $builds " in *" valgrind "*) deps_args+=(--valgrind) ;; esac
     bash scripts/deps.sh "${deps_args[@]}" || fail "scripts/deps.sh could not install the packages"
 fi
@@ -105,12 +115,17 @@ run_consumer() {
     say "${summary[-1]}"
 }
 
+# The threads and CSV suites under valgrind's memcheck. The fork suites stay on the
+# sanitizers: valgrind 3.19 lacks pidfd_open(), without which EXEC_FORK cannot start (the
+# other suites skip their few EXEC_FORK cases under valgrind). The torture program, the
+# bench and the README check are not suites.
 run_valgrind() {
     local t0 log=$root/valgrind.ctest.log result
     t0=$(date +%s)
     configure_build default
-    say "valgrind: ctest -T memcheck in $root/default"
+    say "valgrind: ctest -T memcheck in $root/default (test_*, not test_fork_*)"
     if ! (cd "$root/default" && ctest -T memcheck --output-on-failure --no-tests=ignore \
+        -R '^test_' -E '^test_fork_' \
         --overwrite MemoryCheckCommand="$(command -v valgrind)" \
         --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
         "${ctest_args[@]}") 2>&1 | tee "$log"; then
@@ -121,9 +136,64 @@ run_valgrind() {
     say "${summary[-1]}"
 }
 
+# executor-torture in the asan build, for a bounded time; known library defects are
+# skipped (--skip known, see tests/torture/main.c) so that everything else is checked.
+run_torture() {
+    local t0 dir=$root/asan log=$root/torture.log secs=${EXEC_TORTURE_SECONDS:-120} args
+    read -r -a args <<<"${EXEC_TORTURE_ARGS:---skip known}"
+    t0=$(date +%s)
+    configure_build asan
+    say "torture: $dir/tests/torture/executor-torture --duration $secs ${args[*]}"
+    if ! "${norandom[@]}" "$dir/tests/torture/executor-torture" --duration "$secs" "${args[@]}" \
+        2>&1 | tee "$log"; then
+        fail "torture (log: $log; rerun with its --seed to draw the same rounds)"
+    fi
+    summary+=("torture: $(grep -c 'lost=0 dup=0 wrong=0' "$log") backend(s) clean, $(sed -n 's/^executor-torture: \(seed [0-9]*\),.*/\1/p' "$log"); took $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
+# Each libFuzzer target of the fuzz preset: its corpus replayed (ctest), then fuzzed for
+# EXEC_FUZZ_SECONDS with the seed corpus as a start; new inputs go to the build tree,
+# never into the repository. A crash stops the run with the input that caused it.
+run_fuzz() {
+    local t0 dir=$root/fuzz secs=${EXEC_FUZZ_SECONDS:-100} t bin opts log n=0
+    t0=$(date +%s)
+    configure_build fuzz
+    say "fuzz: ctest (the seed corpora, regression inputs included)"
+    (cd "$dir" && ctest --output-on-failure --no-tests=error) >"$root/fuzz.ctest.log" 2>&1 ||
+        { tail -n 80 "$root/fuzz.ctest.log" >&2; fail "fuzz: corpus replay (log: $root/fuzz.ctest.log)"; }
+    mkdir -p "$dir/artifacts"
+    for bin in "$dir"/tests/fuzz/fuzz_*; do
+        [ -x "$bin" ] && [ -f "$bin" ] || continue
+        t=$(basename "$bin")
+        opts=()
+        if [ -f "tests/fuzz/$t.options" ]; then
+            # OSS-Fuzz's format: "key = value" lines under [libfuzzer].
+            while read -r line; do
+                case $line in *=*) opts+=("-${line%%[ =]*}=${line##*[= ]}") ;; esac
+            done <"tests/fuzz/$t.options"
+        fi
+        mkdir -p "$dir/corpus-work/$t"
+        log=$root/$t.log
+        say "fuzz: $t for $secs s ${opts[*]}"
+        if ! "$bin" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1 \
+            -artifact_prefix="$dir/artifacts/$t-" "${opts[@]}" \
+            "$dir/corpus-work/$t" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
+            tail -n 60 "$log" >&2
+            fail "fuzz: $t found a failure (log: $log; the input is in $dir/artifacts/: rerun it with '$bin FILE'; once fixed, add it to tests/fuzz/corpus/$t/)"
+        fi
+        n=$((n + 1))
+    done
+    [ "$n" -gt 0 ] || fail "fuzz: no fuzz target was built (the compiler lacks -fsanitize=fuzzer?)"
+    summary+=("fuzz: $n targets, $secs s each, nothing found; took $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
 for b in $builds; do
     case $b in
     consumer) run_consumer ;;
+    torture) run_torture ;;
+    fuzz) run_fuzz ;;
     valgrind) run_valgrind ;;
     *) run_build "$b" ;;
     esac

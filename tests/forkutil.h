@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "executor.h"
+#include "suite.h"
 #include "exec_internal.h"
 
 /* What a record asks its worker to do (first byte of the record). */

@@ -514,5 +514,5 @@ int main(void)
         cmocka_unit_test(test_memory_flat),
         cmocka_unit_test(test_room_per_result),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "executor.h"
+#include "suite.h"
 
 #define NREC 2000
 
@@ -309,5 +310,5 @@ int main(void)
         cmocka_unit_test(test_cancel_all_ordered),
         cmocka_unit_test(test_insights),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

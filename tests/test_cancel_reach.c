@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "executor.h"
+#include "suite.h"
 
 enum { R_TINY = 0, R_SLOW = 1 };
 
@@ -295,5 +296,5 @@ int main(void)
         cmocka_unit_test(test_cancel_all_reaches),
         cmocka_unit_test(test_fork_cancel_after_swap),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -461,5 +461,5 @@ int main(void)
         cmocka_unit_test(test_two_executors),
         cmocka_unit_test(test_create_destroy_concurrently),
     };
-    return cmocka_run_group_tests(tests, tu_warm_up, NULL);
+    return tu_run_group_tests(tests, tu_warm_up, NULL);
 }

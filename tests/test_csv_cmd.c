@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "exec_internal.h"
+#include "suite.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -563,5 +564,5 @@ int main(void)
         cmocka_unit_test(test_malformed_input),
         cmocka_unit_test(test_big_header),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return tu_run_group_tests(tests, setup, teardown);
 }

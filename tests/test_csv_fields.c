@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "executor.h"
+#include "suite.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -214,5 +215,5 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_header),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

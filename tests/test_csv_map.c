@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "executor.h"
+#include "suite.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -383,5 +384,5 @@ int main(void)
         cmocka_unit_test(test_bad_records), cmocka_unit_test(test_stops_and_args),
         cmocka_unit_test(test_progress),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

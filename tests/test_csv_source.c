@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "executor.h"
+#include "suite.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -531,5 +532,5 @@ int main(void)
         cmocka_unit_test(test_random),    cmocka_unit_test(test_cr_after_quote),
         cmocka_unit_test(test_read_size),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -375,5 +375,5 @@ int main(void)
         cmocka_unit_test(test_run_records),
         cmocka_unit_test(test_csv_source),
     };
-    return cmocka_run_group_tests(tests, tu_warm_up, NULL);
+    return tu_run_group_tests(tests, tu_warm_up, NULL);
 }

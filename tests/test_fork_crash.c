@@ -407,5 +407,5 @@ int main(void)
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

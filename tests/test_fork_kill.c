@@ -193,5 +193,5 @@ int main(void)
         cmocka_unit_test(test_kill_anywhere_ordered),
         cmocka_unit_test(test_kill_while_recycling),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -128,5 +128,5 @@ int main(void)
         cmocka_unit_test(test_magic_fork),
         cmocka_unit_test(test_magic_auto),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -125,5 +125,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pss),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

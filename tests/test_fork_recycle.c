@@ -385,5 +385,5 @@ int main(void)
         cmocka_unit_test(test_memory_reader_kept),
         cmocka_unit_test(test_memory_steady_state_above_limit),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -196,5 +196,5 @@ int main(void)
         cmocka_unit_test(test_swap_init_hangs),
         cmocka_unit_test(test_worker_times),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

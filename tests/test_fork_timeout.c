@@ -400,5 +400,5 @@ int main(void)
         cmocka_unit_test(test_grandchildren),
         cmocka_unit_test(test_slow_report),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -393,5 +393,5 @@ int main(void)
         cmocka_unit_test(test_destroy_while_processing),
         cmocka_unit_test(test_destroy_uncollected),
     };
-    return cmocka_run_group_tests(tests, tu_warm_up, NULL);
+    return tu_run_group_tests(tests, tu_warm_up, NULL);
 }

@@ -550,5 +550,5 @@ int main(void)
         cmocka_unit_test(test_nproc_mid_stream),
         cmocka_unit_test(test_address_space_low),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

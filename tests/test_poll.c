@@ -256,5 +256,5 @@ int main(void)
         cmocka_unit_test(test_poll_end_of_stream),
         cmocka_unit_test(test_poll_quiet_when_idle),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -471,5 +471,5 @@ int main(void)
         cmocka_unit_test(test_run_misuse),
         cmocka_unit_test(test_map_other_threads_busy),
     };
-    return cmocka_run_group_tests(tests, tu_warm_up, NULL);
+    return tu_run_group_tests(tests, tu_warm_up, NULL);
 }

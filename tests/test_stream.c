@@ -582,5 +582,5 @@ int main(void)
         cmocka_unit_test(test_big_records_unordered),
         cmocka_unit_test(test_big_records_ordered),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -423,5 +423,5 @@ int main(void)
         cmocka_unit_test(test_concurrent_swappers),
         cmocka_unit_test(test_swap_without_release),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return tu_run_group_tests(tests, NULL, NULL);
 }

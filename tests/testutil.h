@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "executor.h"
+#include "suite.h"
 
 /* ------------------------------------------------------------------------- */
 /* Failures seen outside the test's thread                                   */

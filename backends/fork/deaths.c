@@ -66,6 +66,13 @@ static bool fk_blame(struct fk_worker *wk, struct fk_slot *s, int why, int wstat
     /* Records before it in this pass have results (bounded by the area:
      * the pass never published its length). */
     fk_harvest(s, cr, g->rcap, false);
+    if (why == K_CANCEL && !fk_cancelled(s, cr)) {
+        /* Killed for a cancel, but already past the cancelled record: the
+         * one it was on is innocent and runs again. */
+        ck_pr_add_64(&wk->place->records, cr - s->from);
+        s->from = cr;
+        return false;
+    }
     int status = why == K_STALL                                        ? EXEC_EWORKER
                  : why == K_CANCEL                                       ? EXEC_ECANCELLED
                  : why == K_TIMEOUT && to_slot == s->idx && to_rec == cr ? EXEC_ERECTIMEOUT
@@ -159,8 +166,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     wk->c.completed = 0;
 
     exec__lock(&fk->lock);
-    if (planned || blamed || completed || lived)
-        wk->p.fails = 0;
+    if (planned || blamed || completed || lived || why == K_CANCEL)
+        wk->p.fails = 0; /* (a cancel's kill is ours, not a failure) */
     else
         wk->p.fails++; /* a start that failed, or a death that proved nothing */
 

@@ -95,21 +95,10 @@ static int fk_cancel(exec_t *ex, struct exec__batch *b, uint32_t i)
         return 0; /* its result is already ours */
     }
     __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_SEQ_CST);
-    /* Running it right now (the slot need not be the FIFO's head: slots the
-     * worker finished may wait for the consumer)? The supervisor also looks
-     * at every pass, for a worker that took the record just after this. */
-    struct fk_hdr *h = wk->hdr;
-    bool running = false;
-    for (int k = 0; k < 4 && !running; k++) {
-        uint32_t tick = ck_pr_load_32(&h->tick), cs = 0, cr = 0;
-        running = ck_pr_load_32(&h->busy) && fk_where(h, tick, &cs, &cr) && cs == s->idx &&
-                  cr == i;
-    }
     exec__unlock(&wk->q.lock);
-    if (running)
-        fk_kill_req(fk, wk, K_CANCEL);
-    else
-        fk_wake_sup(fk);
+    /* If it runs, the supervisor stops it (watch.c): it sees the flag on the
+     * record the worker is on. */
+    fk_wake_sup(fk);
     return 1;
 }
 

@@ -47,6 +47,7 @@
 #define FK_STALL_NS 3000000000ull  /* ... this long after: it broke the protocol */
 #define FK_MEM_QUICK_NS 1000000000ull /* a life this short is a quick memory pass */
 #define FK_LIVED_NS 1000000000ull     /* a process admitted this long ago was no failed start */
+#define FK_CANCEL_NS 20000000ull      /* a cancelled record still running this long: kill */
 
 /* Supervisor <-> zygote messages (channel.c). */
 enum { FK_M_SPAWN = 1, FK_M_EXIT, FK_M_SPAWNED, FK_M_FAILED, FK_M_EXITED, FK_M_KILL };
@@ -131,6 +132,8 @@ struct fk_watch {
     bool mem_base_set, mem_told, mem_want;
     uint64_t mem_base; /* Private_Dirty (kB) right after worker_init */
     uint64_t mem_at;   /* next look at it */
+    uint64_t cancel_at; /* when it was first seen on a cancelled record */
+    uint32_t cancel_tick;
     /* Stalls: no slot back and no tick for a while, with work queued. */
     uint64_t st_returned;
     uint32_t st_tick;

@@ -222,22 +222,42 @@ static void fk_watch_stall(struct fk *fk, struct fk_worker *wk, uint64_t now, in
     fk_wait_at(wait_ms, now, w->st_since + (w->st_nudged ? FK_STALL_NS : FK_NUDGE_NS));
 }
 
-/* A record running although it was cancelled (its cancel came just before
- * the worker took it): kill the worker, as exec_cancel would have. */
-static void fk_watch_cancel(struct fk *fk, struct fk_worker *wk, uint64_t now, int *wait_ms)
+/* Is the worker, by its header, on a record flagged cancelled? */
+static bool fk_on_cancelled(struct fk *fk, struct fk_worker *wk, uint32_t tick)
 {
     struct fk_hdr *h = wk->hdr;
-    if (!ck_pr_load_32(&h->busy))
-        return;
     uint32_t cs = 0, cr = 0;
-    if (fk_where(h, ck_pr_load_32(&h->tick), &cs, &cr) && cs < wk->g->nslot &&
-        cr < fk->o->batch &&
-        (__atomic_load_n(&wk->slots[cs].b.rflags[cr], __ATOMIC_RELAXED) & EXEC__RF_CANCEL)) {
-        fk_sup_kill(wk, K_CANCEL);
+    return ck_pr_load_32(&h->busy) && fk_where(h, tick, &cs, &cr) && cs < wk->g->nslot &&
+           cr < fk->o->batch &&
+           (__atomic_load_n(&wk->slots[cs].b.rflags[cr], __ATOMIC_RELAXED) & EXEC__RF_CANCEL);
+}
+
+/*
+ * Cancel of a running record: its flag is up (exec_cancelled() says so).
+ * A record that looks at it stops by itself; one still on it FK_CANCEL_NS
+ * later has its worker killed. Killing at once would often land after the
+ * record had stopped, on the next one, which then runs again.
+ */
+static void fk_watch_cancel(struct fk *fk, struct fk_worker *wk, uint64_t now, int *wait_ms)
+{
+    struct fk_watch *w = &wk->w;
+    uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
+    if (!fk_on_cancelled(fk, wk, tick)) {
+        w->cancel_at = 0;
+        if (ck_pr_load_32(&wk->hdr->busy))
+            fk_wait_at(wait_ms, now, now + 50000000u); /* while it works, look again */
         return;
     }
-    /* While it works, look again now and then. */
-    fk_wait_at(wait_ms, now, now + 50000000u);
+    if (!w->cancel_at || w->cancel_tick != tick) {
+        w->cancel_at = now;
+        w->cancel_tick = tick;
+    }
+    if (now - w->cancel_at < FK_CANCEL_NS) {
+        fk_wait_at(wait_ms, now, w->cancel_at + FK_CANCEL_NS);
+        return;
+    }
+    if (ck_pr_load_32(&wk->hdr->tick) == tick) /* still on it: kill */
+        fk_sup_kill(wk, K_CANCEL);
 }
 
 void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint64_t now,
