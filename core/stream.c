@@ -71,6 +71,7 @@ int exec__flush_idle(exec_t *ex)
 int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref)
 {
     EXEC__ASSERT_HELD(&ex->submit_lock);
+    int err; /* (here, not in the block: cppcheck reads batch_get's result as &err) */
     if (ex->finished)
         return EXEC_ESTATE;
     if (ck_pr_load_32(&ex->fatal))
@@ -85,7 +86,7 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
         b = NULL;
     }
     if (!b) {
-        int err = 0;
+        err = 0;
         b = ex->be->batch_get(ex, &err);
         if (!b) {
             /* Out of memory with no batch out: none will come back to reuse. */
@@ -341,7 +342,7 @@ static struct exec__consumer *exec__me(exec_t *ex)
         if (pthread_equal(ex->cons[i].tid, self))
             return &ex->cons[i];
     if (ex->ncons == ex->cons_cap) {
-        unsigned cap = 2 * ex->cons_cap;
+        unsigned cap = 2 * ex->cons_cap + EXEC__CONS_INLINE;
         struct exec__consumer *c =
             ex->cons == ex->cons_inline ? exec__malloc(cap * sizeof *c)
                                         : exec__realloc(ex->cons, cap * sizeof *c);

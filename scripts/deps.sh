@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the project needs, only those missing: nothing is run
 # through apt-get when everything is present. Quiet unless something fails.
-# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind]   (also clang, for the clang build;
-# clang and its runtimes, libFuzzer among them, for the fuzz build; valgrind)
+# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind] [--static]   (also clang, for the
+# clang build; clang and its runtimes, libFuzzer among them, for the fuzz build; valgrind;
+# cppcheck and clang-tidy for the static checks)
 # As root; elsewhere through sudo when it is available.
 set -euo pipefail
 
@@ -14,7 +15,8 @@ for arg in "$@"; do
     --clang) pkgs+=(clang) ;;
     --fuzz) pkgs+=(clang libclang-rt-dev) ;;
     --valgrind) pkgs+=(valgrind) ;;
-    -h | --help) sed -n '2,6s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --static) pkgs+=(cppcheck clang-tidy) ;;
+    -h | --help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

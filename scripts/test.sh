@@ -10,13 +10,13 @@
 #
 # Environment:
 #   EXEC_TEST_BUILDS  what to run, in order (default:
-#                     "default consumer asan torture tsan clang fuzz valgrind");
+#                     "default static consumer asan torture tsan clang fuzz valgrind");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer),
 #                     "torture" (executor-torture in the asan build),
 #                     "fuzz" (the fuzz preset: replay each target's corpus, then fuzz it),
 #                     "valgrind" (the threads and CSV suites of the default build under
-#                     valgrind)
+#                     valgrind), "static" (cppcheck and clang-tidy over the library)
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
 #   EXEC_CTEST_JOBS   tests run at once (default: 1; the suites use every core)
@@ -28,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default consumer asan torture tsan clang fuzz valgrind}
+builds=${EXEC_TEST_BUILDS:-default static consumer asan torture tsan clang fuzz valgrind}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
@@ -56,6 +56,7 @@ if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
     case " $builds " in *" clang "*) deps_args+=(--clang) ;; esac
     case " $builds " in *" fuzz "*) deps_args+=(--fuzz) ;; esac
     case " $builds " in *" valgrind "*) deps_args+=(--valgrind) ;; esac
+    case " $builds " in *" static "*) deps_args+=(--static) ;; esac
     bash scripts/deps.sh "${deps_args[@]}" || fail "scripts/deps.sh could not install the packages"
 fi
 
@@ -136,6 +137,29 @@ run_valgrind() {
     say "${summary[-1]}"
 }
 
+# cppcheck and clang-tidy over the library's sources (.clang-tidy says which checks,
+# and why each one left out is), with the default build's compile commands: any
+# finding fails the step.
+run_static() {
+    local t0 log=$root/static.log
+    t0=$(date +%s)
+    configure_build default
+    say "static: cppcheck and clang-tidy over core/ backends/ records/"
+    if ! cppcheck --enable=warning,performance,portability --std=c11 --inline-suppr -q \
+        --error-exitcode=1 -I include -I core -D_GNU_SOURCE -D__x86_64__ \
+        --suppress=missingIncludeSystem core backends records >"$log" 2>&1; then
+        cat "$log" >&2
+        fail "static: cppcheck (log: $log)"
+    fi
+    if ! clang-tidy -p "$root/default" --quiet core/*.c backends/*.c backends/*/*.c records/*.c \
+        >>"$log" 2>&1; then
+        grep -E 'warning|error' "$log" | head -n 40 >&2
+        fail "static: clang-tidy (log: $log)"
+    fi
+    summary+=("static: cppcheck and clang-tidy clean; took $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
 # executor-torture in the asan build, for a bounded time; known library defects are
 # skipped (--skip known, see tests/torture/main.c) so that everything else is checked.
 run_torture() {
@@ -193,6 +217,7 @@ for b in $builds; do
     case $b in
     consumer) run_consumer ;;
     torture) run_torture ;;
+    static) run_static ;;
     fuzz) run_fuzz ;;
     valgrind) run_valgrind ;;
     *) run_build "$b" ;;
