@@ -1,8 +1,8 @@
 /*
  * Core: creating and destroying an executor (validation, backend choice),
  * swaps, stats, and the calls a backend makes into core (exec_internal.h).
- * The stream itself is in stream.c, cancel in cancel.c. Knows backends only
- * through struct exec__backend.
+ * The stream itself is in submit.c and next.c, cancel in cancel.c. Knows
+ * backends only through struct exec__backend.
  */
 #include "exec_core.h"
 #include "alloc.h"
