@@ -35,6 +35,7 @@ static const struct exec__errdesc exec__errors[] = {
     {EXEC_ELIMIT, "EXEC_ELIMIT",
      "cannot start a thread or process: a resource limit was reached (RLIMIT_NPROC, "
      "threads-max, pid_max, or memory for its stack)"},
+    {EXEC_ELOST, "EXEC_ELOST", "the MPI rank holding the record died or stopped answering"},
     {EXEC_EUNTERMINATED, "EXEC_EUNTERMINATED", "input ends inside a quoted field"},
     {EXEC_EBADQUOTE, "EXEC_EBADQUOTE", "quote inside an unquoted field, or text after a closing quote"},
     {EXEC_ETRUNCATED, "EXEC_ETRUNCATED", "input ends inside a length-prefixed record"},

@@ -41,6 +41,7 @@ const char *exec_backend_name(exec_backend_t b)
     case EXEC_AUTO: return "auto";
     case EXEC_THREADS: return "threads";
     case EXEC_FORK: return "fork";
+    case EXEC_MPI: return "mpi";
     }
     return "unknown";
 }
@@ -159,8 +160,10 @@ void exec__fatal(exec_t *ex)
 /* Create and destroy                                                        */
 /* ------------------------------------------------------------------------- */
 
-/* Fills defaults and checks ranges. */
-static int exec__options(exec_options_t *o, const exec_options_t *in)
+/* Fills defaults and checks ranges; the backend may adjust the caller's
+ * options first (configure). */
+static int exec__options(exec_options_t *o, const exec_options_t *in,
+                         const struct exec__backend *be)
 {
     if (in)
         *o = *in;
@@ -168,6 +171,16 @@ static int exec__options(exec_options_t *o, const exec_options_t *in)
         memset(o, 0, sizeof *o);
     if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY))
         return EXEC_EINVAL;
+    if (o->rank_backend != EXEC_AUTO && o->rank_backend != EXEC_THREADS &&
+        o->rank_backend != EXEC_FORK)
+        return EXEC_EINVAL;
+    if (o->rank_workers > EXEC__MAX_WORKERS || o->rank_batches > EXEC__MAX_BATCH)
+        return EXEC_EINVAL;
+    if (be->configure) {
+        int rc = be->configure(o);
+        if (rc)
+            return rc;
+    }
     if (o->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         o->workers = n > 0 ? (unsigned)n : 1u;
@@ -199,6 +212,21 @@ static int exec__options(exec_options_t *o, const exec_options_t *in)
     return 0;
 }
 
+/* EXEC_MPI: every rank builds its own context from a spec, so there must be
+ * a way to build one, and no context here. */
+static int exec__choose_mpi(const exec_ops_t *ops, const void *ctx, const exec_options_t *o)
+{
+    bool ts = ops->caps & EXEC_CAP_THREAD_SAFE, fs = ops->caps & EXEC_CAP_FORK_SAFE;
+    if (!o || !o->plugin || !o->plugin->ctx_build || !o->spec)
+        return EXEC_ECAPS;
+    if (ctx || o->plugin->abi != EXEC_PLUGIN_ABI || o->plugin->ops != ops)
+        return EXEC_EINVAL;
+    if ((o->rank_backend == EXEC_AUTO && !ts && !fs) ||
+        (o->rank_backend == EXEC_THREADS && !ts) || (o->rank_backend == EXEC_FORK && !fs))
+        return EXEC_ECAPS;
+    return 0;
+}
+
 static int exec__choose(const exec_ops_t *ops, exec_backend_t want, exec_backend_t *got)
 {
     bool ts = ops->caps & EXEC_CAP_THREAD_SAFE, fs = ops->caps & EXEC_CAP_FORK_SAFE;
@@ -217,6 +245,9 @@ static int exec__choose(const exec_ops_t *ops, exec_backend_t want, exec_backend
         if (!fs)
             return EXEC_ECAPS;
         *got = EXEC_FORK;
+        return 0;
+    case EXEC_MPI: /* checked by exec__choose_mpi */
+        *got = EXEC_MPI;
         return 0;
     }
     return EXEC_EINVAL;
@@ -252,12 +283,10 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
         return EXEC_EVERSION;
     if (ops->caps & ~(EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE))
         return EXEC_EINVAL;
-    exec_options_t o;
-    int rc = exec__options(&o, opts);
-    if (rc)
-        return rc;
     exec_backend_t chosen;
-    rc = exec__choose(ops, backend, &chosen);
+    int rc = exec__choose(ops, backend, &chosen);
+    if (rc == 0 && chosen == EXEC_MPI)
+        rc = exec__choose_mpi(ops, ctx, opts);
     if (rc)
         return rc;
     const struct exec__backend *be = NULL;
@@ -266,6 +295,10 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
             be = exec__backends[i];
     if (!be || !be->start)
         return EXEC_ENOTSUP;
+    exec_options_t o;
+    rc = exec__options(&o, opts, be);
+    if (rc)
+        return rc;
 
     exec_t *ex = exec__calloc(1, sizeof *ex);
     if (!ex)
@@ -341,19 +374,15 @@ void exec_destroy(exec_t *ex)
 /* Swap                                                                      */
 /* ------------------------------------------------------------------------- */
 
-int exec_swap_context(exec_t *ex, void *new_ctx)
+/* A swap: new_ctx by swap_prepare, or spec by swap_spec. */
+static int exec__swap(exec_t *ex, void *new_ctx, const char *spec, char *err, size_t errlen)
 {
-    if (!ex)
-        return EXEC_EINVAL;
-    if (exec__in_callback(ex))
-        return EXEC_ESTATE;
-    if (!ex->be->swap_prepare)
-        return EXEC_ENOTSUP;
     exec__lock(&ex->swap_lock);
     int rc = EXEC_ESTATE;
     if (!ex->destroying) {
         uint64_t gen = ex->generation + 1;
-        rc = ex->be->swap_prepare(ex, new_ctx, gen);
+        rc = spec ? ex->be->swap_spec(ex, spec, gen, err, errlen)
+                  : ex->be->swap_prepare(ex, new_ctx, gen);
         if (rc == 0) {
             /* Records submitted before this call returns may see either
              * context; the open batch goes out now to the current one, and
@@ -369,6 +398,30 @@ int exec_swap_context(exec_t *ex, void *new_ctx)
     }
     exec__unlock(&ex->swap_lock);
     return rc;
+}
+
+int exec_swap_context(exec_t *ex, void *new_ctx)
+{
+    if (!ex)
+        return EXEC_EINVAL;
+    if (exec__in_callback(ex))
+        return EXEC_ESTATE;
+    if (!ex->be->swap_prepare)
+        return EXEC_ENOTSUP;
+    return exec__swap(ex, new_ctx, NULL, NULL, 0);
+}
+
+int exec_swap_spec(exec_t *ex, const char *spec, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!ex || !spec)
+        return EXEC_EINVAL;
+    if (exec__in_callback(ex))
+        return EXEC_ESTATE;
+    if (!ex->be->swap_spec)
+        return EXEC_ENOTSUP;
+    return exec__swap(ex, NULL, spec, err, errlen);
 }
 
 /* ------------------------------------------------------------------------- */

@@ -180,59 +180,80 @@ struct exec__backend {
     void (*worker_stats)(exec_t *ex, unsigned i, exec_worker_stats_t *ws);
     /* Stops workers, abandons what is in flight, releases every resource. */
     void (*stop)(exec_t *ex);
+    /* Optional: adjusts the caller's options before core fills in defaults
+     * and checks ranges (EXEC_MPI: workers are ranks). exec_create only;
+     * 0 or an error exec_create returns. */
+    int (*configure)(exec_options_t *o);
+    /* Optional: the first step of a swap by spec (exec_swap_spec), in place
+     * of swap_prepare; swap_commit is the second. May fail (err gets why),
+     * leaving nothing behind. Same thread rules as swap_prepare. */
+    int (*swap_spec)(exec_t *ex, const char *spec, uint64_t generation, char *err,
+                     size_t errlen);
 };
 
 /* Every backend built in, NULL-terminated (backends/registry.c). Core finds a
- * backend here by id and names none itself. */
+ * backend here by id and names none itself. A backend that lives in a library
+ * of its own (EXEC_MPI in libexecutor_mpi) is listed when that library is
+ * linked in. */
 extern const struct exec__backend *const exec__backends[];
 
 /* ------------------------------------------------------------------------- */
 /* What a backend may ask of core, and how it reports                         */
 /* ------------------------------------------------------------------------- */
 
-void *exec__priv(const exec_t *ex);              /* the backend's private state */
-const exec_ops_t *exec__ops(const exec_t *ex);
-const exec_options_t *exec__opts(const exec_t *ex); /* defaults filled in */
-void *exec__ctx0(const exec_t *ex);              /* the context exec_create got */
-bool exec__started(const exec_t *ex);            /* start() succeeded: contexts are ours */
-int exec__efd(const exec_t *ex);                 /* the consumer's eventfd */
+/* These calls are exported by the shared library (protected there: calls
+ * from inside it still bind locally), so that a backend built as a library
+ * of its own can make them; they are no API (libexecutor_mpi must come from
+ * the same build). */
+#ifdef EXEC_BUILDING
+#define EXEC__SEAM __attribute__((visibility("protected")))
+#else
+#define EXEC__SEAM __attribute__((visibility("default")))
+#endif
+
+EXEC__SEAM void *exec__priv(const exec_t *ex); /* the backend's private state */
+EXEC__SEAM const exec_ops_t *exec__ops(const exec_t *ex);
+EXEC__SEAM const exec_options_t *exec__opts(const exec_t *ex); /* defaults filled in */
+EXEC__SEAM void *exec__ctx0(const exec_t *ex);   /* the context exec_create got */
+EXEC__SEAM bool exec__started(const exec_t *ex); /* start() succeeded: contexts are ours */
+EXEC__SEAM int exec__efd(const exec_t *ex);      /* the consumer's eventfd */
 /* Most batches that can be in flight at once (sizes rings and pools). */
-uint32_t exec__max_batches(const exec_t *ex);
+EXEC__SEAM uint32_t exec__max_batches(const exec_t *ex);
 /* Nanoseconds on CLOCK_MONOTONIC. */
-uint64_t exec__now_ns(void);
+EXEC__SEAM uint64_t exec__now_ns(void);
 
 /*
  * Where workers find the consumer's "armed" word (it sleeps, wake it): a
  * backend whose workers are other processes moves it into shared memory in
  * start(), before any worker runs, and back (NULL) in stop(), after the last.
  */
-void exec__use_armed(exec_t *ex, uint32_t *word);
+EXEC__SEAM void exec__use_armed(exec_t *ex, uint32_t *word);
 /* Wakes a sleeping consumer if it is armed (workers, after making results
  * visible; also from forked workers). */
-void exec__notify(exec_t *ex);
+EXEC__SEAM void exec__notify(exec_t *ex);
 /* True while the consumer sleeps (or may) and wants a wake-up. */
-bool exec__armed(const exec_t *ex);
+EXEC__SEAM bool exec__armed(const exec_t *ex);
 /* Wakes the consumer whatever the armed word says (deaths to settle). */
-void exec__wake(exec_t *ex);
+EXEC__SEAM void exec__wake(exec_t *ex);
 /* True when an ordered consumer waits for exactly this batch. */
-bool exec__awaited(exec_t *ex, const struct exec__batch *b);
+EXEC__SEAM bool exec__awaited(exec_t *ex, const struct exec__batch *b);
 /* Records per batch the producer should aim for (heavy records: fewer). */
-void exec__tune_batch(exec_t *ex, uint32_t records);
+EXEC__SEAM void exec__tune_batch(exec_t *ex, uint32_t records);
 /*
  * A worker about to sleep calls idle_enter, then flush_idle so no record
  * waits in the open batch while it sleeps: 1 if it sent the open batch, 0 if
  * there was none, -1 if a producer holds the lock (it will see the idle
  * count on its next record; look again soon). idle_leave when it wakes.
  */
-void exec__idle_enter(exec_t *ex);
-void exec__idle_leave(exec_t *ex);
-int exec__flush_idle(exec_t *ex);
+EXEC__SEAM void exec__idle_enter(exec_t *ex);
+EXEC__SEAM void exec__idle_leave(exec_t *ex);
+EXEC__SEAM int exec__flush_idle(exec_t *ex);
 /* A worker was replaced (any thread). */
-void exec__respawned(exec_t *ex);
+EXEC__SEAM void exec__respawned(exec_t *ex);
 /* The backend gave up: every later submit fails with EXEC_EFATAL. */
-void exec__fatal(exec_t *ex);
+EXEC__SEAM void exec__fatal(exec_t *ex);
 /* True once exec__fatal() was called. */
-bool exec__is_fatal(const exec_t *ex);
+EXEC__SEAM bool exec__is_fatal(const exec_t *ex);
 
 /* Event count modes (core/ec.c): threads of one process, or processes
  * sharing a mapping. */

@@ -82,6 +82,8 @@ extern "C" {
 #define EXEC_ELIMIT       (-4083) /* cannot start a thread or process: a resource
                                      limit (RLIMIT_NPROC, threads-max, pid_max, or
                                      memory for a thread's stack) */
+#define EXEC_ELOST        (-4082) /* result: EXEC_MPI: the rank holding the record
+                                     died or stopped answering (rank_timeout_ms) */
 
 /* A short English text for an error code; never NULL. Thread-safe. */
 const char *exec_strerror(int err);
@@ -160,10 +162,18 @@ typedef struct exec_ops {
 /* ------------------------------------------------------------------------- */
 
 typedef enum exec_backend {
-    EXEC_AUTO = 0,    /* THREADS if caps has THREAD_SAFE, else FORK if FORK_SAFE */
+    EXEC_AUTO = 0,    /* THREADS if caps has THREAD_SAFE, else FORK if FORK_SAFE;
+                         never MPI */
     EXEC_THREADS = 1, /* pthreads sharing ctx under RCU; needs EXEC_CAP_THREAD_SAFE */
-    EXEC_FORK = 2     /* forked workers inheriting ctx; needs EXEC_CAP_FORK_SAFE */
+    EXEC_FORK = 2,    /* forked workers inheriting ctx; needs EXEC_CAP_FORK_SAFE */
+    EXEC_MPI = 3      /* the worker ranks of an MPI job, each building its own
+                         context from options.spec and running records on its
+                         own EXEC_THREADS or EXEC_FORK executor; needs
+                         libexecutor_mpi (see executor_mpi.h) and options.plugin */
 } exec_backend_t;
+
+struct exec_plugin;
+struct exec_csv_header;
 
 /* Flags in exec_options_t.flags. */
 #define EXEC_ORDERED 0x1u   /* deliver results in submission order */
@@ -184,9 +194,12 @@ typedef struct exec_slow {
  * (or passing NULL) gives a sensible executor.
  */
 typedef struct exec_options {
-    unsigned workers;     /* default: the number of online CPUs; at most 1024 */
+    unsigned workers;     /* default: the number of online CPUs; at most 1024.
+                             EXEC_MPI: the worker ranks used (ranks 1..workers);
+                             default: every rank but rank 0 */
     unsigned window;      /* records submitted but not yet collected, at most;
-                             default 4096 x workers, at most 1<<24 */
+                             default 4096 x workers (EXEC_MPI: 16384 x ranks),
+                             at most 1<<24 */
     unsigned batch;       /* most records in one batch; default 128; at most 4096.
                              Batches go out early when a worker runs short, and
                              EXEC_THREADS sends about 250 us of work per batch
@@ -232,6 +245,34 @@ typedef struct exec_options {
                                       boundary once the successor is ready; pages
                                       of the context it only reads do not count;
                                       default 0 = never */
+
+    /*
+     * EXEC_MPI (executor_mpi.h). A context is never sent: every worker rank
+     * builds its own with plugin->ctx_build(spec, header), and frees it with
+     * plugin->ctx_free when its executor ends. Only records and results cross
+     * the network. The other fields above are passed on to each rank's
+     * executor (workers there is rank_workers; on_slow is not called).
+     */
+    const struct exec_plugin *plugin; /* required: how a rank builds its context;
+                                         plugin->ops must be exec_create()'s ops */
+    const char *spec;                 /* required: what every rank builds from */
+    const struct exec_csv_header *header; /* optional: given to ctx_build on every
+                                             rank (its names and delimiter are sent) */
+    exec_backend_t rank_backend; /* each rank's executor: EXEC_AUTO (default: by caps),
+                                    EXEC_THREADS or EXEC_FORK */
+    unsigned rank_workers;       /* workers in each rank's executor; default: that
+                                    rank's online CPUs; at most 1024 */
+    unsigned rank_batches;       /* batches in flight per rank, at most; default
+                                    2 x the rank's workers + 4; at most 4096 */
+    unsigned rank_timeout_ms;    /* a rank holding records that sends nothing (it
+                                    sends results, and a heartbeat every quarter of
+                                    this) for this long is taken for lost: its
+                                    records read EXEC_ELOST and the other ranks
+                                    carry the stream; default 10000 */
+    char *err;                   /* optional: where exec_create() writes why it
+                                    failed when a rank refused (e.g. "rank 2: ..."),
+                                    NUL-terminated, at most errlen bytes */
+    size_t errlen;
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -241,11 +282,21 @@ typedef struct exec exec_t;
  * workers. ctx is not copied: it must stay valid until it is released (see
  * ops->ctx_release) or until exec_destroy() returns.
  *
+ * EXEC_MPI (rank 0 of an MPI job, see executor_mpi.h): ctx must be NULL, as
+ * every worker rank builds its own context from options.spec with
+ * options.plugin; ops must be options.plugin->ops.
+ *
  * Errors: EXEC_EINVAL (NULL exp/ops/process, unknown backend, an option out of
- * range or an unknown flag), EXEC_EVERSION, EXEC_ECAPS (EXEC_THREADS without
- * THREAD_SAFE, EXEC_FORK without FORK_SAFE, AUTO with neither), EXEC_ENOTSUP
- * (backend not built), EXEC_EINIT (a worker_init failed, crashed or hung past
- * options.start_timeout_ms), EXEC_ENOMEM, or a
+ * range or an unknown flag; EXEC_MPI: ctx not NULL, ops not the plugin's, more
+ * workers than ranks, or not rank 0), EXEC_EVERSION, EXEC_ECAPS (EXEC_THREADS
+ * without THREAD_SAFE, EXEC_FORK without FORK_SAFE, AUTO with neither; EXEC_MPI
+ * without a plugin with ctx_build and a spec: a classifier that cannot be built
+ * from a spec cannot run there, or a rank_backend its caps lack), EXEC_ENOTSUP
+ * (backend not built, or libexecutor_mpi not linked in), EXEC_EINIT (a
+ * worker_init failed, crashed or hung past options.start_timeout_ms; EXEC_MPI:
+ * a rank refused: its ctx_build failed or its executor did not start, see
+ * options.err), EXEC_ESTATE (EXEC_MPI: MPI not initialized, or with a thread
+ * level below MPI_THREAD_SERIALIZED), EXEC_ENOMEM, or a
  * system call's -errno. On error *exp is NULL and nothing is left behind.
  * Thread-safe (it touches only what it creates).
  */
@@ -254,7 +305,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx,
 
 /* The backend exec_create() chose (never EXEC_AUTO); EXEC_AUTO for NULL. */
 exec_backend_t exec_backend(const exec_t *ex);
-/* "auto", "threads", "fork", or "unknown". */
+/* "auto", "threads", "fork", "mpi", or "unknown". */
 const char *exec_backend_name(exec_backend_t backend);
 /* The options in force after defaults were filled in; EXEC_EINVAL for NULL. */
 int exec_get_options(const exec_t *ex, exec_options_t *out);
@@ -307,8 +358,9 @@ int exec_finish(exec_t *ex);
 typedef struct exec_result {
     uint64_t tag;        /* the caller's tag from submit */
     int status;          /* 0, EXEC_EUSER, EXEC_ECRASHED, EXEC_ERECTIMEOUT,
-                            EXEC_ERESULT2BIG, EXEC_ECANCELLED, EXEC_EWORKER, or
-                            EXEC_ENOMEM (the result could not be stored);
+                            EXEC_ERESULT2BIG, EXEC_ECANCELLED, EXEC_EWORKER,
+                            EXEC_ELOST (EXEC_MPI), or EXEC_ENOMEM (the result
+                            could not be stored);
                             exec_map_source() adds EXEC_E2BIG (record too large,
                             never submitted: seq is UINT64_MAX) */
     int user_code;       /* EXEC_EUSER: what process() returned; else 0 */
@@ -437,10 +489,31 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n,
  * canary's: EXEC_EINIT (worker_init refused, crashed, or ran past
  * start_timeout_ms), EXEC_ECRASHED (it died on a replayed record),
  * EXEC_ERECTIMEOUT (a replayed record ran past timeout_ms, or past
- * start_timeout_ms without one), EXEC_EWORKER (garbage results).
+ * start_timeout_ms without one), EXEC_EWORKER (garbage results), EXEC_ENOTSUP
+ * (EXEC_MPI: a context cannot be sent; use exec_swap_spec()).
  * Thread-safe (swaps are serialized).
  */
 int exec_swap_context(exec_t *ex, void *new_ctx);
+
+/*
+ * Replaces the context with one built from spec, on a backend that builds its
+ * contexts from a spec (EXEC_MPI). Every worker rank builds the new context
+ * with options.plugin->ctx_build(spec, options.header) and starts a new
+ * executor of its own on it while the current one keeps serving. When every
+ * rank succeeded, records submitted after this returns run on the new
+ * context (each record on exactly one, as for exec_swap_context), and each
+ * rank ends its old executor and frees the old context once the records given
+ * to it are done. When one rank fails (ctx_build refuses, its executor does not
+ * start, or it does not answer within start_timeout_ms), every rank drops what
+ * it built and the old context keeps serving; err (may be NULL) then gets
+ * "rank R: why", NUL-terminated, at most errlen bytes.
+ * Errors: EXEC_EINVAL (NULL ex or spec), EXEC_ENOTSUP (any other backend: build
+ * the context and call exec_swap_context()), EXEC_ESTATE (after exec_destroy
+ * started, or from exec_map()'s callbacks), EXEC_EINIT (a rank refused),
+ * EXEC_EFATAL (no rank left), EXEC_ENOMEM.
+ * Thread-safe (swaps are serialized, with exec_swap_context() too).
+ */
+int exec_swap_spec(exec_t *ex, const char *spec, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------- */
 /* Stats                                                                     */
@@ -460,11 +533,11 @@ typedef struct exec_stats {
     uint64_t timed_out;
     uint64_t too_big;    /* EXEC_ERESULT2BIG */
     uint64_t cancelled;
-    uint64_t worker_errors;
+    uint64_t worker_errors; /* EXEC_EWORKER, EXEC_ELOST and other statuses */
     uint64_t batches;    /* batches sent to workers */
     uint64_t swaps;
     uint64_t generation; /* the current context's generation */
-    uint64_t respawns;   /* EXEC_FORK: workers replaced */
+    uint64_t respawns;   /* EXEC_FORK: workers replaced (EXEC_MPI: inside the ranks) */
     /* Submit-to-result latency, sampled on the first record of each batch (so
      * every record when they travel one at a time): lat_hist[i] counts samples
      * in [2^i, 2^(i+1)) ns; p50/p99/p999 are read off it (upper bounds). */
@@ -482,7 +555,9 @@ int exec_stats(const exec_t *ex, exec_stats_t *st);
 /* One worker's figures. Times are wall-clock nanoseconds since it started. */
 typedef struct exec_worker_stats {
     unsigned index;
-    int pid;             /* EXEC_FORK: the worker process; 0 for threads */
+    int pid;             /* EXEC_FORK: the worker process; 0 for threads;
+                            EXEC_MPI: worker i is rank i + 1, and this is its
+                            process on its host */
     uint64_t records;    /* records it ran */
     uint64_t batches;
     uint64_t busy_ns;    /* inside batches */
@@ -772,6 +847,11 @@ int exec_map_fd(exec_t *ex, exec_source_t *src, int out_fd, const exec_map_optio
  * errlen) (header: the input's column names, or NULL without a header row;
  * 0 or non-zero with a message in err), runs the ops over it, and frees it with
  * ctx_free after exec_destroy(). ops->ctx_release should be NULL.
+ *
+ * A plugin need not come from a shared object: a program may define one to
+ * say how its classifier is built from a spec. That is what EXEC_MPI needs
+ * (options.plugin): each worker rank builds its own context with ctx_build,
+ * in the rank's own process, and frees it with ctx_free.
  */
 #define EXEC_PLUGIN_ABI 1
 #define EXEC_PLUGIN_SYMBOL "exec_plugin_v1"

@@ -59,8 +59,76 @@ static void test_create_bad_args(void **state)
     ops.caps = 0x80000000u | EXEC_CAP_THREAD_SAFE;
     create_fails(&ops, EXEC_AUTO, NULL, EXEC_EINVAL);
 
-    create_fails(&tu_rev_ops, (exec_backend_t)3, NULL, EXEC_EINVAL);
+    create_fails(&tu_rev_ops, (exec_backend_t)4, NULL, EXEC_EINVAL);
     create_fails(&tu_rev_ops, (exec_backend_t)-1, NULL, EXEC_EINVAL);
+}
+
+static int plug_build(const char *spec, const exec_csv_header_t *h, void **ctx, char *err,
+                      size_t errlen)
+{
+    (void)spec;
+    (void)h;
+    (void)err;
+    (void)errlen;
+    *ctx = NULL;
+    return 0;
+}
+
+static void plug_free(void *ctx) { (void)ctx; }
+
+/*
+ * EXEC_MPI is refused for a classifier that cannot be built from a spec, and
+ * for a context given directly; these tests do not link libexecutor_mpi, so
+ * a well-formed request says EXEC_ENOTSUP. exec_swap_spec() needs a backend
+ * that builds from a spec.
+ */
+static void test_create_mpi_refused(void **state)
+{
+    (void)state;
+    exec_plugin_t pl = {.abi = EXEC_PLUGIN_ABI, .name = "rev", .ops = &tu_rev_ops,
+                        .ctx_build = plug_build, .ctx_free = plug_free};
+    exec_options_t o = {0};
+    create_fails(&tu_rev_ops, EXEC_MPI, NULL, EXEC_ECAPS);
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_ECAPS);
+    o.spec = "x";
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_ECAPS); /* no plugin */
+    o.plugin = &pl;
+    o.spec = NULL;
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_ECAPS); /* no spec */
+    o.spec = "x";
+    pl.ctx_build = NULL;
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_ECAPS); /* cannot build */
+    pl.ctx_build = plug_build;
+    exec_ops_t other = tu_rev_ops;
+    create_fails(&other, EXEC_MPI, &o, EXEC_EINVAL); /* not the plugin's ops */
+    pl.abi = EXEC_PLUGIN_ABI + 1;
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_EINVAL);
+    pl.abi = EXEC_PLUGIN_ABI;
+    o.rank_backend = EXEC_FORK; /* tu_rev_ops is not FORK_SAFE */
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_ECAPS);
+    o.rank_backend = EXEC_THREADS;
+    create_fails(&tu_rev_ops, EXEC_MPI, &o, EXEC_ENOTSUP);
+    int ctx;
+    exec_t *ex = (exec_t *)&ex;
+    assert_int_equal(exec_create(&ex, &tu_rev_ops, &ctx, EXEC_MPI, &o), EXEC_EINVAL);
+    assert_null(ex);
+    /* The MPI fields are checked on every backend. */
+    exec_options_t b = {.rank_backend = (exec_backend_t)7};
+    create_fails(&tu_rev_ops, EXEC_THREADS, &b, EXEC_EINVAL);
+    b.rank_backend = EXEC_AUTO;
+    b.rank_workers = 1025;
+    create_fails(&tu_rev_ops, EXEC_THREADS, &b, EXEC_EINVAL);
+    b.rank_workers = 0;
+    b.rank_batches = 4097;
+    create_fails(&tu_rev_ops, EXEC_THREADS, &b, EXEC_EINVAL);
+
+    ex = mk(1, 0);
+    char err[32] = "junk";
+    assert_int_equal(exec_swap_spec(ex, "x", err, sizeof err), EXEC_ENOTSUP);
+    assert_string_equal(err, "");
+    assert_int_equal(exec_swap_spec(ex, NULL, NULL, 0), EXEC_EINVAL);
+    assert_int_equal(exec_swap_spec(NULL, "x", NULL, 0), EXEC_EINVAL);
+    exec_destroy(ex);
 }
 
 static void test_create_bad_options(void **state)
@@ -179,6 +247,7 @@ static void test_backend_choice(void **state)
     assert_string_equal(exec_backend_name(EXEC_AUTO), "auto");
     assert_string_equal(exec_backend_name(EXEC_THREADS), "threads");
     assert_string_equal(exec_backend_name(EXEC_FORK), "fork");
+    assert_string_equal(exec_backend_name(EXEC_MPI), "mpi");
     assert_string_equal(exec_backend_name((exec_backend_t)42), "unknown");
     assert_string_equal(exec_backend_name((exec_backend_t)-1), "unknown");
 }
@@ -673,6 +742,8 @@ static void test_strerror(void **state)
         {EXEC_EINIT, "EXEC_EINIT"},
         {EXEC_EWORKER, "EXEC_EWORKER"},
         {EXEC_EFATAL, "EXEC_EFATAL"},
+        {EXEC_ELIMIT, "EXEC_ELIMIT"},
+        {EXEC_ELOST, "EXEC_ELOST"},
         /* The record sources' codes. */
         {EXEC_ENOENT, "EXEC_ENOENT"},
         {EXEC_ENOBUFS, "EXEC_ENOBUFS"},
@@ -694,9 +765,9 @@ static void test_strerror(void **state)
         assert_true(codes[i].code < 0);
     }
     /* The library's own codes sit above errno's range (glibc's go to 133). */
-    for (size_t i = 7; i < 19; i++)
-        assert_in_range(-codes[i].code, 4084, 4095);
-    for (size_t i = 21; i < n; i++)
+    for (size_t i = 7; i < 21; i++)
+        assert_in_range(-codes[i].code, 4082, 4095);
+    for (size_t i = 23; i < n; i++)
         assert_in_range(-codes[i].code, 4000, 4095);
 
     /* Success, system errors and unknown codes still get a text and a name. */
@@ -717,6 +788,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_bad_args),
+        cmocka_unit_test(test_create_mpi_refused),
         cmocka_unit_test(test_create_bad_options),
         cmocka_unit_test(test_create_option_limits),
         cmocka_unit_test(test_defaults),
