@@ -131,8 +131,7 @@ static int mh_greet(struct mh *h)
     while (answered < h->nranks) {
         size_t n;
         int from, tag;
-        int got = mx_recv_any(h->comm, MPI_ANY_SOURCE, MX_READY, &h->scratch, &h->scratch_cap,
-                              &n, &from, &tag);
+        int got = mh_recv(h, MX_READY, &n, &from, &tag);
         if (got > 0) {
             struct mh_rank *rk = mh_rank_of(h, from);
             struct mx_ready m;
@@ -208,7 +207,8 @@ int mh_start(exec_t *ex)
     h->all = calloc(h->maxb, sizeof *h->all); /* NOLINT(bugprone-sizeof-expression): pointers */
     h->inbuf = calloc(rsz, sizeof *h->inbuf);
     h->outbuf = calloc(rsz, sizeof *h->outbuf);
-    if (!h->r || !h->all || !h->inbuf || !h->outbuf)
+    h->unconf = calloc(h->maxb, sizeof *h->unconf); /* NOLINT(bugprone-sizeof-expression) */
+    if (!h->r || !h->all || !h->inbuf || !h->outbuf || !h->unconf)
         return EXEC_ENOMEM;
     ck_ring_init(&h->in, rsz);
     ck_ring_init(&h->out, rsz);
@@ -418,8 +418,12 @@ void mh_stop(exec_t *ex)
     free(h->all);
     free(h->inbuf);
     free(h->outbuf);
+    free(h->unconf);
     free(h->r);
     free(h->scratch);
+    for (size_t i = 0; i < h->ngraves; i++)
+        free(h->graves[i]);
+    free(h->graves);
     free(h->swap.spec);
     if (h->wake_fd >= 0)
         close(h->wake_fd);

@@ -31,6 +31,7 @@ struct mh_batch {
     int state;
     int rank;              /* where it was sent */
     MPI_Request req[2];    /* BATCH and BDATA */
+    bool unconfirmed;      /* on mh.unconf */
     char *hdr;             /* the BATCH message */
     size_t hdr_cap;
     char *rbuf;            /* the RESULT message; b.rdata points into it */
@@ -98,14 +99,22 @@ struct mh {
 
     /* Progress thread only. */
     struct mh_batch *qhead, *qtail;
+    struct mh_batch **unconf; /* sends not yet complete: pushed along (see progress.c) */
+    uint32_t nunconf;
     char *scratch;
     size_t scratch_cap;
+    char **graves;         /* buffers of receives given up on (freed at stop) */
+    size_t ngraves;
     int live;              /* ranks not lost */
     uint64_t next_check;
 };
 
 /* progress.c */
 void *mh_progress_main(void *arg);
+/* The next message (mx_recv_any into h->scratch): 1, 0 (none), or < 0. A
+ * message that does not arrive whole within rank_timeout_ms loses its
+ * sender. */
+int mh_recv(struct mh *h, int tag, size_t *len, int *from, int *tag_out);
 /* Ends the session: END to every live active rank, then takes everything
  * until each said BYE or rank_timeout_ms passed; pending sends are dropped.
  * From the progress thread when it stops, or from start() when it fails. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define MH_NAP_MAX_NS 1000000u    /* longest nap while ranks hold batches */
+#define MH_PUSH_NAP_NS 50000u     /* ... while a send is not complete */
 #define MH_IDLE_NAP_NS 50000000u  /* nap with nothing out */
 #define MH_CHECK_NS 20000000u     /* liveness looked at this often */
 #define MH_POLL_BURST 64          /* messages taken per round at most */
@@ -125,8 +126,39 @@ static void mh_send(struct mh *h, struct mh_batch *mb, struct mh_rank *rk)
     if (MPI_Isend(mb->hdr, (int)(sizeof m + 5 * (size_t)n), MPI_BYTE, rk->rank, MX_BATCH,
                   h->comm, &mb->req[0]) != MPI_SUCCESS ||
         MPI_Isend(b->data, (int)b->data_len, MPI_BYTE, rk->rank, MX_BDATA, h->comm,
-                  &mb->req[1]) != MPI_SUCCESS)
+                  &mb->req[1]) != MPI_SUCCESS) {
         mh_lose(h, rk); /* settles mb with the rest of what it holds */
+        return;
+    }
+    if (!mb->unconfirmed) {
+        mb->unconfirmed = true;
+        h->unconf[h->nunconf++] = mb;
+    }
+}
+
+/*
+ * A message above the transport's eager limit moves only while its sender
+ * calls MPI (over shared memory without a single-copy mechanism, or over
+ * TCP past 64 KiB): sends not yet complete are tested each round, and the
+ * thread naps briefly while there are some.
+ */
+static void mh_push_sends(struct mh *h)
+{
+    for (uint32_t i = 0; i < h->nunconf;) {
+        struct mh_batch *mb = h->unconf[i];
+        for (int k = 0; k < 2; k++) {
+            int done = 0;
+            if (mb->req[k] != MPI_REQUEST_NULL &&
+                MPI_Test(&mb->req[k], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done)
+                mb->req[k] = MPI_REQUEST_NULL;
+        }
+        if (mb->req[0] == MPI_REQUEST_NULL && mb->req[1] == MPI_REQUEST_NULL) {
+            mb->unconfirmed = false;
+            h->unconf[i] = h->unconf[--h->nunconf];
+        } else {
+            i++;
+        }
+    }
 }
 
 /* Takes dispatched batches, sends what the ranks have room for. */
@@ -267,6 +299,34 @@ void mh_handle(struct mh *h, int from, int tag, char *buf, size_t len)
     }
 }
 
+static bool mh_is_lost(void *arg, int rank)
+{
+    struct mh_rank *rk = mh_rank_of(arg, rank);
+    return !rk || rk->lost;
+}
+
+int mh_recv(struct mh *h, int tag, size_t *len, int *from, int *tag_out)
+{
+    int got = mx_recv_any(h->comm, MPI_ANY_SOURCE, tag, &h->scratch, &h->scratch_cap, len, from,
+                          tag_out, (uint64_t)h->o->rank_timeout_ms * 1000000u, mh_is_lost, h);
+    if (got == EXEC_ETIMEDOUT) {
+        /* Its sender died mid-message: MPI may still hold the buffer. */
+        char **g = realloc(h->graves, (h->ngraves + 1) * sizeof *g);
+        if (g) {
+            h->graves = g;
+            h->graves[h->ngraves++] = h->scratch;
+            h->scratch = NULL;
+            h->scratch_cap = 0;
+        }
+        struct mh_rank *rk = mh_rank_of(h, *from);
+        if (rk && h->thread_started)
+            mh_lose(h, rk);
+        else if (rk)
+            rk->lost = true; /* start(): not waited for any more */
+    }
+    return got;
+}
+
 /* Takes what has come, MH_POLL_BURST messages at most. */
 static bool mh_poll(struct mh *h)
 {
@@ -274,8 +334,11 @@ static bool mh_poll(struct mh *h)
     for (int k = 0; k < MH_POLL_BURST; k++) {
         size_t len;
         int from, tag;
-        int got = mx_recv_any(h->comm, MPI_ANY_SOURCE, MPI_ANY_TAG, &h->scratch,
-                              &h->scratch_cap, &len, &from, &tag);
+        int got = mh_recv(h, MPI_ANY_TAG, &len, &from, &tag);
+        if (got == EXEC_ETIMEDOUT) {
+            did = true;
+            continue;
+        }
         if (got <= 0)
             break;
         mh_handle(h, from, tag, h->scratch, len);
@@ -419,6 +482,7 @@ void *mh_progress_main(void *arg)
         did |= mh_poll(h);
         did |= mh_pump(h);
         did |= mh_swap_step(h);
+        mh_push_sends(h);
         mh_check(h);
         if (did) {
             nap = 0;
@@ -428,7 +492,8 @@ void *mh_progress_main(void *arg)
         for (int i = 0; i < h->nranks; i++)
             out += h->r[i].inflight;
         bool busy = out || h->qhead || h->swap.running;
-        nap = busy ? mx_backoff(nap, MH_NAP_MAX_NS) : MH_IDLE_NAP_NS;
+        nap = busy ? mx_backoff(nap, h->nunconf ? MH_PUSH_NAP_NS : MH_NAP_MAX_NS)
+                   : MH_IDLE_NAP_NS;
         ck_pr_store_32(&h->sleeping, 1);
         ck_pr_fence_memory();
         pthread_mutex_lock(&h->lock);

@@ -14,6 +14,7 @@
 
 #define MS_NAP_MAX_NS 1000000u  /* longest nap with records in flight */
 #define MS_IDLE_NAP_NS 5000000u /* longest nap with none */
+#define MS_PUSH_NAP_NS 50000u   /* ... while a RESULT is being sent (see progress.c) */
 
 static void ms_reply(struct ms *s, int tag, const void *msg, size_t len)
 {
@@ -132,7 +133,7 @@ static void ms_loop(struct ms *s)
             size_t len;
             int from, tag;
             int got = mx_recv_any(s->comm, 0, MPI_ANY_TAG, &s->scratch, &s->scratch_cap, &len,
-                                  &from, &tag);
+                                  &from, &tag, 0, NULL, NULL);
             if (got < 0) {
                 s->fatal = got == EXEC_ENOMEM ? EXEC_ENOMEM : EXEC_EFATAL;
                 break;
@@ -163,10 +164,12 @@ static void ms_loop(struct ms *s)
             nap = 0;
             continue;
         }
-        bool busy = s->b.running;
-        for (uint32_t k = 0; k < s->nslots && !busy; k++)
-            busy = s->slots[k].used;
-        nap = mx_backoff(nap, busy ? MS_NAP_MAX_NS : MS_IDLE_NAP_NS);
+        bool busy = s->b.running, sending = false;
+        for (uint32_t k = 0; k < s->nslots; k++) {
+            busy |= s->slots[k].used;
+            sending |= s->slots[k].sending;
+        }
+        nap = mx_backoff(nap, sending ? MS_PUSH_NAP_NS : busy ? MS_NAP_MAX_NS : MS_IDLE_NAP_NS);
         int fds[4];
         int nfds = 0;
         for (struct ms_gen *g = s->gens; g && nfds < 4; g = g->next)
@@ -250,7 +253,7 @@ int ms_serve(const exec_plugin_t *plugin, char *err, size_t errlen)
     int from, tag, got;
     uint64_t nap = 0;
     while ((got = mx_recv_any(s.comm, 0, MX_HELLO, &s.scratch, &s.scratch_cap, &len, &from,
-                              &tag)) == 0) {
+                              &tag, 0, NULL, NULL)) == 0) {
         nap = mx_backoff(nap, MS_IDLE_NAP_NS);
         mx_nap(nap, NULL, 0);
     }

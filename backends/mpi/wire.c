@@ -90,7 +90,7 @@ int mx_reserve(char **buf, size_t *cap, size_t need)
 }
 
 int mx_recv_any(MPI_Comm comm, int source, int tag, char **buf, size_t *cap, size_t *len,
-                int *from, int *tag_out)
+                int *from, int *tag_out, uint64_t limit_ns, bool (*quick)(void *, int), void *arg)
 {
     int flag = 0, count = 0;
     MPI_Message msg;
@@ -99,19 +99,37 @@ int mx_recv_any(MPI_Comm comm, int source, int tag, char **buf, size_t *cap, siz
         return EXEC_EFATAL;
     if (!flag)
         return 0;
+    *from = st.MPI_SOURCE;
+    *tag_out = st.MPI_TAG;
     MPI_Get_count(&st, MPI_BYTE, &count);
     if (count < 0 || mx_reserve(buf, cap, (size_t)count + 1) != 0) {
-        /* Take it anyway (into nothing would be an error), so it does not
-         * block the queue: a one-byte buffer truncates it. */
+        /* Taken anyway, truncated, so that it does not block the queue. */
         char sink;
         MPI_Mrecv(&sink, 1, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
         return EXEC_ENOMEM;
     }
-    if (MPI_Mrecv(*buf, count, MPI_BYTE, &msg, &st) != MPI_SUCCESS)
+    MPI_Request req;
+    if (MPI_Imrecv(*buf, count, MPI_BYTE, &msg, &req) != MPI_SUCCESS)
         return EXEC_EFATAL;
+    /* The rest is on its way: look often, the sender is sending. */
+    if (quick && quick(arg, *from))
+        limit_ns = 1000000;
+    uint64_t deadline = limit_ns ? exec__now_ns() + limit_ns : 0;
+    for (unsigned k = 0;; k++) {
+        int done = 0;
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return EXEC_EFATAL;
+        if (done)
+            break;
+        if (deadline && exec__now_ns() >= deadline) {
+            MPI_Cancel(&req);
+            MPI_Request_free(&req);
+            return EXEC_ETIMEDOUT;
+        }
+        if (k > 64)
+            mx_nap(k > 1000 ? 100000 : 5000, NULL, 0);
+    }
     *len = (size_t)count;
-    *from = st.MPI_SOURCE;
-    *tag_out = st.MPI_TAG;
     return 1;
 }
 

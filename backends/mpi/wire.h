@@ -156,9 +156,16 @@ static inline uint64_t mx_backoff(uint64_t cur, uint64_t max_ns)
 bool mx_wait(MPI_Request *req, uint64_t deadline_ns);
 
 /* A received message: buf grown to hold it (*cap), its size in *len, its
- * source and tag. 1 when one was taken, 0 when none waits, < 0 on an error. */
+ * source and tag. 1 when one was taken, 0 when none waits, < 0 on an error.
+ * A message past the transport's eager limit arrives in parts once matched:
+ * if it is not whole within limit_ns (0: no limit; its sender died), the
+ * receive is dropped and EXEC_ETIMEDOUT returned with *from set: *buf may
+ * still be written by MPI then, so the caller must neither reuse nor free it
+ * before MPI is finalized or the communicator freed (see mh.graves).
+ * limit_ns applies to senders for which quick(arg, source) is false; for the
+ * others (taken for dead already) a millisecond. */
 int mx_recv_any(MPI_Comm comm, int source, int tag, char **buf, size_t *cap, size_t *len,
-                int *from, int *tag_out);
+                int *from, int *tag_out, uint64_t limit_ns, bool (*quick)(void *, int), void *arg);
 
 /* Grows a buffer to hold need bytes; 0 or EXEC_ENOMEM. */
 int mx_reserve(char **buf, size_t *cap, size_t need);
