@@ -202,7 +202,6 @@ struct fk_gen {
     void *ctx;
     bool release_ctx;
     unsigned nw, nslot;
-    unsigned rr;     /* producer: where batch_get starts looking */
     unsigned reap_w; /* consumer: where reap starts looking */
     char *base;
     size_t size, in_size, in_slot, out_slot, out_worker, hdr_size;
