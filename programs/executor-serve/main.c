@@ -152,7 +152,7 @@ static int num_opt(const char *opt, const char *arg, unsigned long long lo,
                    unsigned long long hi, const char *what, unsigned long long *v)
 {
     if (parse_size(arg, hi, v) != 0 || *v < lo) {
-        serve_log("%s: expected %s, not '%s'", opt, what, arg);
+        serve_log("--%s: expected %s, not '%s'", opt, what, arg);
         return -1;
     }
     return 0;
@@ -347,11 +347,12 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
     opterr = 0;
 #define NUM(field, lo, hi, what)                                                              \
     do {                                                                                       \
-        if (num_opt(argv[optind - 1], optarg, lo, hi, what, &v) != 0)                          \
+        if (num_opt(longopts[idx].name, optarg, lo, hi, what, &v) != 0)                        \
             return 2;                                                                          \
         o->field = v;                                                                          \
     } while (0)
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    int idx = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
         switch (c) {
         case OPT_PLUGIN: o->plugin = optarg; break;
         case OPT_SPEC: o->spec = optarg; break;
