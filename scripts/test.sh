@@ -6,9 +6,11 @@
 # failure.
 #
 # Environment:
-#   EXEC_TEST_BUILDS  what to run, in order (default: "default consumer asan tsan clang");
+#   EXEC_TEST_BUILDS  what to run, in order (default: "default consumer serve asan tsan clang");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer),
+#                     "serve" (executor-serve under wrk: scripts/serve-bench.sh --short on
+#                     the default build; fails on any wrong reply),
 #                     "valgrind" (the default build's tests under valgrind; slow, not run
 #                     unless asked for)
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default consumer asan tsan clang}
+builds=${EXEC_TEST_BUILDS:-default consumer serve asan tsan clang}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
@@ -105,6 +107,19 @@ run_consumer() {
     say "${summary[-1]}"
 }
 
+run_serve() {
+    local t0 log=$root/serve.log
+    t0=$(date +%s)
+    configure_build default
+    say "serve: executor-serve under wrk (scripts/serve-bench.sh --short)"
+    if ! EXEC_SKIP_DEPS=1 EXEC_SERVE_BUILD=$root/default bash scripts/serve-bench.sh --short 2>&1 |
+        tee "$log"; then
+        fail "serve: load test with checked replies (log: $log)"
+    fi
+    summary+=("serve: wrk on threads, fork and inline, 100 reloads each, every reply right, in $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
 run_valgrind() {
     local t0 log=$root/valgrind.ctest.log result
     t0=$(date +%s)
@@ -124,6 +139,7 @@ run_valgrind() {
 for b in $builds; do
     case $b in
     consumer) run_consumer ;;
+    serve) run_serve ;;
     valgrind) run_valgrind ;;
     *) run_build "$b" ;;
     esac

@@ -256,7 +256,6 @@ void serve_drain_start(struct serve *s, const char *why)
     if (s->draining)
         return;
     s->draining = true;
-    serve_log("shutting down (%s): %llu requests in flight", why, (unsigned long long)s->open);
     if (s->bound) {
         /* shutdown() first: a worker process forked from us holds a copy of
          * the listening socket, and only this stops it listening for all. */
@@ -264,6 +263,7 @@ void serve_drain_start(struct serve *s, const char *why)
         evhttp_del_accept_socket(s->http, s->bound);
         s->bound = NULL;
     }
+    serve_log("shutting down (%s): %llu requests in flight", why, (unsigned long long)s->open);
     struct timeval tv = {(time_t)s->o.graceful_timeout_s, 0};
     s->ev_deadline = evtimer_new(s->base, on_deadline, s);
     if (s->ev_deadline)
