@@ -14,6 +14,8 @@
 
 #include "serveutil.h"
 
+#include <dirent.h>
+
 static bool built;
 static char spec[PATH_MAX + 64];
 
@@ -368,6 +370,80 @@ static void test_metrics_and_health(void **state)
     }
 }
 
+/* A /proc/.../stat file's ppid and nice value. */
+static bool stat_of(const char *path, int *ppid, int *nice)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    long pp, ni;
+    if (!p || sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %ld",
+                     &pp, &ni) != 2)
+        return false;
+    *ppid = (int)pp;
+    *nice = (int)ni;
+    return true;
+}
+
+/* Workers (threads of the server, or children of its zygote) with nice 5. */
+static int workers_at_nice5(pid_t server)
+{
+    char path[384];
+    int count = 0, ppid, nice;
+    for (int k = 0; k < 2; k++) {
+        /* threads: the server's own tasks; fork: processes whose parent's
+         * parent is the server (zygote, then worker). */
+        char dir[64];
+        snprintf(dir, sizeof dir, k == 0 ? "/proc/%d/task" : "/proc", (int)server);
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] < '0' || e->d_name[0] > '9')
+                continue;
+            snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+            if (!stat_of(path, &ppid, &nice) || nice != 5)
+                continue;
+            if (k == 0) {
+                count++;
+                continue;
+            }
+            int gp, gn;
+            snprintf(path, sizeof path, "/proc/%d/stat", ppid);
+            if (stat_of(path, &gp, &gn) && gp == server)
+                count++;
+        }
+        if (d)
+            closedir(d);
+    }
+    return count;
+}
+
+/* --worker-nice lowers the workers, and only them, so the loop goes first. */
+static void test_worker_nice(void **state)
+{
+    (void)state;
+    if (!built)
+        skip();
+    for (size_t b = 0; b < 2; b++) {
+        struct server sv;
+        const char *more[] = {"--worker-nice", "5", NULL};
+        start(&sv, backends[b], NULL, more);
+        classify(sv.port, "1,apple", 200, "1,fruit\n", NULL);
+        assert_int_equal(workers_at_nice5(sv.pid), 2);
+        char path[64];
+        int ppid, nice;
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)sv.pid);
+        assert_true(stat_of(path, &ppid, &nice));
+        assert_int_equal(nice, 0); /* the loop's thread */
+        assert_int_equal(server_stop(&sv), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +453,7 @@ int main(void)
         cmocka_unit_test_teardown(test_worker_faults, kill_servers),
         cmocka_unit_test_teardown(test_window_full, kill_servers),
         cmocka_unit_test_teardown(test_metrics_and_health, kill_servers),
+        cmocka_unit_test_teardown(test_worker_nice, kill_servers),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

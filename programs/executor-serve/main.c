@@ -76,6 +76,8 @@ static void manual(FILE *f)
 "                        else fork), threads, fork, or inline (process() in the\n"
 "                        event loop, no workers: the baseline to compare with)\n"
 "  --workers N           worker threads or processes (default: online CPUs)\n"
+"  --worker-nice N       the workers' nice value, 0..19 (default 0): above 0,\n"
+"                        the event loop runs first when they compete for a core\n"
 "  --window N            records in flight at most, over all requests (default\n"
 "                        1024); a document keeps at most half of it\n"
 "  --format F            csv (default) or lines: how a body is cut into records\n"
@@ -318,7 +320,7 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
     o->admin = true;
     enum { OPT_PLUGIN = 1, OPT_SPEC, OPT_LISTEN, OPT_BACKEND, OPT_WORKERS, OPT_WINDOW,
            OPT_FORMAT, OPT_HEADER, OPT_DELIM, OPT_MAXREC, OPT_MAXRES, OPT_MAXBODY, OPT_TIMEOUT,
-           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_HELP };
+           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_NICE, OPT_HELP };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, OPT_PLUGIN},
         {"spec", required_argument, NULL, OPT_SPEC},
@@ -339,6 +341,7 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
         {"retry-after", required_argument, NULL, OPT_RETRY},
         {"access-log", required_argument, NULL, OPT_LOG},
         {"no-admin", no_argument, NULL, OPT_NOADMIN},
+        {"worker-nice", required_argument, NULL, OPT_NICE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -401,6 +404,7 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
         case OPT_RETRY: NUM(retry_after_s, 0, 86400, "0..86400 s"); break;
         case OPT_LOG: o->access_log = optarg; break;
         case OPT_NOADMIN: o->admin = false; break;
+        case OPT_NICE: NUM(worker_nice, 0, 19, "0..19"); break;
         case OPT_HELP:
         case 'h': *help = true; break;
         default:

@@ -21,9 +21,17 @@ static int be_try_submit(struct serve *s, const void *rec, size_t len, uint64_t 
                   : exec_try_submit(s->ex, rec, len, tag);
 }
 
-static int be_next(struct serve *s, exec_result_t *res)
+/* Up to max results under one lock; they stay valid until the next call. */
+static int be_next(struct serve *s, exec_result_t *res, size_t max, size_t *got)
 {
-    return s->inl ? inline_next(s->inl, res) : exec_next(s->ex, res, 0);
+    if (s->inl) {
+        *got = 0;
+        int rc;
+        while (*got < max && (rc = inline_next(s->inl, &res[*got])) == 0)
+            ++*got;
+        return *got ? 0 : rc;
+    }
+    return exec_next_many(s->ex, res, max, got, 0);
 }
 
 /* The HTTP status for a record's outcome. */
@@ -289,11 +297,13 @@ static void flush_dirty(struct serve *s)
 
 static void drain(struct serve *s)
 {
-    exec_result_t res;
+    exec_result_t res[64];
+    size_t got;
     int rc = 0;
     for (int round = 0; round < 4; round++) {
-        while ((rc = be_next(s, &res)) == 0)
-            deliver(s, &res);
+        while ((rc = be_next(s, res, 64, &got)) == 0)
+            for (size_t i = 0; i < got; i++)
+                deliver(s, &res[i]);
         if (rc == EXEC_EFATAL) {
             pump_fail_all(s, rc);
             break;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,17 +48,31 @@ struct reloader {
 /* The plugin frees a context the executor lets go of (a swapped-out one,
  * once its last reader is done; the current one in exec_destroy()). */
 static const exec_plugin_t *wrapped;
+static int worker_nice;
 
 static void release_ctx(void *ctx)
 {
     wrapped->ctx_free(ctx);
 }
 
+/* In each worker (thread or process): --worker-nice, then the plugin's. */
+static int worker_init(void *ctx, void **state)
+{
+    /* Linux: the calling thread's nice value. */
+    if (setpriority(PRIO_PROCESS, 0, worker_nice) != 0)
+        return -1;
+    *state = NULL;
+    return wrapped->ops->worker_init ? wrapped->ops->worker_init(ctx, state) : 0;
+}
+
 void ops_wrap(struct serve *s)
 {
     wrapped = s->pl;
+    worker_nice = s->o.worker_nice;
     s->ops = *s->pl->ops;
     s->ops.ctx_release = release_ctx;
+    if (worker_nice && !s->o.inline_run)
+        s->ops.worker_init = worker_init; /* inline: the loop is the worker */
 }
 
 static void push(struct job **head, struct job **tail, struct job *j)

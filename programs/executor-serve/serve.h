@@ -36,6 +36,7 @@ struct serve_opts {
     size_t max_record, max_result, max_body;
     unsigned timeout_ms, start_timeout_ms;
     unsigned idle_timeout_s, graceful_timeout_s, retry_after_s;
+    int worker_nice; /* added to the workers' nice value: the loop goes first */
     bool admin;
 };
 
