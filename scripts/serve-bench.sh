@@ -15,6 +15,9 @@
 #                    reload runs
 #   --duration S     seconds per measured run (default 10; --short: 3)
 #   --connections N  wrk connections for the maximum runs (default 32)
+#   --worker-nice N  executor-serve --worker-nice for threads and fork (default 5:
+#                    on a machine with as many workers as cores, the event loop
+#                    then runs first; 0 measures without it)
 #   --out DIR        where serve.csv goes (default bench-out)
 # Environment: EXEC_SERVE_BUILD (build tree, default build/release),
 # EXEC_SKIP_DEPS=1 (do not run scripts/deps.sh), EXEC_JOBS (default 2).
@@ -24,14 +27,16 @@ cd "$(dirname "$0")/.."
 short=0
 duration=
 conns=32
+nice=5
 out=bench-out
 while [ $# -gt 0 ]; do
     case $1 in
     --short) short=1 ;;
     --duration) duration=$2; shift ;;
     --connections) conns=$2; shift ;;
+    --worker-nice) nice=$2; shift ;;
     --out) out=$2; shift ;;
-    -h | --help) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "serve-bench.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -70,7 +75,7 @@ start() {
     : >"$tmp/server.err"
     "$build/programs/executor-serve" --plugin "$build/examples/libwordtable.so" \
         --spec "$spec_base$extra" --header id,text --listen 127.0.0.1:0 --backend "$backend" \
-        --workers 2 --window 4096 --start-timeout 2000 2>"$tmp/server.err" &
+        --workers 2 --worker-nice "$nice" --window 4096 --start-timeout 2000 2>"$tmp/server.err" &
     server_pid=$!
     for _ in $(seq 200); do
         grep -q "listening on" "$tmp/server.err" && break
@@ -89,12 +94,35 @@ stop() {
     [ $rc = 0 ] || die "the server exited $rc on SIGTERM: $(tail -n 5 "$tmp/server.err")"
 }
 
-# wrk_run NAME CONNECTIONS SECONDS ARGS...: runs wrk, checks its CHECK line, sets the fields.
+# The server's own request-duration histogram (cumulative buckets).
+hist() {
+    curl -s "http://127.0.0.1:$port/metrics" |
+        sed -n 's/^executor_serve_request_duration_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)/\1 \2/p'
+}
+
+# The server's p50 and p99 over a run, from two histograms: bucket bounds in us.
+hist_pct() {
+    paste -d' ' <(echo "$1") <(echo "$2" | cut -d' ' -f2) | awk '
+        { le[NR] = $1; d[NR] = $3 - $2 } END {
+            n = d[NR]; p50 = p99 = "-"
+            for (i = 1; i <= NR; i++) {
+                v = le[i] == "+Inf" ? "inf" : sprintf("%d", le[i] * 1e6 + 0.5)
+                if (p50 == "-" && d[i] >= 0.50 * n) p50 = v
+                if (p99 == "-" && d[i] >= 0.99 * n) p99 = v
+            }
+            print p50, p99 }'
+}
+
+# wrk_run NAME CONNECTIONS SECONDS ARGS...: runs wrk, checks its CHECK line, sets the
+# fields, and the server's own p50/p99 (srv_p50, srv_p99: histogram bucket bounds).
 wrk_run() {
-    local name=$1 c=$2 d=$3
+    local name=$1 c=$2 d=$3 h0 h1
     shift 3
+    h0=$(hist)
     wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s bench/serve/check.lua "http://127.0.0.1:$port/" \
         -- "$@" >"$tmp/wrk.out" 2>&1 || die "$name: wrk failed: $(cat "$tmp/wrk.out")"
+    h1=$(hist)
+    read -r srv_p50 srv_p99 <<<"$(hist_pct "$h0" "$h1")"
     check_line "$name"
 }
 
@@ -111,10 +139,11 @@ check_line() {
 }
 
 rows=()
+srv_p50=- srv_p99=-
 record() { # NAME BACKEND WEIGHT CONNECTIONS
-    rows+=("$1,$2,$3,$4,$w_rps,$w_p50_us,$w_p99_us,$w_ok,$w_rejected")
-    printf '  %-22s %-8s %-6s c=%-4s %8s req/s  p50 %6s us  p99 %7s us  ok %s  503 %s\n' \
-        "$1" "$2" "$3" "$4" "$w_rps" "$w_p50_us" "$w_p99_us" "$w_ok" "$w_rejected"
+    rows+=("$1,$2,$3,$4,$w_rps,$w_p50_us,$w_p99_us,$srv_p50,$srv_p99,$w_ok,$w_rejected")
+    printf '  %-18s %-7s %-6s c=%-4s %7s req/s  p50 %5s us  p99 %6s us  (server: p50 <= %s, p99 <= %s)  503 %s\n' \
+        "$1" "$2" "$3" "$4" "$w_rps" "$w_p50_us" "$w_p99_us" "$srv_p50" "$srv_p99" "$w_rejected"
 }
 
 # reloads N [FORK]: N reloads by POST /admin/reload while wrk runs (one of them a
@@ -160,6 +189,7 @@ reload_run() {
     while [ $((SECONDS - t0)) -lt "$duration" ]; do sleep 0.2; done
     kill -INT "$wrk_pid"
     wait "$wrk_pid" || true
+    srv_p50=- srv_p99=-
     check_line "reloads $backend"
     local r
     r=$(cat "$tmp/reloads")
@@ -190,6 +220,7 @@ fi
 # The figures: maximum, then 80% of it, per backend and weight.
 for weight in light 50us; do
     extra=$([ $weight = 50us ] && echo ",cost_us=50" || echo "")
+    say "$weight records: the maximum (wrk, $conns connections), then 80% of it"
     for b in inline threads fork; do
         start "$b" "$extra"
         wrk_run "max $b $weight" "$conns" 2 # warm-up
@@ -213,11 +244,23 @@ for weight in light 50us; do
         stop
     done
 done
+# Where the workers start to pay: records of 1, 2 and 5 us, maximum only.
+say "records of 1, 2 and 5 us: the maximum"
+for us in 1 2 5; do
+    for b in inline threads fork; do
+        start "$b" ",cost_us=$us"
+        wrk_run "max $b ${us}us" "$conns" 1
+        wrk_run "max $b ${us}us" "$conns" $(((duration + 1) / 2))
+        record "max" "$b" "${us}us" "$conns"
+        stop
+    done
+done
+say "100 reloads under load (~50 us records)"
 for b in threads fork; do reload_run "$b" ",cost_us=50" 50us 0; done
 
 mkdir -p "$out"
 {
-    echo "run,backend,weight,connections,rps,p50_us,p99_us,ok,rejected_503"
+    echo "run,backend,weight,connections,rps,p50_us,p99_us,server_p50_le_us,server_p99_le_us,ok,rejected_503"
     printf '%s\n' "${rows[@]}"
 } >"$out/serve.csv"
 say "every reply checked: no wrong body, no unexpected status, no dropped connection"

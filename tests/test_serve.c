@@ -444,6 +444,29 @@ static void test_worker_nice(void **state)
     }
 }
 
+/* --batch 1: every record travels alone (a document's too). */
+static void test_batch_option(void **state)
+{
+    (void)state;
+    if (!built)
+        skip();
+    struct server sv;
+    const char *more[] = {"--batch", "1", NULL};
+    start(&sv, "threads", NULL, more);
+    char doc[1024], want[1024];
+    size_t dl = (size_t)sprintf(doc, "id,text\n"), wl = 0;
+    for (int i = 0; i < 40; i++) {
+        dl += (size_t)sprintf(doc + dl, "%d,saw\n", i);
+        wl += (size_t)sprintf(want + wl, "%d,tool\n", i);
+    }
+    classify(sv.port, doc, 200, want, NULL);
+    struct reply r;
+    http(sv.port, "GET", "/metrics", NULL, NULL, &r);
+    check_reply(&r, 200, NULL, "executor_batches_total 40\n");
+    reply_free(&r);
+    assert_int_equal(server_stop(&sv), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +477,7 @@ int main(void)
         cmocka_unit_test_teardown(test_window_full, kill_servers),
         cmocka_unit_test_teardown(test_metrics_and_health, kill_servers),
         cmocka_unit_test_teardown(test_worker_nice, kill_servers),
+        cmocka_unit_test_teardown(test_batch_option, kill_servers),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -78,6 +78,8 @@ static void manual(FILE *f)
 "  --workers N           worker threads or processes (default: online CPUs)\n"
 "  --worker-nice N       the workers' nice value, 0..19 (default 0): above 0,\n"
 "                        the event loop runs first when they compete for a core\n"
+"  --batch N             records a worker takes at once, at most (default 128;\n"
+"                        the library sends heavy records in smaller batches)\n"
 "  --window N            records in flight at most, over all requests (default\n"
 "                        1024); a document keeps at most half of it\n"
 "  --format F            csv (default) or lines: how a body is cut into records\n"
@@ -320,7 +322,7 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
     o->admin = true;
     enum { OPT_PLUGIN = 1, OPT_SPEC, OPT_LISTEN, OPT_BACKEND, OPT_WORKERS, OPT_WINDOW,
            OPT_FORMAT, OPT_HEADER, OPT_DELIM, OPT_MAXREC, OPT_MAXRES, OPT_MAXBODY, OPT_TIMEOUT,
-           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_NICE, OPT_HELP };
+           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_NICE, OPT_BATCH, OPT_HELP };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, OPT_PLUGIN},
         {"spec", required_argument, NULL, OPT_SPEC},
@@ -342,6 +344,7 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
         {"access-log", required_argument, NULL, OPT_LOG},
         {"no-admin", no_argument, NULL, OPT_NOADMIN},
         {"worker-nice", required_argument, NULL, OPT_NICE},
+        {"batch", required_argument, NULL, OPT_BATCH},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -405,6 +408,7 @@ static int options(struct serve *s, int argc, char **argv, bool *help)
         case OPT_LOG: o->access_log = optarg; break;
         case OPT_NOADMIN: o->admin = false; break;
         case OPT_NICE: NUM(worker_nice, 0, 19, "0..19"); break;
+        case OPT_BATCH: NUM(batch, 1, 4096, "1..4096"); break;
         case OPT_HELP:
         case 'h': *help = true; break;
         default:
@@ -488,6 +492,7 @@ static int start_classifier(struct serve *s)
     memset(&eo, 0, sizeof eo);
     eo.workers = o->workers;
     eo.window = o->window;
+    eo.batch = o->batch;
     eo.max_record = o->max_record;
     eo.max_result = o->max_result;
     eo.timeout_ms = o->timeout_ms;

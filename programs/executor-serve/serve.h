@@ -30,7 +30,7 @@ struct serve_opts {
     const char *plugin, *spec, *listen, *header, *access_log;
     exec_backend_t backend;
     bool inline_run; /* --backend inline: process() in the loop (the baseline) */
-    unsigned workers, window;
+    unsigned workers, window, batch;
     enum serve_format format;
     int delim;
     size_t max_record, max_result, max_body;
