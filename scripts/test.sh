@@ -116,7 +116,7 @@ run_serve() {
         tee "$log"; then
         fail "serve: load test with checked replies (log: $log)"
     fi
-    summary+=("serve: wrk on threads, fork and inline, 100 reloads each, every reply right, in $(($(date +%s) - t0)) s")
+    summary+=("serve: wrk on threads and fork with 100 reloads each, and the inline baseline; every reply right; $(($(date +%s) - t0)) s")
     say "${summary[-1]}"
 }
 
