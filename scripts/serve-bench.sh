@@ -69,13 +69,18 @@ trap cleanup EXIT
 table=tests/data/words.txt
 spec_base="table=$table,column=text,id=id"
 
-# start BACKEND SPEC_EXTRA: a server on a free port; sets port and server_pid.
+# start BACKEND SPEC_EXTRA [ARGS...]: a server on a free port; sets port and server_pid.
+# Records of tens of microseconds go one to a batch (--batch 1): a batch goes to one
+# worker, and independent requests should not wait behind each other; light records
+# keep the library's batching, which is what their throughput needs.
 start() {
-    local backend=$1 extra=$2
+    local backend=$1 extra=$2 batch=()
+    case $extra in *cost_us=50*) batch=(--batch 1) ;; esac
     : >"$tmp/server.err"
     "$build/programs/executor-serve" --plugin "$build/examples/libwordtable.so" \
         --spec "$spec_base$extra" --header id,text --listen 127.0.0.1:0 --backend "$backend" \
-        --workers 2 --worker-nice "$nice" --window 4096 --start-timeout 2000 2>"$tmp/server.err" &
+        --workers 2 --worker-nice "$nice" "${batch[@]}" --window 4096 --start-timeout 2000 \
+        2>"$tmp/server.err" &
     server_pid=$!
     for _ in $(seq 200); do
         grep -q "listening on" "$tmp/server.err" && break
