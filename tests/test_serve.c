@@ -197,6 +197,23 @@ static void test_routes_and_limits(void **state)
     assert_int_equal(server_stop(&sv), 0);
 }
 
+/* Waits until /metrics shows line. */
+static void await_metric(int port, const char *line)
+{
+    uint64_t end = ms_now() + 20000;
+    for (;;) {
+        struct reply r;
+        http(port, "GET", "/metrics", NULL, NULL, &r);
+        bool there = strstr(r.body, line) != NULL;
+        reply_free(&r);
+        if (there)
+            return;
+        if (ms_now() > end)
+            fail_msg("/metrics never showed %s", line);
+        usleep(20000);
+    }
+}
+
 /* Waits until every worker process is up (none replaced, or being replaced). */
 static void await_workers(int port)
 {
@@ -244,9 +261,11 @@ static void test_worker_faults(void **state)
     classify(sv.port, "id,text\n1,apple\n2,boom\n3,sleepy\n4,pear\n", 200, NULL,
              "1,fruit\n!error 500 record 2 EXEC_ECRASHED: worker crashed (killed by signal 6, "
              "SIGABRT)\n!error 504 record 3 EXEC_ERECTIMEOUT");
+    /* A respawn is counted when the replacement is asked for, just after the
+     * record's result: wait for it. */
+    await_metric(sv.port, "executor_worker_respawns_total{cause=\"crash\"} 2\n");
+    await_metric(sv.port, "executor_worker_respawns_total{cause=\"timeout\"} 3\n");
     http(sv.port, "GET", "/metrics", NULL, NULL, &r);
-    check_reply(&r, 200, NULL, "executor_worker_respawns_total{cause=\"crash\"} 2\n");
-    check_reply(&r, 200, NULL, "executor_worker_respawns_total{cause=\"timeout\"} 3\n");
     check_reply(&r, 200, NULL, "executor_serve_records_total{outcome=\"crashed\"} 2\n");
     check_reply(&r, 200, NULL, "executor_serve_records_total{outcome=\"timeout\"} 3\n");
     check_reply(&r, 200, NULL, "executor_serve_requests_total{code=\"504\"} 2\n");
@@ -283,6 +302,30 @@ static void test_window_full(void **state)
     http(sv.port, "GET", "/metrics", NULL, NULL, &r);
     check_reply(&r, 200, NULL, "executor_serve_records_total{outcome=\"rejected\"} 1\n");
     reply_free(&r);
+    assert_int_equal(server_stop(&sv), 0);
+
+    /* Below the window, requests wait rather than fail, also where the
+     * executor runs out of room first (one worker process has 32 slots, and
+     * single records travel one to a slot). */
+    const char *one[] = {"--workers", "1", "--window", "200", NULL};
+    start(&sv, "fork", ",cost_us=2000", one);
+    enum { NC = 80 };
+    struct hc *c = calloc(NC, sizeof *c);
+    for (int i = 0; i < NC; i++) {
+        assert_int_equal(hc_connect(&c[i], sv.port), 0);
+        char body[32];
+        int n = snprintf(body, sizeof body, "%d,saw", i);
+        hc_request(&c[i], "POST", "/classify", body, (size_t)n, NULL);
+    }
+    for (int i = 0; i < NC; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "%d,tool\n", i);
+        assert_true(hc_reply(&c[i], &r, 30000));
+        check_reply(&r, 200, want, NULL);
+        reply_free(&r);
+        hc_close(&c[i]);
+    }
+    free(c);
     assert_int_equal(server_stop(&sv), 0);
 
     /* A document larger than the window waits for room, in order. */

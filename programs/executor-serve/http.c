@@ -436,13 +436,6 @@ static void classify(struct serve *s, struct req *r)
                         exec_strerror(EXEC_EFATAL));
         return;
     }
-    if (s->wait_head) {
-        /* Documents wait for room already: the window is full. */
-        metrics_record(s, O_REJECTED);
-        http_reply_text(s, r, 503, "%s: the window of %u records is full; retry later\n",
-                        exec_err_name(EXEC_EAGAIN), s->o.window);
-        return;
-    }
     if (r->doc && r->nrec == 0) {
         r->next_emit = 0;
         if (!r->dirty) {
@@ -453,21 +446,11 @@ static void classify(struct serve *s, struct req *r)
         pump_kick(s);
         return;
     }
-    int rc = pump_submit(s, r);
-    if (rc == EXEC_EAGAIN && (!r->doc || r->next_submit == 0)) {
+    int rc = pump_request(s, r);
+    if (rc == EXEC_EAGAIN) {
         metrics_record(s, O_REJECTED);
         http_reply_text(s, r, 503, "%s: the window of %u records is full; retry later\n",
                         exec_err_name(EXEC_EAGAIN), s->o.window);
-        return;
-    }
-    if (rc == EXEC_EAGAIN) {
-        /* Part of the document went in: the rest waits for room. */
-        r->waiting = true;
-        if (s->wait_tail)
-            s->wait_tail->next_wait = r;
-        else
-            s->wait_head = r;
-        s->wait_tail = r;
         return;
     }
     if (rc && !r->doc) {

@@ -297,7 +297,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    metrics_tick(arg);
+    struct serve *s = arg;
+    metrics_tick(s);
+    if (s->wait_head)
+        pump_kick(s); /* room is made by results, which wake the loop; this is a spare */
 }
 
 /* ------------------------------------------------------------------------- */

@@ -168,11 +168,14 @@ void pump_kick(struct serve *s)
     }
 }
 
+/* r waits for room, behind the requests that wait already. */
 static void wait_push(struct serve *s, struct req *r)
 {
     if (r->waiting)
         return;
     r->waiting = true;
+    if (!r->doc)
+        s->waiting_singles++;
     r->next_wait = NULL;
     if (s->wait_tail)
         s->wait_tail->next_wait = r;
@@ -231,7 +234,7 @@ static void doc_abort(struct serve *s, struct req *r, int code)
     r->next_submit = r->nrec;
 }
 
-/* Gives waiting documents the room that results made. True if any record went in. */
+/* Gives waiting requests the room that results made. True if any record went in. */
 static bool refill(struct serve *s)
 {
     bool any = false;
@@ -246,11 +249,40 @@ static bool refill(struct serve *s)
         if (!s->wait_head)
             s->wait_tail = NULL;
         r->waiting = false;
-        if (rc)
+        if (!r->doc)
+            s->waiting_singles--;
+        if (rc && r->doc)
             doc_abort(s, r, rc);
+        else if (rc && r->conn)
+            http_reply_text(s, r, status_of(rc), "%s: %s\n", exec_err_name(rc),
+                            exec_strerror(rc));
         req_settle(s, r);
     }
     return any;
+}
+
+/*
+ * A new request's records go in, or wait behind the requests that wait for
+ * room already (the executor may refuse records before its window is full:
+ * records that travel one to a batch can use up its batches first). The
+ * window, over records in flight and records waiting, is the server's.
+ * Returns 0, EXEC_EAGAIN (the window is full: answer 503), or the code that
+ * refused a single record (EXEC_E2BIG, EXEC_EFATAL).
+ */
+int pump_request(struct serve *s, struct req *r)
+{
+    if (s->records_in_flight + s->waiting_singles >= s->o.window)
+        return EXEC_EAGAIN;
+    if (!r->doc && r->recs[0].len > s->o.max_record)
+        return EXEC_E2BIG;
+    int rc = 0;
+    if (!s->wait_head)
+        rc = pump_submit(s, r);
+    if (s->wait_head || rc == EXEC_EAGAIN) {
+        wait_push(s, r);
+        return 0;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -364,6 +396,7 @@ void pump_fail_all(struct serve *s, int code)
         r->waiting = false;
     }
     s->wait_tail = NULL;
+    s->waiting_singles = 0;
     for (uint32_t i = 0; i < s->nslots; i++) {
         struct req *r = s->slots[i];
         if (!r || (!r->in_flight && r->next_submit == r->nrec))

@@ -124,7 +124,8 @@ struct serve {
     struct req **slots;
     uint32_t nslots, cap_slots;
     uint32_t *free_slots, nfree;
-    struct req *wait_head, *wait_tail; /* documents with records waiting for room */
+    struct req *wait_head, *wait_tail; /* requests with records waiting for room */
+    uint64_t waiting_singles;          /* single records among them */
     struct req *dirty;
     uint32_t hold_cap; /* a document's records in flight, at most */
     uint64_t open;     /* requests being answered */
@@ -161,6 +162,7 @@ void http_conn_forget(struct serve *s);
 struct req *req_new(struct serve *s, struct evhttp_request *http);
 void req_settle(struct serve *s, struct req *r);
 int pump_submit(struct serve *s, struct req *r);
+int pump_request(struct serve *s, struct req *r);
 void pump_kick(struct serve *s);
 void pump_start(struct serve *s);
 void pump_fail_all(struct serve *s, int code);
