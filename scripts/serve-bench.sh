@@ -118,16 +118,48 @@ hist_pct() {
             print p50, p99 }'
 }
 
+# CPU time (jiffies) of the server's processes (threads included; fork: the zygotes and
+# the workers, and the workers they reaped), and of everything on the machine.
+ours() {
+    local t=0 p
+    for p in $server_pid $(pgrep -P "$server_pid") $(for z in $(pgrep -P "$server_pid"); do pgrep -P "$z"; done); do
+        t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    # wrk, reaped by this shell.
+    echo $((t + $(awk '{print $16 + $17}' /proc/$$/stat)))
+}
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+ncpu=$(nproc)
+hz=$(getconf CLK_TCK)
+tries=$([ $short = 1 ] && echo 1 || echo 3) # the short run checks; its figures mean little
+
 # wrk_run NAME CONNECTIONS SECONDS ARGS...: runs wrk, checks its CHECK line, sets the
 # fields, and the server's own p50/p99 (srv_p50, srv_p99: histogram bucket bounds).
+# The machine may be shared: a run during which other processes took more than 15% of
+# the CPUs is run again (three times at most; the quietest counts), and the share is
+# reported (others).
 wrk_run() {
-    local name=$1 c=$2 d=$3 h0 h1
+    local name=$1 c=$2 d=$3 h0 h1 o0 b0 t0 best=101 try share
     shift 3
-    h0=$(hist)
-    wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s bench/serve/check.lua "http://127.0.0.1:$port/" \
-        -- "$@" >"$tmp/wrk.out" 2>&1 || die "$name: wrk failed: $(cat "$tmp/wrk.out")"
-    h1=$(hist)
-    read -r srv_p50 srv_p99 <<<"$(hist_pct "$h0" "$h1")"
+    for try in $(seq "$tries"); do
+        h0=$(hist) o0=$(ours) b0=$(busy) t0=$(date +%s%N)
+        wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s bench/serve/check.lua "http://127.0.0.1:$port/" \
+            -- "$@" >"$tmp/wrk.out" 2>&1 || die "$name: wrk failed: $(cat "$tmp/wrk.out")"
+        share=$(( ( ($(busy) - b0) - ($(ours) - o0) ) * 100 * 1000000000 /
+                  ( ($(date +%s%N) - t0) * hz * ncpu / 1 ) ))
+        [ "$share" -ge 0 ] || share=0
+        h1=$(hist)
+        check_line "$name"
+        if [ "$share" -lt "$best" ]; then
+            best=$share
+            cp "$tmp/wrk.out" "$tmp/wrk.best"
+            read -r srv_p50 srv_p99 <<<"$(hist_pct "$h0" "$h1")"
+        fi
+        [ "$share" -gt 15 ] || break
+        say "  ($name: other processes took $share% of the CPUs; again)"
+    done
+    others=$best
+    cp "$tmp/wrk.best" "$tmp/wrk.out"
     check_line "$name"
 }
 
@@ -144,11 +176,11 @@ check_line() {
 }
 
 rows=()
-srv_p50=- srv_p99=-
+srv_p50=- srv_p99=- others=-
 record() { # NAME BACKEND WEIGHT CONNECTIONS
-    rows+=("$1,$2,$3,$4,$w_rps,$w_p50_us,$w_p99_us,$srv_p50,$srv_p99,$w_ok,$w_rejected")
-    printf '  %-18s %-7s %-6s c=%-4s %7s req/s  p50 %5s us  p99 %6s us  (server: p50 <= %s, p99 <= %s)  503 %s\n' \
-        "$1" "$2" "$3" "$4" "$w_rps" "$w_p50_us" "$w_p99_us" "$srv_p50" "$srv_p99" "$w_rejected"
+    rows+=("$1,$2,$3,$4,$w_rps,$w_p50_us,$w_p99_us,$srv_p50,$srv_p99,$w_ok,$w_rejected,$others")
+    printf '  %-18s %-7s %-6s c=%-4s %7s req/s  p50 %5s us  p99 %6s us  (server: p50 <= %s, p99 <= %s)  503 %s  others %s%%\n' \
+        "$1" "$2" "$3" "$4" "$w_rps" "$w_p50_us" "$w_p99_us" "$srv_p50" "$srv_p99" "$w_rejected" "$others"
 }
 
 # reloads N [FORK]: N reloads by POST /admin/reload while wrk runs (one of them a
@@ -194,7 +226,7 @@ reload_run() {
     while [ $((SECONDS - t0)) -lt "$duration" ]; do sleep 0.2; done
     kill -INT "$wrk_pid"
     wait "$wrk_pid" || true
-    srv_p50=- srv_p99=-
+    srv_p50=- srv_p99=- others=-
     check_line "reloads $backend"
     local r
     r=$(cat "$tmp/reloads")
@@ -265,7 +297,7 @@ for b in threads fork; do reload_run "$b" ",cost_us=50" 50us 0; done
 
 mkdir -p "$out"
 {
-    echo "run,backend,weight,connections,rps,p50_us,p99_us,server_p50_le_us,server_p99_le_us,ok,rejected_503"
+    echo "run,backend,weight,connections,rps,p50_us,p99_us,server_p50_le_us,server_p99_le_us,ok,rejected_503,others_cpu_pct"
     printf '%s\n' "${rows[@]}"
 } >"$out/serve.csv"
 say "every reply checked: no wrong body, no unexpected status, no dropped connection"
