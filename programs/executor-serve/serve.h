@@ -5,9 +5,9 @@
  * reload thread (reload.c) only builds contexts, swaps them in and reports
  * back through a queue.
  *
- * Files: main.c (options, start, loop, shutdown), http.c (routes, bodies,
- * replies), pump.c (records into the executor and results out of it),
- * inline.c (the baseline: process() in the loop), reload.c (live reload),
+ * Files: main.c (start, loop, shutdown), options.c (command line, manual),
+ * http.c (routes, bodies, replies), conn.c (client connections), pump.c
+ * (records into the executor and results out of it), inline.c (the baseline: process() in the loop), reload.c (live reload),
  * metrics.c (/metrics and the access log).
  */
 #ifndef SERVE_H
@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define PROG "executor-serve"
 
@@ -142,11 +143,21 @@ struct serve {
     struct access_log *log;
 };
 
+/* options.c */
+void serve_manual(FILE *f);
+int serve_parse_size(const char *s, unsigned long long max, unsigned long long *out);
+int serve_options(struct serve *s, int argc, char **argv, bool *help);
+
 /* main.c */
 uint64_t serve_now_ns(void);
 void serve_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void serve_maybe_exit(struct serve *s);
 void serve_drain_start(struct serve *s, const char *why);
+
+/* conn.c */
+struct conn *conn_of(struct serve *s, struct evhttp_connection *evcon);
+void conn_reply_written(struct evhttp_request *http, void *arg);
+void conn_forget_all(struct serve *s);
 
 /* http.c */
 int http_start(struct serve *s, int listen_fd);
@@ -156,7 +167,6 @@ void http_reply_result(struct serve *s, struct req *r, const exec_result_t *res)
 void http_doc_flush(struct serve *s, struct req *r);
 void http_doc_line(struct serve *s, struct req *r, uint32_t idx, int status, int user_code,
                    int sig, int exit_status, const void *data, size_t len);
-void http_conn_forget(struct serve *s);
 
 /* pump.c */
 struct req *req_new(struct serve *s, struct evhttp_request *http);
