@@ -99,7 +99,7 @@ static bool submit(void)
     size_t at = 0;
     bool room = true;
     for (;;) {
-        char *nl = memchr(pending + at, '\n', npending - at);
+        char *nl = npending > at ? memchr(pending + at, '\n', npending - at) : NULL;
         size_t len = nl ? (size_t)(nl - pending - at) : npending - at;
         if (!nl && !(eof && len))
             break; /* a line still being read */
@@ -116,8 +116,10 @@ static bool submit(void)
         }
         at += len + (nl != NULL);
     }
-    memmove(pending, pending + at, npending - at);
-    npending -= at;
+    if (at) {
+        memmove(pending, pending + at, npending - at);
+        npending -= at;
+    }
     if (eof && npending == 0 && !finished) {
         exec_finish(ex);
         finished = true;
