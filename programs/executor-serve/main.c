@@ -273,6 +273,10 @@ static int start_classifier(struct serve *s)
 static int start_loop(struct serve *s, int listen_fd)
 {
     s->base = event_base_new();
+    /* Three priorities: results (0) before connections and the rest (1, the
+     * default); 2 is unused. */
+    if (s->base && event_base_priority_init(s->base, 3) != 0)
+        return -1;
     if (!s->base || http_start(s, listen_fd) != 0 || metrics_create(s) != 0 ||
         reload_start(s) != 0)
         return -1;

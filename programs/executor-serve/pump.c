@@ -375,7 +375,10 @@ void pump_start(struct serve *s)
      * as few batches as the library makes of them. */
     s->ev_flush = event_new(s->base, -1, 0, on_flush, s);
     if (s->ex) {
+        /* Results first: a pass that finds exec_fd() readable answers the
+         * requests whose records are done before it reads new ones. */
         s->ev_exec = event_new(s->base, exec_fd(s->ex), EV_READ | EV_PERSIST, on_exec_fd, s);
+        event_priority_set(s->ev_exec, 0);
         event_add(s->ev_exec, NULL);
     }
 }
