@@ -18,6 +18,8 @@
 #   --worker-nice N  executor-serve --worker-nice for threads and fork (default 5:
 #                    on a machine with as many workers as cores, the event loop
 #                    then runs first; 0 measures without it)
+#   --parts LIST     of the default run, only these (default "max crossover reloads":
+#                    max = maximum and 80% at light and ~50 us records)
 #   --out DIR        where serve.csv goes (default bench-out)
 # Environment: EXEC_SERVE_BUILD (build tree, default build/release),
 # EXEC_SKIP_DEPS=1 (do not run scripts/deps.sh), EXEC_JOBS (default 2).
@@ -28,6 +30,7 @@ short=0
 duration=
 conns=32
 nice=5
+parts="max crossover reloads"
 out=bench-out
 while [ $# -gt 0 ]; do
     case $1 in
@@ -35,8 +38,9 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift ;;
     --connections) conns=$2; shift ;;
     --worker-nice) nice=$2; shift ;;
+    --parts) parts=$2; shift ;;
     --out) out=$2; shift ;;
-    -h | --help) sed -n '2,26s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,28s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "serve-bench.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -254,8 +258,10 @@ if [ $short = 1 ]; then
     exit 0
 fi
 
+part() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 # The figures: maximum, then 80% of it, per backend and weight.
-for weight in light 50us; do
+part max && for weight in light 50us; do
     extra=$([ $weight = 50us ] && echo ",cost_us=50" || echo "")
     say "$weight records: the maximum (wrk, $conns connections), then 80% of it"
     for b in inline threads fork; do
@@ -282,8 +288,8 @@ for weight in light 50us; do
     done
 done
 # Where the workers start to pay: records of 1, 2 and 5 us, maximum only.
-say "records of 1, 2 and 5 us: the maximum"
-for us in 1 2 5; do
+part crossover && say "records of 1, 2 and 5 us: the maximum"
+part crossover && for us in 1 2 5; do
     for b in inline threads fork; do
         start "$b" ",cost_us=$us"
         wrk_run "max $b ${us}us" "$conns" 1
@@ -292,8 +298,8 @@ for us in 1 2 5; do
         stop
     done
 done
-say "100 reloads under load (~50 us records)"
-for b in threads fork; do reload_run "$b" ",cost_us=50" 50us 0; done
+part reloads && say "100 reloads under load (~50 us records)"
+part reloads && for b in threads fork; do reload_run "$b" ",cost_us=50" 50us 0; done
 
 mkdir -p "$out"
 {
