@@ -1,12 +1,13 @@
 /*
  * Records into the executor and results out of it, on the event loop's
- * thread: the request slots whose numbers tag the records, submission with
- * backpressure (a request that finds the window full is answered 503; a
- * document that filled it waits for room, and new requests are refused
- * meanwhile), and the drain that runs when exec_fd() polls readable and once
- * at the end of every loop pass in which records were submitted. Every call
- * into the executor here is non-blocking (exec_try_submit, exec_next with a
- * zero timeout).
+ * thread: the request slots whose numbers tag the records; submission with
+ * backpressure (the window, over records in flight and records waiting, is
+ * the server's: a request that finds it full is answered 503; below it, a
+ * request the executor has no room for waits in a queue, in arrival order,
+ * with the documents, which keep at most half the window each); and the
+ * drain that runs when exec_fd() polls readable and once at the end of every
+ * loop pass in which records were submitted. Every call into the executor
+ * here is non-blocking (exec_try_submit, exec_next_many with a zero timeout).
  */
 #include "serve.h"
 
