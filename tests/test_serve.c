@@ -146,6 +146,17 @@ static void test_keepalive_and_pipelining(void **state)
         reply_free(&r);
         assert_true(hc_closed(&c, 5000));
         hc_close(&c);
+        /* HTTP/1.0 keep-alive has no chunks: a document comes whole, framed. */
+        assert_int_equal(hc_connect(&c, sv.port), 0);
+        static const char v10[] = "POST /classify HTTP/1.0\r\nConnection: keep-alive\r\n"
+                                  "Content-Length: 22\r\n\r\nid,text\n1,apple\n2,owl\n";
+        for (int i = 0; i < 2; i++) {
+            hc_send(&c, v10, sizeof v10 - 1);
+            assert_true(hc_reply(&c, &r, 30000));
+            check_reply(&r, 200, "1,fruit\n2,animal\n", NULL);
+            reply_free(&r);
+        }
+        hc_close(&c);
         assert_int_equal(server_stop(&sv), 0);
     }
 }

@@ -8,6 +8,7 @@
  */
 #include "serve.h"
 
+#include <event2/http_struct.h> /* the request's HTTP version */
 #include <event2/keyvalq_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -192,12 +193,27 @@ void http_doc_line(struct serve *s, struct req *r, uint32_t idx, int status, int
     }
 }
 
-/* Sends a document's ready lines; ends the reply after its last record. */
+/*
+ * Sends a document's ready lines; ends the reply after its last record.
+ * HTTP/1.0 has no chunked encoding, and evhttp frames a streamed reply to a
+ * 1.0 keep-alive client with "Content-Length: 0": such a client gets the
+ * whole document at once, when its last record is done.
+ */
 void http_doc_flush(struct serve *s, struct req *r)
 {
     struct evhttp_request *http = r->http;
     if (!http)
         return;
+    if (http->major == 1 && http->minor == 0) {
+        if (r->next_emit < r->nrec)
+            return;
+        struct evkeyvalq *h = evhttp_request_get_output_headers(http);
+        char n[16];
+        snprintf(n, sizeof n, "%u", r->nrec);
+        evhttp_add_header(h, "X-Records", n);
+        reply_buf(s, r, 200, content_type(s), r->out);
+        return;
+    }
     if (!r->started) {
         r->started = true;
         struct evkeyvalq *h = evhttp_request_get_output_headers(http);
