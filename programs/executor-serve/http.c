@@ -9,6 +9,8 @@
 #include "serve.h"
 
 #include <event2/http_struct.h> /* the request's HTTP version */
+#include <event2/listener.h>
+#include <errno.h>
 #include <event2/keyvalq_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -492,6 +494,34 @@ static void on_request(struct evhttp_request *http, void *arg)
     }
 }
 
+/* Out of descriptors, accept() fails while the connection waits in the
+ * backlog: the listener rests 100 ms rather than spin (as nginx does). The
+ * listener is evhttp's, and so is its callbacks' argument. */
+static struct serve *listening;
+
+static void on_accept_rested(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct serve *s = arg;
+    if (s->bound)
+        evconnlistener_enable(evhttp_bound_socket_get_listener(s->bound));
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)arg;
+    struct serve *s = listening;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (s->accept_errors++ % 100 == 0)
+        serve_log("accept: %s%s (%llu times so far); new connections wait", strerror(err),
+                  err == EMFILE || err == ENFILE ? ": too many open descriptors" : "",
+                  (unsigned long long)s->accept_errors);
+    evconnlistener_disable(l);
+    struct timeval tv = {0, 100000};
+    event_base_once(s->base, -1, EV_TIMEOUT, on_accept_rested, s, &tv);
+}
+
 int http_start(struct serve *s, int listen_fd)
 {
     s->http = evhttp_new(s->base);
@@ -510,5 +540,9 @@ int http_start(struct serve *s, int listen_fd)
      * that the client sees the reply rather than a reset. */
     evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
     s->bound = evhttp_accept_socket_with_handle(s->http, listen_fd);
-    return s->bound ? 0 : -1;
+    if (!s->bound)
+        return -1;
+    listening = s;
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->bound), on_accept_error);
+    return 0;
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -383,6 +384,13 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &wall);
     s->started_ns = (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec;
     signal(SIGPIPE, SIG_IGN); /* a client that left is an error code, not a signal */
+    /* A descriptor per connection: as many as the hard limit allows (a
+     * listener that runs out of descriptors spins on accept()). */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 
     /* The port first: a port in use fails before a large context is built. */
     int fd = listen_on(s, s->o.listen);

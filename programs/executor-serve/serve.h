@@ -135,6 +135,7 @@ struct serve {
     struct conn **conns; /* open addressing, by evhttp_connection */
     uint32_t conns_mask, nconns;
 
+    uint64_t accept_errors;
     bool draining, fatal;
     int exit_code;
     uint64_t started_ns;
