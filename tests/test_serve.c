@@ -208,21 +208,11 @@ static void test_routes_and_limits(void **state)
     assert_int_equal(server_stop(&sv), 0);
 }
 
-/* Waits until /metrics shows line. */
-static void await_metric(int port, const char *line)
+/* A sample's value in a /metrics page (-1 when absent). */
+static long metric(const char *page, const char *name)
 {
-    uint64_t end = ms_now() + 20000;
-    for (;;) {
-        struct reply r;
-        http(port, "GET", "/metrics", NULL, NULL, &r);
-        bool there = strstr(r.body, line) != NULL;
-        reply_free(&r);
-        if (there)
-            return;
-        if (ms_now() > end)
-            fail_msg("/metrics never showed %s", line);
-        usleep(20000);
-    }
+    const char *p = strstr(page, name);
+    return p ? strtol(p + strlen(name), NULL, 10) : -1;
 }
 
 /* Waits until every worker process is up (none replaced, or being replaced). */
@@ -273,9 +263,21 @@ static void test_worker_faults(void **state)
              "1,fruit\n!error 500 record 2 EXEC_ECRASHED: worker crashed (killed by signal 6, "
              "SIGABRT)\n!error 504 record 3 EXEC_ERECTIMEOUT");
     /* A respawn is counted when the replacement is asked for, just after the
-     * record's result: wait for it. */
-    await_metric(sv.port, "executor_worker_respawns_total{cause=\"crash\"} 2\n");
-    await_metric(sv.port, "executor_worker_respawns_total{cause=\"timeout\"} 3\n");
+     * record's result: wait for all five, crashes and timeouts. */
+    uint64_t end = ms_now() + 20000;
+    long crash = 0, timeout = 0;
+    for (;;) {
+        http(sv.port, "GET", "/metrics", NULL, NULL, &r);
+        crash = metric(r.body, "executor_worker_respawns_total{cause=\"crash\"}");
+        timeout = metric(r.body, "executor_worker_respawns_total{cause=\"timeout\"}");
+        if (crash + timeout == 5 || ms_now() > end)
+            break;
+        reply_free(&r);
+        usleep(20000);
+    }
+    if (crash < 1 || timeout < 1 || crash + timeout != 5)
+        fail_msg("respawns: %ld crash, %ld timeout; /metrics said:\n%s", crash, timeout, r.body);
+    reply_free(&r);
     http(sv.port, "GET", "/metrics", NULL, NULL, &r);
     check_reply(&r, 200, NULL, "executor_serve_records_total{outcome=\"crashed\"} 2\n");
     check_reply(&r, 200, NULL, "executor_serve_records_total{outcome=\"timeout\"} 3\n");
