@@ -155,6 +155,26 @@ typedef struct exec_ops {
     void (*ctx_release)(void *ctx);
 } exec_ops_t;
 
+/*
+ * A writer the host owns, to run process() in its own thread with no
+ * executor: a baseline to compare with, a test, a record that must be done
+ * now. Results go one after another into memory the writer grows.
+ * exec_writer_new returns NULL for max_result 0 or over 64 MiB, or out of
+ * memory. exec_writer_run calls ops->process(ctx, worker_state, rec, len, w)
+ * as a worker would and returns the status its result would have: 0,
+ * EXEC_EUSER (*user_code set; may be NULL), EXEC_ERESULT2BIG, EXEC_ENOMEM,
+ * or EXEC_EINVAL; the result is bytes [*off, *off + *out_len) of
+ * exec_writer_data(w), valid until the next run or clear (a run may move
+ * them). exec_writer_clear forgets every result. Not thread-safe: one writer
+ * per thread.
+ */
+exec_writer_t *exec_writer_new(size_t max_result);
+void exec_writer_free(exec_writer_t *w);
+int exec_writer_run(exec_writer_t *w, const exec_ops_t *ops, void *ctx, void *worker_state,
+                    const void *rec, size_t len, size_t *off, size_t *out_len, int *user_code);
+const void *exec_writer_data(const exec_writer_t *w);
+void exec_writer_clear(exec_writer_t *w);
+
 /* ------------------------------------------------------------------------- */
 /* Creating an executor                                                      */
 /* ------------------------------------------------------------------------- */

@@ -136,19 +136,6 @@ static void rows_equal(const struct rows *a, const struct rows *b, const char *w
 /* The sequential reference: the plugin's process() in a plain loop.          */
 /* ------------------------------------------------------------------------- */
 
-static int grow(struct exec_writer *w, size_t need)
-{
-    size_t cap = w->cap ? w->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    char *nb = realloc(w->buf, cap);
-    if (!nb)
-        return -1;
-    w->buf = nb;
-    w->cap = cap;
-    return 0;
-}
-
 /* Writes the plugin's rows for the input, in input order, to out_path. */
 static void sequential(const char *plugin, const char *spec)
 {
@@ -173,20 +160,21 @@ static void sequential(const char *plugin, const char *spec)
     void *ws = NULL;
     if (pl->ops->worker_init)
         assert_int_equal(pl->ops->worker_init(ctx, &ws), 0);
-    struct exec_writer w = {.max = (size_t)1 << 20, .grow = grow};
+    exec_writer_t *w = exec_writer_new((size_t)1 << 20);
+    assert_non_null(w);
     FILE *f = fopen(out_path, "we");
     assert_non_null(f);
     const void *rec;
     size_t len;
     while (exec_source_next(s, &rec, &len, NULL) == 1) {
-        w.len = 0;
-        exec__writer_begin(&w);
-        assert_int_equal(pl->ops->process(ctx, ws, rec, len, &w), 0);
-        fwrite(w.buf, 1, w.len, f);
+        size_t off, n;
+        assert_int_equal(exec_writer_run(w, pl->ops, ctx, ws, rec, len, &off, &n, NULL), 0);
+        fwrite((const char *)exec_writer_data(w) + off, 1, n, f);
         fputc('\n', f);
+        exec_writer_clear(w);
     }
     fclose(f);
-    free(w.buf);
+    exec_writer_free(w);
     if (pl->ops->worker_fini)
         pl->ops->worker_fini(ctx, ws);
     pl->ctx_free(ctx);
