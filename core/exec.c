@@ -77,9 +77,13 @@ int exec__efd(const exec_t *ex) { return ex->efd; }
 uint32_t exec__max_batches(const exec_t *ex)
 {
     /* Enough full batches to hold the window, as many again for batches sent
-     * early and small (see exec__append), and one the consumer still holds. */
+     * early and small (see exec__append), and one the consumer still holds;
+     * at least 64 (up to the window) so that a stream of lone records, each
+     * sent at once, fills the window before it runs out of batches. */
     uint64_t full = (ex->opt.window + ex->opt.batch - 1) / ex->opt.batch;
     uint64_t m = 2 * full + 2;
+    if (m < 64)
+        m = 64;
     if (m > ex->opt.window)
         m = ex->opt.window;
     return (uint32_t)m + 1;
@@ -125,6 +129,14 @@ void exec__tune_batch(exec_t *ex, uint32_t records)
         records = ex->opt.batch;
     if (ck_pr_load_32(&ex->batch_limit) != records)
         ck_pr_store_32(&ex->batch_limit, records);
+}
+
+void exec__batch_room(exec_t *ex, uint32_t n)
+{
+    uint32_t m = exec__max_batches(ex);
+    if (n < m)
+        m = n;
+    ex->early_max = m / 2 ? m / 2 : 1;
 }
 
 void exec__idle_enter(exec_t *ex)

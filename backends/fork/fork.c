@@ -289,6 +289,7 @@ static int fk_start(exec_t *ex)
     if (rc)
         return rc;
     fk->cur = g;
+    exec__batch_room(ex, g->nw * g->nslot);
     exec__tsan_release(g);
     exec__lock(&fk->lock);
     ck_pr_store_32(&g->state, G_ACTIVE);
