@@ -178,8 +178,15 @@ static int exec__options(exec_options_t *o, const exec_options_t *in)
         *o = *in;
     else
         memset(o, 0, sizeof *o);
-    if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY))
+    if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY | EXEC_CLOSE_FDS))
         return EXEC_EINVAL;
+    if (o->n_keep_fds > 1024 || (o->n_keep_fds && !o->keep_fds))
+        return EXEC_EINVAL;
+    for (unsigned i = 0; i < o->n_keep_fds; i++)
+        if (o->keep_fds[i] < 0)
+            return EXEC_EINVAL;
+    if (!o->n_keep_fds)
+        o->keep_fds = NULL;
     if (o->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         o->workers = n > 0 ? (unsigned)n : 1u;
@@ -239,6 +246,7 @@ static void exec__free(exec_t *ex)
 {
     free(ex->be_priv);
     free(ex->reorder);
+    free((void *)ex->opt.keep_fds); /* our copy */
     if (ex->cons != ex->cons_inline)
         free(ex->cons);
     if (ex->efd >= 0)
@@ -287,6 +295,15 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     ex->backend = chosen;
     ex->opt = o;
     ex->be = be;
+    if (o.n_keep_fds) {
+        int *keep = exec__malloc(o.n_keep_fds * sizeof *keep);
+        if (!keep) {
+            free(ex);
+            return EXEC_ENOMEM;
+        }
+        memcpy(keep, o.keep_fds, o.n_keep_fds * sizeof *keep);
+        ex->opt.keep_fds = keep;
+    }
     ex->armed = &ex->armed_local;
     ex->armed_local = 1;
     ex->cons = ex->cons_inline;

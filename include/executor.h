@@ -189,6 +189,11 @@ typedef enum exec_backend {
 #define EXEC_ORDERED 0x1u   /* deliver results in submission order */
 #define EXEC_NO_REPLAY 0x2u /* EXEC_FORK: a swap's canary does not replay recent
                                records (see exec_swap_context) */
+#define EXEC_CLOSE_FDS 0x4u /* EXEC_FORK: each zygote closes every descriptor it
+                               inherits from the host except 0, 1, 2, the
+                               executor's own and options.keep_fds, before it
+                               forks any worker; a server's sockets then end
+                               when it closes them. Ignored by EXEC_THREADS */
 
 /* A record running past options.slow_ms (see on_slow). */
 typedef struct exec_slow {
@@ -252,6 +257,11 @@ typedef struct exec_options {
                                       boundary once the successor is ready; pages
                                       of the context it only reads do not count;
                                       default 0 = never */
+    /* EXEC_FORK with EXEC_CLOSE_FDS: descriptors the workers keep open (files
+     * or sockets the context uses); exec_create copies the list; at most 1024
+     * entries, each >= 0 */
+    const int *keep_fds;
+    unsigned n_keep_fds;
 } exec_options_t;
 
 typedef struct exec exec_t;

@@ -13,6 +13,8 @@
 
 #include "serveutil.h"
 
+#include <dirent.h>
+
 static bool built;
 static char spec[PATH_MAX + 64], table2[64], logfile[64];
 
@@ -47,6 +49,21 @@ static void start(struct server *sv, const char *backend, const char *const *mor
         args[n++] = more[i];
     args[n] = NULL;
     server_start(sv, args);
+}
+
+/* The parent in a /proc/PID/stat, or -1. */
+static int ppid_of(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    int pp;
+    return p && sscanf(p + 2, "%*c %d", &pp) == 1 ? pp : -1;
 }
 
 static void expect(int port, const char *method, const char *path, const char *body, int code,
@@ -393,6 +410,71 @@ static void test_start_errors(void **state)
     assert_non_null(strstr(out, "plugin wordtable: spec table=FILE"));
 }
 
+/* Sockets held by the fork workers of server (children of its zygote). */
+static int worker_sockets(pid_t server)
+{
+    int count = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[600], link[128];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int zygote = ppid_of(path);
+        snprintf(path, sizeof path, "/proc/%d/stat", zygote);
+        if (zygote <= 0 || ppid_of(path) != server)
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/fd", e->d_name);
+        DIR *f = opendir(path);
+        struct dirent *fe;
+        while (f && (fe = readdir(f))) {
+            snprintf(path, sizeof path, "/proc/%s/fd/%s", e->d_name, fe->d_name);
+            ssize_t n = readlink(path, link, sizeof link - 1);
+            if (n > 0 && strncmp(link, "socket:", 7) == 0 && (size_t)n < sizeof link)
+                count++;
+        }
+        if (f)
+            closedir(f);
+    }
+    if (d)
+        closedir(d);
+    return count;
+}
+
+/*
+ * A reload forks a new zygote while clients are connected. Its workers close
+ * every socket of the server (so closing a connection ends it), unless told
+ * --inherit-fds.
+ */
+static void test_workers_hold_no_sockets(void **state)
+{
+    (void)state;
+    if (!built)
+        skip();
+    for (int inherit = 0; inherit < 2; inherit++) {
+        struct server sv;
+        const char *more[] = {inherit ? "--inherit-fds" : NULL, NULL};
+        start(&sv, "fork", more);
+        struct hc c;
+        assert_int_equal(hc_connect(&c, sv.port), 0);
+        hc_request(&c, "POST", "/classify", "1,apple", 7, NULL);
+        struct reply r;
+        assert_true(hc_reply(&c, &r, 10000));
+        check_reply(&r, 200, "1,fruit\n", NULL);
+        reply_free(&r);
+        expect(sv.port, "POST", "/admin/reload", NULL, 200, "reloaded: generation 1\n");
+        expect(sv.port, "POST", "/classify", "2,apple", 200, "2,fruit\n");
+        int n = worker_sockets(sv.pid);
+        if (inherit)
+            assert_true(n >= 2 * 2); /* the listener and c, in each of 2 workers */
+        else
+            assert_int_equal(n, 0);
+        hc_close(&c);
+        assert_int_equal(server_stop(&sv), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +483,7 @@ int main(void)
         cmocka_unit_test_teardown(test_graceful_shutdown, kill_servers),
         cmocka_unit_test_teardown(test_client_leaves, kill_servers),
         cmocka_unit_test_teardown(test_start_errors, kill_servers),
+        cmocka_unit_test_teardown(test_workers_hold_no_sockets, kill_servers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -140,8 +140,9 @@ void serve_drain_start(struct serve *s, const char *why)
         return;
     s->draining = true;
     if (s->bound) {
-        /* shutdown() first: a worker process forked from us holds a copy of
-         * the listening socket, and only this stops it listening for all. */
+        /* shutdown() first: with --inherit-fds a worker process forked from
+         * us holds a copy of the listening socket, and only this stops it
+         * listening for all. */
         shutdown(evhttp_bound_socket_get_fd(s->bound), SHUT_RDWR);
         evhttp_del_accept_socket(s->http, s->bound);
         s->bound = NULL;
@@ -253,6 +254,8 @@ static int start_classifier(struct serve *s)
     eo.max_result = o->max_result;
     eo.timeout_ms = o->timeout_ms;
     eo.start_timeout_ms = o->start_timeout_ms;
+    if (!o->inherit_fds)
+        eo.flags |= EXEC_CLOSE_FDS; /* connections end when the loop closes them */
     int rc = exec_create(&s->ex, &s->ops, ctx, o->backend, &eo);
     if (rc == 0)
         return 0;

@@ -81,6 +81,10 @@ void serve_manual(FILE *f)
 "                        default none\n"
 "  --start-timeout MS    fork: a worker_init (at start, or a reload's canary)\n"
 "                        running longer fails (default 10000)\n"
+"  --inherit-fds         fork: workers keep copies of the server's descriptors\n"
+"                        (by default they close all but their own, so that a\n"
+"                        closed connection ends at once; a plugin whose\n"
+"                        context keeps a file open across fork needs this)\n"
 "  --idle-timeout S      close a connection idle this long (default 60)\n"
 "  --graceful-timeout S  on SIGTERM, wait this long for requests in flight\n"
 "                        (default 30)\n"
@@ -150,7 +154,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
     o->admin = true;
     enum { OPT_PLUGIN = 1, OPT_SPEC, OPT_LISTEN, OPT_BACKEND, OPT_WORKERS, OPT_WINDOW,
            OPT_FORMAT, OPT_HEADER, OPT_DELIM, OPT_MAXREC, OPT_MAXRES, OPT_MAXBODY, OPT_TIMEOUT,
-           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_NICE, OPT_BATCH, OPT_HELP };
+           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_NICE, OPT_BATCH, OPT_INHERIT, OPT_HELP };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, OPT_PLUGIN},
         {"spec", required_argument, NULL, OPT_SPEC},
@@ -173,6 +177,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
         {"no-admin", no_argument, NULL, OPT_NOADMIN},
         {"worker-nice", required_argument, NULL, OPT_NICE},
         {"batch", required_argument, NULL, OPT_BATCH},
+        {"inherit-fds", no_argument, NULL, OPT_INHERIT},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -235,6 +240,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
         case OPT_RETRY: NUM(retry_after_s, 0, 86400, "0..86400 s"); break;
         case OPT_LOG: o->access_log = optarg; break;
         case OPT_NOADMIN: o->admin = false; break;
+        case OPT_INHERIT: o->inherit_fds = true; break;
         case OPT_NICE: NUM(worker_nice, 0, 19, "0..19"); break;
         case OPT_BATCH: NUM(batch, 1, 4096, "1..4096"); break;
         case OPT_HELP:

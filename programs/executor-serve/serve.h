@@ -39,6 +39,7 @@ struct serve_opts {
     unsigned idle_timeout_s, graceful_timeout_s, retry_after_s;
     int worker_nice; /* added to the workers' nice value: the loop goes first */
     bool admin;
+    bool inherit_fds; /* fork: without EXEC_CLOSE_FDS */
 };
 
 /* What became of a record, for /metrics. */
