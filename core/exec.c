@@ -213,6 +213,10 @@ static int exec__options(exec_options_t *o, const exec_options_t *in)
         o->grace_ms = 1000;
     if (o->start_timeout_ms == 0)
         o->start_timeout_ms = 10000;
+    if (o->result_delay_us == 0)
+        o->result_delay_us = 1000;
+    if (o->result_delay_us > 1000000)
+        return EXEC_EINVAL;
     if (o->max_record > EXEC__MAX_SIZE || o->max_result > EXEC__MAX_SIZE)
         return EXEC_EINVAL;
     return 0;

@@ -257,6 +257,12 @@ typedef struct exec_options {
                                       boundary once the successor is ready; pages
                                       of the context it only reads do not count;
                                       default 0 = never */
+    unsigned result_delay_us; /* while workers are busy, wake-ups of a sleeping
+                                 consumer are grouped (each costs both sides a
+                                 context switch): a finished result waits at
+                                 most about this long, plus the batch it is in,
+                                 before its consumer is woken; 1..1000000,
+                                 default 1000. A server's latency may want 50 */
     /* EXEC_FORK with EXEC_CLOSE_FDS: descriptors the workers keep open (files
      * or sockets the context uses); exec_create copies the list; at most 1024
      * entries, each >= 0 */

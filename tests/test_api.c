@@ -73,7 +73,10 @@ static void test_create_bad_options(void **state)
         o.field = value;                                                                           \
         create_fails(&tu_rev_ops, EXEC_THREADS, &o, EXEC_EINVAL);                                  \
     } while (0)
-    BAD(flags, 0x4u);
+    BAD(flags, 0x8u);
+    BAD(result_delay_us, 1000001);
+    BAD(result_delay_us, UINT32_MAX);
+    BAD(n_keep_fds, 1); /* with keep_fds NULL */
     BAD(flags, EXEC_ORDERED | 0x100u);
     BAD(workers, 1025);
     BAD(workers, UINT32_MAX);
@@ -96,6 +99,7 @@ static void test_create_option_limits(void **state)
                         .batch = 4096,
                         .max_record = (size_t)64 << 20,
                         .max_result = (size_t)64 << 20,
+                        .result_delay_us = 1000000,
                         .flags = EXEC_ORDERED};
     exec_t *ex = NULL;
     assert_int_equal(exec_create(&ex, &tu_rev_ops, NULL, EXEC_THREADS, &o), 0);
@@ -107,6 +111,7 @@ static void test_create_option_limits(void **state)
     assert_int_equal(got.max_record, (size_t)64 << 20);
     assert_int_equal(got.max_result, (size_t)64 << 20);
     assert_int_equal(got.flags, EXEC_ORDERED);
+    assert_int_equal(got.result_delay_us, 1000000);
     unsigned char rec[TU_REC_MAX];
     for (uint64_t t = 0; t < 3; t++) /* each batch may hold max_record bytes */
         assert_int_equal(exec_try_submit(ex, rec, tu_rec(t, rec), t), 0);
@@ -133,6 +138,9 @@ static void test_defaults(void **state)
     assert_int_equal(o.max_result, 64 << 10);
     assert_int_equal(o.timeout_ms, 0);
     assert_int_equal(o.max_records_per_worker, 0);
+    assert_int_equal(o.result_delay_us, 1000);
+    assert_null(o.keep_fds);
+    assert_int_equal(o.n_keep_fds, 0);
     assert_int_equal(exec_get_options(NULL, &o), EXEC_EINVAL);
     assert_int_equal(exec_get_options(ex, NULL), EXEC_EINVAL);
 

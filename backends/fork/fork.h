@@ -222,6 +222,8 @@ struct fk_gen {
 
 struct fk_ctl {
     uint32_t armed; /* core's armed word: workers wake the consumer through it */
+    uint32_t pad;
+    uint64_t last_wake; /* when a worker last woke the consumer (ck_pr) */
 };
 
 /* Poll set entries of the supervisor. */
