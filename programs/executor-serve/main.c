@@ -254,6 +254,7 @@ static int start_classifier(struct serve *s)
     eo.max_result = o->max_result;
     eo.timeout_ms = o->timeout_ms;
     eo.start_timeout_ms = o->start_timeout_ms;
+    eo.result_delay_us = 100; /* a request waits on its result: wake the loop soon */
     if (!o->inherit_fds)
         eo.flags |= EXEC_CLOSE_FDS; /* connections end when the loop closes them */
     int rc = exec_create(&s->ex, &s->ops, ctx, o->backend, &eo);
