@@ -78,9 +78,13 @@ int exec__efd(const exec_t *ex) { return ex->efd; }
 uint32_t exec__max_batches(const exec_t *ex)
 {
     /* Enough full batches to hold the window, as many again for batches sent
-     * early and small (see exec__append), and one the consumer still holds. */
+     * early and small (see exec__append), and one the consumer still holds;
+     * at least 64 (up to the window) so that a stream of lone records, each
+     * sent at once, fills the window before it runs out of batches. */
     uint64_t full = (ex->opt.window + ex->opt.batch - 1) / ex->opt.batch;
     uint64_t m = 2 * full + 2;
+    if (m < 64)
+        m = 64;
     if (m > ex->opt.window)
         m = ex->opt.window;
     return (uint32_t)m + 1;
@@ -128,6 +132,14 @@ void exec__tune_batch(exec_t *ex, uint32_t records)
         ck_pr_store_32(&ex->batch_limit, records);
 }
 
+void exec__batch_room(exec_t *ex, uint32_t n)
+{
+    uint32_t m = exec__max_batches(ex);
+    if (n < m)
+        m = n;
+    ex->early_max = m / 2 ? m / 2 : 1;
+}
+
 void exec__idle_enter(exec_t *ex)
 {
     ck_pr_inc_32(&ex->idle);
@@ -169,8 +181,15 @@ static int exec__options(exec_options_t *o, const exec_options_t *in,
         *o = *in;
     else
         memset(o, 0, sizeof *o);
-    if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY))
+    if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY | EXEC_CLOSE_FDS))
         return EXEC_EINVAL;
+    if (o->n_keep_fds > 1024 || (o->n_keep_fds && !o->keep_fds))
+        return EXEC_EINVAL;
+    for (unsigned i = 0; i < o->n_keep_fds; i++)
+        if (o->keep_fds[i] < 0)
+            return EXEC_EINVAL;
+    if (!o->n_keep_fds)
+        o->keep_fds = NULL;
     if (o->rank_backend != EXEC_AUTO && o->rank_backend != EXEC_THREADS &&
         o->rank_backend != EXEC_FORK)
         return EXEC_EINVAL;
@@ -207,6 +226,10 @@ static int exec__options(exec_options_t *o, const exec_options_t *in,
         o->grace_ms = 1000;
     if (o->start_timeout_ms == 0)
         o->start_timeout_ms = 10000;
+    if (o->result_delay_us == 0)
+        o->result_delay_us = 1000;
+    if (o->result_delay_us > 1000000)
+        return EXEC_EINVAL;
     if (o->max_record > EXEC__MAX_SIZE || o->max_result > EXEC__MAX_SIZE)
         return EXEC_EINVAL;
     return 0;
@@ -258,6 +281,7 @@ static void exec__free(exec_t *ex)
 {
     free(ex->be_priv);
     free(ex->reorder);
+    free((void *)ex->opt.keep_fds); /* our copy */
     if (ex->cons != ex->cons_inline)
         free(ex->cons);
     if (ex->efd >= 0)
@@ -308,6 +332,15 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     ex->backend = chosen;
     ex->opt = o;
     ex->be = be;
+    if (o.n_keep_fds) {
+        int *keep = exec__malloc(o.n_keep_fds * sizeof *keep);
+        if (!keep) {
+            free(ex);
+            return EXEC_ENOMEM;
+        }
+        memcpy(keep, o.keep_fds, o.n_keep_fds * sizeof *keep);
+        ex->opt.keep_fds = keep;
+    }
     ex->armed = &ex->armed_local;
     ex->armed_local = 1;
     ex->cons = ex->cons_inline;

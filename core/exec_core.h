@@ -102,7 +102,7 @@ struct exec {
 /* Between core's files (submit.c, next.c, map.c, cancel.c, exec.c). */
 
 /* Sends the open batch now, so that nothing waits in it (takes submit_lock). */
-void exec__flush(exec_t *ex);
+void exec__flush_consumer(exec_t *ex);
 /* submit_lock held: sends the open batch to a worker (it becomes cancellable). */
 void exec__dispatch_open(exec_t *ex);
 /* The consumer made room (window or batches): wake sleeping submitters. */

@@ -237,6 +237,9 @@ EXEC__SEAM bool exec__armed(const exec_t *ex);
 EXEC__SEAM void exec__wake(exec_t *ex);
 /* True when an ordered consumer waits for exactly this batch. */
 EXEC__SEAM bool exec__awaited(exec_t *ex, const struct exec__batch *b);
+/* The backend holds at most n batches at once (fewer than max_batches):
+ * half of them may go out early and small (start() only). */
+EXEC__SEAM void exec__batch_room(exec_t *ex, uint32_t n);
 /* Records per batch the producer should aim for (heavy records: fewer). */
 EXEC__SEAM void exec__tune_batch(exec_t *ex, uint32_t records);
 /*

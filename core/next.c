@@ -251,9 +251,9 @@ int exec__ready(exec_t *ex, int timeout_ms)
             return EXEC_EOF;
         if (ck_pr_load_32(&ex->fatal))
             return EXEC_EFATAL;
-        /* Nothing ready: make sure nothing waits in the open batch, then arm
-         * the wake-up and look once more before sleeping. */
-        exec__flush(ex);
+        /* Nothing ready: make sure the open batch is not what we wait for,
+         * then arm the wake-up and look once more before sleeping. */
+        exec__flush_consumer(ex);
         /* A result due in a moment (one request in flight in a server) is
          * worth a short spin: a sleep and a wake-up cost both sides several
          * microseconds. Once a call, and only with records in flight. */

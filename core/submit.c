@@ -41,20 +41,28 @@ void exec__dispatch_open(exec_t *ex)
     ex->be->dispatch(ex, b);
 }
 
-/* Sends the open batch now, so that nothing waits in it (consumer, finish). */
-void exec__flush(exec_t *ex)
-{
-    exec__lock(&ex->submit_lock);
-    exec__dispatch_open(ex);
-    exec__unlock(&ex->submit_lock);
-}
-
 /* submit_lock held. May a batch go out before it is full? Only while fewer
  * than half the batches are out: see exec__append. */
 static bool exec__spare(exec_t *ex)
 {
     EXEC__ASSERT_HELD(&ex->submit_lock);
     return ex->batches - ck_pr_load_64(&ex->batches_put) < ex->early_max;
+}
+
+/* The consumer found nothing ready. The open batch goes out if batches are
+ * to spare, or if nothing else it waits for is out; else it fills up, and
+ * goes when full or when a worker idles. Sending it on every empty look
+ * would spend a batch per record and run out of batches long before the
+ * window is full (a loop polling exec_next with timeout 0). */
+void exec__flush_consumer(exec_t *ex)
+{
+    exec__lock(&ex->submit_lock);
+    struct exec__batch *b = ex->open;
+    if (b && b->n > 0 &&
+        (exec__spare(ex) ||
+         ck_pr_load_64(&ex->submitted) - ck_pr_load_64(&ex->collected) <= b->n))
+        exec__dispatch_open(ex);
+    exec__unlock(&ex->submit_lock);
 }
 
 int exec__flush_idle(exec_t *ex)

@@ -1,5 +1,6 @@
 /* The result writer handed to process(), and the per-batch loop every worker runs. */
 #include "exec_internal.h"
+#include "alloc.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -132,6 +133,82 @@ int exec_cancelled(exec_writer_t *w)
         return 0;
     w->saw_cancel = true;
     return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* A writer the host owns: process() in the host's own thread                  */
+/* ------------------------------------------------------------------------- */
+
+static int exec__writer_grow(struct exec_writer *w, size_t need)
+{
+    size_t cap = w->cap ? w->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    char *p = exec__realloc(w->buf, cap);
+    if (!p)
+        return EXEC_ENOMEM;
+    w->buf = p;
+    w->cap = cap;
+    return 0;
+}
+
+exec_writer_t *exec_writer_new(size_t max_result)
+{
+    if (max_result == 0 || max_result > EXEC__MAX_SIZE)
+        return NULL;
+    struct exec_writer *w = exec__calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->max = max_result;
+    w->grow = exec__writer_grow;
+    return w;
+}
+
+void exec_writer_free(exec_writer_t *w)
+{
+    if (w) {
+        free(w->buf);
+        free(w);
+    }
+}
+
+const void *exec_writer_data(const exec_writer_t *w)
+{
+    return w ? w->buf : NULL;
+}
+
+void exec_writer_clear(exec_writer_t *w)
+{
+    if (w)
+        w->len = w->start = 0;
+}
+
+int exec_writer_run(exec_writer_t *w, const exec_ops_t *ops, void *ctx, void *worker_state,
+                    const void *rec, size_t len, size_t *off, size_t *out_len, int *user_code)
+{
+    if (off)
+        *off = 0;
+    if (out_len)
+        *out_len = 0;
+    if (user_code)
+        *user_code = 0;
+    if (!w || !w->grow || !ops || !ops->process || (!rec && len) || !off || !out_len)
+        return EXEC_EINVAL;
+    exec__writer_begin(w);
+    w->rflag = NULL;
+    int rc = ops->process(ctx, worker_state, rec, len, w);
+    int status = 0;
+    if (w->overflow) {
+        status = w->nomem ? EXEC_ENOMEM : EXEC_ERESULT2BIG;
+        w->len = w->start;
+    } else if (rc != 0) {
+        status = EXEC_EUSER;
+        if (user_code)
+            *user_code = rc;
+    }
+    *off = w->start;
+    *out_len = w->len - w->start;
+    return status;
 }
 
 uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,

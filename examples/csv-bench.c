@@ -18,7 +18,6 @@
  *     workers x sequential, and how much of their time the workers were off
  *     the CPU (waiting for records or for a core).
  */
-#include "exec_internal.h"
 
 #include "wordtable.h"
 
@@ -139,17 +138,21 @@ static void bench_memchr(const char *path, double *mbs, uint64_t *lines)
     }
 }
 
-static int grow(struct exec_writer *w, size_t need)
+/* The classifier as process(): worker_state is its scratch buffer. */
+static int cb_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
 {
-    size_t cap = w->cap ? w->cap : 4096;
-    while (cap < need)
-        cap *= 2;
-    char *nb = realloc(w->buf, cap);
-    if (!nb)
-        return -1;
-    w->buf = nb;
-    w->cap = cap;
-    return 0;
+    return wt_classify(ctx, rec, len, ws, out);
+}
+
+static const exec_ops_t cb_ops = {.version = EXEC_OPS_VERSION, .process = cb_process};
+
+/* One record through a writer of the host's, as the loops below run it. */
+static size_t cb_run(exec_writer_t *w, struct wt_table *t, const void *rec, size_t len, char *buf)
+{
+    size_t off, n;
+    exec_writer_clear(w);
+    exec_writer_run(w, &cb_ops, t, buf, rec, len, &off, &n, NULL);
+    return n;
 }
 
 /* Read, find boundaries, split, classify: one loop, one thread. */
@@ -159,23 +162,22 @@ static double bench_sequential(const char *path, struct wt_table *t, uint64_t *s
     exec_source_options_t o = {.flags = EXEC_SOURCE_HEADER};
     if (exec_source_open(&s, path, &o))
         exit(1);
-    struct exec_writer w = {.max = 1 << 16, .grow = grow};
+    exec_writer_t *w = exec_writer_new(1 << 16);
     char *buf = malloc(1 << 16);
+    if (!w || !buf)
+        exit(1);
     const void *rec;
     size_t len;
     uint64_t n = 0;
     double tm = now_s();
     while (exec_source_next(s, &rec, &len, NULL) == 1) {
-        w.len = 0;
-        exec__writer_begin(&w);
-        wt_classify(t, rec, len, buf, &w);
-        *sink += w.len;
+        *sink += cb_run(w, t, rec, len, buf);
         n++;
     }
     tm = now_s() - tm;
     exec_source_close(s);
     free(buf);
-    free(w.buf);
+    exec_writer_free(w);
     return (double)n / tm;
 }
 
@@ -183,7 +185,7 @@ static double bench_sequential(const char *path, struct wt_table *t, uint64_t *s
 /* The same with libcsv parsing every field (what a user might write). */
 struct lc {
     struct wt_table *t;
-    struct exec_writer *w;
+    exec_writer_t *w;
     size_t field;
     char row[4096];
     size_t rlen;
@@ -208,13 +210,10 @@ static void lc_row(int term, void *arg)
     (void)term;
     struct lc *c = arg;
     if (c->n++ > 0) { /* not the header */
-        c->w->len = 0;
-        exec__writer_begin(c->w);
         size_t tc = c->t->text_col;
         c->t->text_col = 1;
-        wt_classify(c->t, c->row, c->rlen, c->buf, c->w);
+        *c->sink += cb_run(c->w, c->t, c->row, c->rlen, c->buf);
         c->t->text_col = tc;
-        *c->sink += c->w->len;
     }
     c->field = 0;
     c->rlen = 0;
@@ -224,8 +223,8 @@ static double bench_libcsv(const char *path, struct wt_table *t, uint64_t *sink)
 {
     struct csv_parser p;
     csv_init(&p, CSV_STRICT | CSV_APPEND_NULL);
-    struct exec_writer w = {.max = 1 << 16, .grow = grow};
-    struct lc c = {.t = t, .w = &w, .sink = sink, .buf = malloc(1 << 16)};
+    exec_writer_t *w = exec_writer_new(1 << 16);
+    struct lc c = {.t = t, .w = w, .sink = sink, .buf = malloc(1 << 16)};
     static char buf[1 << 20];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     double tm = now_s();
@@ -236,7 +235,7 @@ static double bench_libcsv(const char *path, struct wt_table *t, uint64_t *sink)
     tm = now_s() - tm;
     close(fd);
     csv_free(&p);
-    free(w.buf);
+    exec_writer_free(w);
     free(c.buf);
     return (double)(c.n - 1) / tm;
 }

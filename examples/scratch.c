@@ -23,17 +23,25 @@ static int scratch_process(void *ctx, void *state, const void *rec, size_t len,
     return wt_classify(t, rec, len, t->scratch, out);
 }
 
+static int scratch_worker_init(void *ctx, void **state)
+{
+    *state = NULL;
+    return wt_init_faults(ctx);
+}
+
 static const exec_ops_t scratch_ops = {
     .version = EXEC_OPS_VERSION,
     .caps = EXEC_CAP_FORK_SAFE,
     .name = "scratch",
     .process = scratch_process,
+    .worker_init = scratch_worker_init,
 };
 
 __attribute__((visibility("default"))) const exec_plugin_t exec_plugin_v1 = {
     .abi = EXEC_PLUGIN_ABI,
     .name = "scratch",
-    .usage = "table=FILE[,column=COL][,id=COL][,work=N]  (not thread-safe: runs on fork)",
+    .usage = "table=FILE[,column=COL][,id=COL][,work=N][,cost_us=N][,crash=WORD][,hang=WORD]"
+             "[,init=ok|fail|crash|hang]  (not thread-safe: runs on fork)",
     .ops = &scratch_ops,
     .ctx_build = wt_build,
     .ctx_free = wt_free,

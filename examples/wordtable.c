@@ -14,7 +14,8 @@ struct wt_worker {
 
 static int wordtable_worker_init(void *ctx, void **state)
 {
-    (void)ctx;
+    if (wt_init_faults(ctx) != 0)
+        return -1;
     struct wt_worker *w = calloc(1, sizeof *w);
     if (!w)
         return -1;
@@ -57,7 +58,8 @@ static const exec_ops_t wordtable_ops = {
 __attribute__((visibility("default"))) const exec_plugin_t exec_plugin_v1 = {
     .abi = EXEC_PLUGIN_ABI,
     .name = "wordtable",
-    .usage = "table=FILE[,column=COL][,id=COL][,work=N]  (COL: header name or 0-based index)",
+    .usage = "table=FILE[,column=COL][,id=COL][,work=N][,cost_us=N][,crash=WORD][,hang=WORD]"
+             "[,init=ok|fail|crash|hang]  (COL: header name or 0-based index)",
     .ops = &wordtable_ops,
     .ctx_build = wt_build,
     .ctx_free = wt_free,

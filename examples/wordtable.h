@@ -9,6 +9,13 @@
  *   column=COL    the text column, a header name or a 0-based index (default 1)
  *   id=COL        the id column (default 0)
  *   work=N        extra rounds of hashing per record, to make records heavier (default 0)
+ *   cost_us=N     extra CPU work per record, calibrated when the table is built (on
+ *                 the thread's CPU time) to take about N microseconds (default 0)
+ * Faults on demand, to show what a host does when a classifier misbehaves:
+ *   crash=WORD    a record whose text holds the word WORD aborts its worker (SIGABRT);
+ *                 crash=* aborts on every record
+ *   hang=WORD     a record holding WORD runs until it is cancelled or times out
+ *   init=MODE     worker_init: ok (default), fail (refuses), crash (aborts), hang
  *
  * Everything is static: each plugin includes this file and adds its ops.
  */
@@ -19,6 +26,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,6 +37,8 @@
 
 #define WT_MAX_LABELS 64
 #define WT_MAX_WORD 64
+
+enum { WT_INIT_OK, WT_INIT_FAIL, WT_INIT_CRASH, WT_INIT_HANG };
 
 struct wt_slot {
     uint64_t hash; /* 0: empty */
@@ -44,6 +55,9 @@ struct wt_table {
     size_t text_col, id_col;
     int delim;
     unsigned work;
+    uint64_t spin;       /* cost_us, in rounds of wt_spin() */
+    char *crash, *hang;  /* words that abort or hang a record; "*": every record */
+    int init;            /* WT_INIT_* */
     /* Not thread-safe plugins keep a scratch buffer here (see scratch.c). */
     char *scratch;
     size_t scratch_cap;
@@ -70,7 +84,58 @@ static void wt_free(void *ctx)
     for (unsigned i = 0; i < t->nlabels; i++)
         free(t->labels[i]);
     free(t->scratch);
+    free(t->crash);
+    free(t->hang);
     free(t);
+}
+
+/* n rounds of a generator the compiler cannot shorten: the cost_us work. */
+static uint64_t wt_spin(uint64_t n, uint64_t x)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        __asm__ volatile("" : "+r"(x));
+    }
+    return x;
+}
+
+/* This thread's CPU time: a run the scheduler interrupts does not look longer. */
+static uint64_t wt_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Rounds of wt_spin() in us microseconds of CPU: the fastest of a few timed
+ * runs, so that a busy machine makes records no lighter than asked. */
+static uint64_t wt_calibrate(unsigned us)
+{
+    const uint64_t n = 1000000;
+    uint64_t best = UINT64_MAX, x = 1;
+    for (int k = 0; k < 5; k++) {
+        uint64_t t0 = wt_cpu_ns();
+        x = wt_spin(n, x);
+        uint64_t d = wt_cpu_ns() - t0;
+        if (d < best)
+            best = d;
+    }
+    if (best == 0 || x == 42)
+        best = 1;
+    return (uint64_t)((double)n * (double)us * 1000.0 / (double)best + 0.5);
+}
+
+/* worker_init's part of the faults on demand: 0 or -1 (refused). */
+__attribute__((unused)) static int wt_init_faults(const struct wt_table *t)
+{
+    switch (t->init) {
+    case WT_INIT_FAIL: return -1;
+    case WT_INIT_CRASH: abort();
+    case WT_INIT_HANG:
+        for (;;)
+            pause();
+    default: return 0;
+    }
 }
 
 static void wt_err(char *err, size_t errlen, const char *fmt, ...)
@@ -247,8 +312,40 @@ static int wt_build(const char *spec, const exec_csv_header_t *hdr, void **ctx, 
                 rc = -1;
             }
             t->work = (unsigned)w;
+        } else if (strcmp(kv, "cost_us") == 0) {
+            char *end;
+            unsigned long us = strtoul(v, &end, 10);
+            if (!*v || *end || us > 1000000) {
+                wt_err(err, errlen, "bad cost_us=%s: expected 0..1000000", v);
+                rc = -1;
+            } else if (us) {
+                t->spin = wt_calibrate((unsigned)us);
+            }
+        } else if (strcmp(kv, "crash") == 0 || strcmp(kv, "hang") == 0) {
+            char **w = kv[0] == 'c' ? &t->crash : &t->hang;
+            free(*w);
+            *w = *v ? strdup(v) : NULL;
+            for (char *c = *w; c && *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            if (*v && !*w) {
+                wt_err(err, errlen, "out of memory");
+                rc = -1;
+            }
+        } else if (strcmp(kv, "init") == 0) {
+            static const char *const modes[] = {"ok", "fail", "crash", "hang"};
+            t->init = -1;
+            for (int m = 0; m < 4; m++)
+                if (strcmp(v, modes[m]) == 0)
+                    t->init = m;
+            if (t->init < 0) {
+                wt_err(err, errlen, "bad init=%s: expected ok, fail, crash or hang", v);
+                rc = -1;
+            }
         } else {
-            wt_err(err, errlen, "unknown spec key '%s' (known: table, column, id, work)", kv);
+            wt_err(err, errlen,
+                   "unknown spec key '%s' (known: table, column, id, work, cost_us, crash, hang, "
+                   "init)",
+                   kv);
             rc = -1;
         }
     }
@@ -271,10 +368,17 @@ static int wt_build(const char *spec, const exec_csv_header_t *hdr, void **ctx, 
     return 0;
 }
 
+/* Does the fault word w ("*": any) name this word? */
+static bool wt_is(const char *w, const char *word, size_t n)
+{
+    return (w[0] == '*' && w[1] == '\0') || (strncmp(w, word, n) == 0 && w[n] == '\0');
+}
+
 /*
  * Classifies one record, using buf (at least len bytes) to unquote fields
  * and cut words. Writes "<id>,<label>". Returns 0 or a user error: 1 when the
- * record lacks a column, 2 when it is not valid CSV.
+ * record lacks a column, 2 when it is not valid CSV, 4 when a hang= record was
+ * cancelled.
  */
 static int wt_classify(const struct wt_table *t, const void *rec, size_t len, char *buf,
                        exec_writer_t *out)
@@ -305,6 +409,14 @@ static int wt_classify(const struct wt_table *t, const void *rec, size_t len, ch
         int l = wt_lookup(t, word, n);
         if (l >= 0)
             votes[l]++;
+        if (t->crash && wt_is(t->crash, word, n))
+            abort();
+        if (t->hang && wt_is(t->hang, word, n)) {
+            struct timespec ms = {0, 1000000};
+            while (!exec_cancelled(out))
+                nanosleep(&ms, NULL);
+            return 4;
+        }
         for (unsigned k = 0; k < t->work; k++)
             spin += wt_hash(word, n) + k;
     }
@@ -330,7 +442,9 @@ static int wt_classify(const struct wt_table *t, const void *rec, size_t len, ch
         exec_write(out, id.data, id.len);
     }
     exec_writef(out, ",%s", label);
-    if (t->work && spin == 42) /* keeps the extra work from being optimized out */
+    if (t->spin)
+        spin = wt_spin(t->spin, spin + len);
+    if ((t->work || t->spin) && spin == 42) /* keeps the extra work from being optimized out */
         exec_write(out, "!", 1);
     return 0;
 }

@@ -157,6 +157,26 @@ typedef struct exec_ops {
     void (*ctx_release)(void *ctx);
 } exec_ops_t;
 
+/*
+ * A writer the host owns, to run process() in its own thread with no
+ * executor: a baseline to compare with, a test, a record that must be done
+ * now. Results go one after another into memory the writer grows.
+ * exec_writer_new returns NULL for max_result 0 or over 64 MiB, or out of
+ * memory. exec_writer_run calls ops->process(ctx, worker_state, rec, len, w)
+ * as a worker would and returns the status its result would have: 0,
+ * EXEC_EUSER (*user_code set; may be NULL), EXEC_ERESULT2BIG, EXEC_ENOMEM,
+ * or EXEC_EINVAL; the result is bytes [*off, *off + *out_len) of
+ * exec_writer_data(w), valid until the next run or clear (a run may move
+ * them). exec_writer_clear forgets every result. Not thread-safe: one writer
+ * per thread.
+ */
+exec_writer_t *exec_writer_new(size_t max_result);
+void exec_writer_free(exec_writer_t *w);
+int exec_writer_run(exec_writer_t *w, const exec_ops_t *ops, void *ctx, void *worker_state,
+                    const void *rec, size_t len, size_t *off, size_t *out_len, int *user_code);
+const void *exec_writer_data(const exec_writer_t *w);
+void exec_writer_clear(exec_writer_t *w);
+
 /* ------------------------------------------------------------------------- */
 /* Creating an executor                                                      */
 /* ------------------------------------------------------------------------- */
@@ -179,6 +199,11 @@ struct exec_csv_header;
 #define EXEC_ORDERED 0x1u   /* deliver results in submission order */
 #define EXEC_NO_REPLAY 0x2u /* EXEC_FORK: a swap's canary does not replay recent
                                records (see exec_swap_context) */
+#define EXEC_CLOSE_FDS 0x4u /* EXEC_FORK: each zygote closes every descriptor it
+                               inherits from the host except 0, 1, 2, the
+                               executor's own and options.keep_fds, before it
+                               forks any worker; a server's sockets then end
+                               when it closes them. Ignored by EXEC_THREADS */
 
 /* A record running past options.slow_ms (see on_slow). */
 typedef struct exec_slow {
@@ -245,6 +270,17 @@ typedef struct exec_options {
                                       boundary once the successor is ready; pages
                                       of the context it only reads do not count;
                                       default 0 = never */
+    unsigned result_delay_us; /* while workers are busy, wake-ups of a sleeping
+                                 consumer are grouped (each costs both sides a
+                                 context switch): a finished result waits at
+                                 most about this long, plus the batch it is in,
+                                 before its consumer is woken; 1..1000000,
+                                 default 1000. A server's latency may want 50 */
+    /* EXEC_FORK with EXEC_CLOSE_FDS: descriptors the workers keep open (files
+     * or sockets the context uses); exec_create copies the list; at most 1024
+     * entries, each >= 0 */
+    const int *keep_fds;
+    unsigned n_keep_fds;
 
     /*
      * EXEC_MPI (executor_mpi.h). A context is never sent: every worker rank

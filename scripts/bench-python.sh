@@ -92,7 +92,7 @@ run() {
     secs+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
 }
 pool=("$py" bench/python/wordtable_pool.py --table "$table")
-map=("$build/examples/executor-map" --plugin "$build/examples/libwordtable.so"
+map=("$build/programs/executor-map" --plugin "$build/examples/libwordtable.so"
      --spec "table=$table,column=text,id=id" --workers "$workers" --quiet)
 run py-loop "${pool[@]}" --workers 0 "$dir/rows.csv"
 run py-pool-chunk1 "${pool[@]}" --workers "$workers" --chunksize 1 "$dir/rows.csv"

@@ -9,6 +9,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config
       liburcu-dev libck-dev libcmocka-dev
+      libevent-dev libuv1-dev wrk curl
       libglib2.0-dev libtbb-dev libcsv-dev gnuplot-nox python3)
 for arg in "$@"; do
     case $arg in

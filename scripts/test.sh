@@ -10,9 +10,11 @@
 #
 # Environment:
 #   EXEC_TEST_BUILDS  what to run, in order (default:
-#                     "default static consumer asan torture tsan clang fuzz valgrind");
+#                     "default static consumer serve asan torture tsan clang fuzz valgrind");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer),
+#                     "serve" (executor-serve under wrk: scripts/serve-bench.sh --short on
+#                     the default build; fails on any wrong reply),
 #                     "torture" (executor-torture in the asan build),
 #                     "fuzz" (the fuzz preset: replay each target's corpus, then fuzz it),
 #                     "valgrind" (the threads and CSV suites of the default build under
@@ -28,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default static consumer asan torture tsan clang fuzz valgrind}
+builds=${EXEC_TEST_BUILDS:-default static consumer serve asan torture tsan clang fuzz valgrind}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
@@ -113,6 +115,19 @@ run_consumer() {
     say "consumer: install $root/default, build an outside program against it"
     bash .ci/consumer/check.sh "$root/default" || fail "consumer: outside program against the installed library"
     summary+=("consumer: pkg-config (shared, static) and find_package (shared, static) ok in $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
+run_serve() {
+    local t0 log=$root/serve.log
+    t0=$(date +%s)
+    configure_build default
+    say "serve: executor-serve under wrk (scripts/serve-bench.sh --short)"
+    if ! EXEC_SKIP_DEPS=1 EXEC_SERVE_BUILD=$root/default bash scripts/serve-bench.sh --short 2>&1 |
+        tee "$log"; then
+        fail "serve: load test with checked replies (log: $log)"
+    fi
+    summary+=("serve: wrk on threads and fork with 100 reloads each, and the inline baseline; every reply right; $(($(date +%s) - t0)) s")
     say "${summary[-1]}"
 }
 
@@ -219,6 +234,7 @@ for b in $builds; do
     torture) run_torture ;;
     static) run_static ;;
     fuzz) run_fuzz ;;
+    serve) run_serve ;;
     valgrind) run_valgrind ;;
     *) run_build "$b" ;;
     esac

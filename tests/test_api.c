@@ -141,7 +141,10 @@ static void test_create_bad_options(void **state)
         o.field = value;                                                                           \
         create_fails(&tu_rev_ops, EXEC_THREADS, &o, EXEC_EINVAL);                                  \
     } while (0)
-    BAD(flags, 0x4u);
+    BAD(flags, 0x8u);
+    BAD(result_delay_us, 1000001);
+    BAD(result_delay_us, UINT32_MAX);
+    BAD(n_keep_fds, 1); /* with keep_fds NULL */
     BAD(flags, EXEC_ORDERED | 0x100u);
     BAD(workers, 1025);
     BAD(workers, UINT32_MAX);
@@ -164,6 +167,7 @@ static void test_create_option_limits(void **state)
                         .batch = 4096,
                         .max_record = (size_t)64 << 20,
                         .max_result = (size_t)64 << 20,
+                        .result_delay_us = 1000000,
                         .flags = EXEC_ORDERED};
     exec_t *ex = NULL;
     assert_int_equal(exec_create(&ex, &tu_rev_ops, NULL, EXEC_THREADS, &o), 0);
@@ -175,6 +179,7 @@ static void test_create_option_limits(void **state)
     assert_int_equal(got.max_record, (size_t)64 << 20);
     assert_int_equal(got.max_result, (size_t)64 << 20);
     assert_int_equal(got.flags, EXEC_ORDERED);
+    assert_int_equal(got.result_delay_us, 1000000);
     unsigned char rec[TU_REC_MAX];
     for (uint64_t t = 0; t < 3; t++) /* each batch may hold max_record bytes */
         assert_int_equal(exec_try_submit(ex, rec, tu_rec(t, rec), t), 0);
@@ -201,6 +206,9 @@ static void test_defaults(void **state)
     assert_int_equal(o.max_result, 64 << 10);
     assert_int_equal(o.timeout_ms, 0);
     assert_int_equal(o.max_records_per_worker, 0);
+    assert_int_equal(o.result_delay_us, 1000);
+    assert_null(o.keep_fds);
+    assert_int_equal(o.n_keep_fds, 0);
     assert_int_equal(exec_get_options(NULL, &o), EXEC_EINVAL);
     assert_int_equal(exec_get_options(ex, NULL), EXEC_EINVAL);
 
@@ -713,6 +721,81 @@ static void test_calls_inside_map_callbacks(void **state)
 }
 
 /* ------------------------------------------------------------------------- */
+/* A writer the host owns                                                    */
+/* ------------------------------------------------------------------------- */
+
+static int w_echo(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ctx, (void)ws;
+    if (len && ((const char *)rec)[0] == '!')
+        return 7;
+    if (len && ((const char *)rec)[0] == '*') {
+        /* Past max_result: the writer refuses, the result is dropped whole. */
+        static const char big[64];
+        exec_write(out, "partial", 7);
+        exec_write(out, big, sizeof big);
+        return 0;
+    }
+    return exec_write(out, rec, len);
+}
+
+static void test_host_writer(void **state)
+{
+    (void)state;
+    exec_ops_t ops = {.version = EXEC_OPS_VERSION, .process = w_echo};
+    assert_null(exec_writer_new(0));
+    assert_null(exec_writer_new((size_t)1 << 40));
+    exec_writer_t *w = exec_writer_new(32);
+    assert_non_null(w);
+    size_t off = 99, n = 99;
+    int uc = 99;
+    assert_int_equal(exec_writer_run(NULL, &ops, NULL, NULL, "a", 1, &off, &n, &uc), EXEC_EINVAL);
+    assert_int_equal(off, 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(uc, 0);
+    assert_int_equal(exec_writer_run(w, NULL, NULL, NULL, "a", 1, &off, &n, NULL), EXEC_EINVAL);
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, NULL, 1, &off, &n, NULL), EXEC_EINVAL);
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, "a", 1, NULL, &n, NULL), EXEC_EINVAL);
+
+    /* Results pile up one after another until cleared; each keeps its place. */
+    char want[3000];
+    size_t offs[300];
+    for (unsigned i = 0; i < 300; i++) {
+        char rec[16];
+        int len = snprintf(rec, sizeof rec, "r%u", i);
+        assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, rec, (size_t)len, &off, &n, &uc), 0);
+        assert_int_equal(n, (size_t)len);
+        assert_int_equal(uc, 0);
+        offs[i] = off;
+    }
+    for (unsigned i = 0; i < 300; i++) {
+        int len = snprintf(want, sizeof want, "r%u", i);
+        assert_memory_equal((const char *)exec_writer_data(w) + offs[i], want, (size_t)len);
+    }
+    exec_writer_clear(w);
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, "x", 1, &off, &n, NULL), 0);
+    assert_int_equal(off, 0);
+    assert_int_equal(n, 1);
+
+    /* The statuses a worker's result would carry. */
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, "!", 1, &off, &n, &uc), EXEC_EUSER);
+    assert_int_equal(uc, 7);
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, "!", 1, &off, &n, NULL), EXEC_EUSER);
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, "*", 1, &off, &n, &uc), EXEC_ERESULT2BIG);
+    assert_int_equal(n, 0);
+    /* An empty record and an empty result are fine. */
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, NULL, 0, &off, &n, &uc), 0);
+    assert_int_equal(n, 0);
+    /* The writer is still good after an overflow. */
+    assert_int_equal(exec_writer_run(w, &ops, NULL, NULL, "after", 5, &off, &n, NULL), 0);
+    assert_memory_equal((const char *)exec_writer_data(w) + off, "after", 5);
+    exec_writer_free(w);
+    exec_writer_free(NULL);
+    exec_writer_clear(NULL);
+    assert_null(exec_writer_data(NULL));
+}
+
+/* ------------------------------------------------------------------------- */
 /* Error strings                                                             */
 /* ------------------------------------------------------------------------- */
 
@@ -775,7 +858,7 @@ static void test_strerror(void **state)
     assert_non_null(exec_err_name(0));
     assert_string_equal(exec_strerror(-EMFILE), strerror(EMFILE));
     assert_non_null(exec_err_name(-EMFILE));
-    int odd[] = {1, 12345, -4096, -4083, -5000, -100000, INT32_MIN, INT32_MAX, -3999};
+    int odd[] = {1, 12345, -4096, -4050, -5000, -100000, INT32_MIN, INT32_MAX, -3999};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         assert_non_null(exec_strerror(odd[i]));
         assert_true(strlen(exec_strerror(odd[i])) > 0);
@@ -800,6 +883,7 @@ int main(void)
         cmocka_unit_test(test_misc_bad_args),
         cmocka_unit_test(test_map_bad_args),
         cmocka_unit_test(test_calls_inside_map_callbacks),
+        cmocka_unit_test(test_host_writer),
         cmocka_unit_test(test_strerror),
     };
     return tu_run_group_tests(tests, tu_warm_up, NULL);

@@ -502,6 +502,59 @@ static void test_room_per_result(void **s)
     }
 }
 
+/*
+ * A server's loop: submit one record, then take whatever is ready without
+ * waiting (exec_next with timeout 0), again and again. Each empty look sends
+ * the open batch, so batches leave with one record each; that must not run
+ * the executor out of batches: exec_try_submit may refuse only once the
+ * window itself is full, on both backends.
+ */
+static int slow_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ctx, (void)ws;
+    struct timespec ts = {0, 300000};
+    nanosleep(&ts, NULL);
+    return tu_rev_write(rec, len, out);
+}
+
+static void test_polling_consumer_fills_window(void **s)
+{
+    (void)s;
+    static const exec_ops_t ops = {.version = EXEC_OPS_VERSION,
+                                   .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+                                   .process = slow_process};
+    static const unsigned windows[] = {256, 2000};
+    for (int k = 0; k < 2; k++)
+        for (unsigned wi = 0; wi < 2; wi++) {
+            const unsigned window = windows[wi];
+            exec_options_t o = {.workers = 2, .window = window};
+            exec_t *ex = NULL;
+            assert_int_equal(exec_create(&ex, &ops, NULL, k ? EXEC_FORK : EXEC_THREADS, &o), 0);
+            unsigned char rec[TU_REC_MAX];
+            uint64_t sent = 0, got = 0;
+            exec_result_t r;
+            int rc;
+            while ((rc = exec_try_submit(ex, rec, tu_rec(sent, rec), sent)) == 0) {
+                sent++;
+                while (exec_next(ex, &r, 0) == 0) {
+                    assert_true(tu_rev_ok(&r));
+                    got++;
+                }
+            }
+            assert_int_equal(rc, EXEC_EAGAIN);
+            if (sent - got != window)
+                print_error("%s, window %u: refused with %" PRIu64 " in flight\n",
+                            k ? "fork" : "threads", window, sent - got);
+            assert_int_equal(sent - got, window);
+            assert_int_equal(exec_finish(ex), 0);
+            while ((rc = exec_next(ex, &r, 10000)) == 0)
+                got++;
+            assert_int_equal(rc, EXEC_EOF);
+            assert_int_equal(got, sent);
+            exec_destroy(ex);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -513,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_submit_within_window_never_blocks),
         cmocka_unit_test(test_memory_flat),
         cmocka_unit_test(test_room_per_result),
+        cmocka_unit_test(test_polling_consumer_fills_window),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }

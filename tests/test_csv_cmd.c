@@ -1,5 +1,5 @@
 /*
- * The executor-map command and the seed example, run as programs: with both
+ * The executor-map command (programs/) and the seed example, run as programs: with both
  * example plugins on every backend, ordered and not, the output rows are the
  * same multiset as a sequential run of the plugin done here (dlopen, ctx_build,
  * process() in a loop); errors exit 1 (or 2 for usage) with a clear message.
@@ -29,11 +29,12 @@
 
 extern char **environ;
 
-static char bin[PATH_MAX];  /* build dir's examples/ */
+static char bin[PATH_MAX];   /* build dir's examples/ (the plugins, seed) */
+static char progs[PATH_MAX]; /* build dir's programs/ (executor-map) */
 static char data[PATH_MAX]; /* tests/data/ */
 static char input[64], out_path[64], err_path[64], bad_path[64], hdr_path[64];
 static bool fork_built;
-static bool have_examples; /* built unless EXEC_BUILD_EXAMPLES=OFF */
+static bool have_examples; /* built unless EXEC_BUILD_EXAMPLES or _PROGRAMS=OFF */
 
 /* ------------------------------------------------------------------------- */
 
@@ -135,19 +136,6 @@ static void rows_equal(const struct rows *a, const struct rows *b, const char *w
 /* The sequential reference: the plugin's process() in a plain loop.          */
 /* ------------------------------------------------------------------------- */
 
-static int grow(struct exec_writer *w, size_t need)
-{
-    size_t cap = w->cap ? w->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    char *nb = realloc(w->buf, cap);
-    if (!nb)
-        return -1;
-    w->buf = nb;
-    w->cap = cap;
-    return 0;
-}
-
 /* Writes the plugin's rows for the input, in input order, to out_path. */
 static void sequential(const char *plugin, const char *spec)
 {
@@ -172,20 +160,21 @@ static void sequential(const char *plugin, const char *spec)
     void *ws = NULL;
     if (pl->ops->worker_init)
         assert_int_equal(pl->ops->worker_init(ctx, &ws), 0);
-    struct exec_writer w = {.max = (size_t)1 << 20, .grow = grow};
+    exec_writer_t *w = exec_writer_new((size_t)1 << 20);
+    assert_non_null(w);
     FILE *f = fopen(out_path, "we");
     assert_non_null(f);
     const void *rec;
     size_t len;
     while (exec_source_next(s, &rec, &len, NULL) == 1) {
-        w.len = 0;
-        exec__writer_begin(&w);
-        assert_int_equal(pl->ops->process(ctx, ws, rec, len, &w), 0);
-        fwrite(w.buf, 1, w.len, f);
+        size_t off, n;
+        assert_int_equal(exec_writer_run(w, pl->ops, ctx, ws, rec, len, &off, &n, NULL), 0);
+        fwrite((const char *)exec_writer_data(w) + off, 1, n, f);
         fputc('\n', f);
+        exec_writer_clear(w);
     }
     fclose(f);
-    free(w.buf);
+    exec_writer_free(w);
     if (pl->ops->worker_fini)
         pl->ops->worker_fini(ctx, ws);
     pl->ctx_free(ctx);
@@ -234,13 +223,17 @@ static int setup(void **state)
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     assert_true(n > 0);
     self[n] = '\0';
-    snprintf(bin, sizeof bin, "%s/../examples", dirname(self));
+    const char *dir = dirname(self);
+    snprintf(bin, sizeof bin, "%s/../examples", dir);
+    snprintf(progs, sizeof progs, "%s/../programs", dir);
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s", __FILE__);
     snprintf(data, sizeof data, "%s/data", dirname(src));
     char probe_path[PATH_MAX + 16];
-    snprintf(probe_path, sizeof probe_path, "%s/executor-map", bin);
+    snprintf(probe_path, sizeof probe_path, "%s/executor-map", progs);
     have_examples = access(probe_path, X_OK) == 0;
+    snprintf(probe_path, sizeof probe_path, "%s/seed", bin);
+    have_examples = have_examples && access(probe_path, X_OK) == 0;
     int pid = (int)getpid();
     snprintf(input, sizeof input, "/tmp/exec-cmd-in-%d.csv", pid);
     snprintf(out_path, sizeof out_path, "/tmp/exec-cmd-out-%d", pid);
@@ -296,7 +289,7 @@ static void test_plugins_all_backends(void **state)
     char spec[PATH_MAX + 64];
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
     char prog[PATH_MAX + 16];
-    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(prog, sizeof prog, "%s/executor-map", progs);
     for (size_t p = 0; p < 2; p++) {
         sequential(plugins[p], spec);
         struct rows want_ordered = csv_rows(out_path, false);
@@ -351,7 +344,7 @@ static void test_auto_choice(void **state)
     if (!have_examples)
         skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(prog, sizeof prog, "%s/executor-map", progs);
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
     char *ts[] = {prog, "--plugin", so, "--spec", spec, "--stats", input, NULL};
@@ -376,7 +369,7 @@ static void test_formats(void **state)
     if (!have_examples)
         skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(prog, sizeof prog, "%s/executor-map", progs);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=1,id=0", data);
     FILE *f = fopen(bad_path, "we");
@@ -408,7 +401,7 @@ static void test_errors(void **state)
     if (!have_examples)
         skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(prog, sizeof prog, "%s/executor-map", progs);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
 
@@ -469,7 +462,7 @@ static void test_malformed_input(void **state)
     if (!have_examples)
         skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(prog, sizeof prog, "%s/executor-map", progs);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
     FILE *f = fopen(bad_path, "we");
@@ -530,7 +523,7 @@ static void test_big_header(void **state)
     if (!have_examples)
         skip();
     char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", bin);
+    snprintf(prog, sizeof prog, "%s/executor-map", progs);
     snprintf(so, sizeof so, "%s/libwordtable.so", bin);
     snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
     int fd = open(hdr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -3,6 +3,7 @@
  * several executors side by side. */
 #include "forkutil.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/prctl.h>
@@ -318,6 +319,106 @@ static void test_side_by_side(void **state)
     assert_int_equal(fu_memfd_maps(), 0);
 }
 
+/* ------------------------------------------------------------------------- */
+/* EXEC_CLOSE_FDS                                                            */
+/* ------------------------------------------------------------------------- */
+
+struct fdctx {
+    int probe; /* a host descriptor the workers should not hold */
+    int keep;  /* one in keep_fds */
+};
+
+static int fd_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ws, (void)rec, (void)len;
+    const struct fdctx *c = ctx;
+    char r[2] = {fcntl(c->probe, F_GETFD) >= 0 ? 'o' : 'c', fcntl(c->keep, F_GETFD) >= 0 ? 'o' : 'c'};
+    return exec_write(out, r, 2);
+}
+
+static const exec_ops_t fd_ops = {
+    .version = EXEC_OPS_VERSION, .caps = EXEC_CAP_FORK_SAFE, .process = fd_process};
+
+/* Every worker (two, 40 records) answers want, from generation gen. */
+static void fd_expect(exec_t *ex, const char *want, uint64_t gen)
+{
+    for (uint64_t t = 0; t < 40; t++)
+        assert_int_equal(exec_submit(ex, "x", 1, t), 0);
+    exec_result_t r;
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(exec_next(ex, &r, 10000), 0);
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.generation, gen);
+        assert_int_equal(r.len, 2);
+        assert_memory_equal(r.data, want, 2);
+    }
+}
+
+/* After the host closes its write end, does its read end see EOF? Only if
+ * no worker holds a copy. */
+static bool fd_eof(int rd)
+{
+    char c;
+    return read(rd, &c, 1) == 0;
+}
+
+static void test_close_fds(void **state)
+{
+    (void)state;
+    for (int closing = 0; closing < 2; closing++) {
+        int p[2], k[2], p2[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+        assert_int_equal(pipe2(k, O_CLOEXEC), 0);
+        struct fdctx c = {.probe = p[1], .keep = k[0]};
+        int keep[1] = {k[0]};
+        exec_options_t o = {.workers = 2,
+                            .flags = closing ? EXEC_CLOSE_FDS : 0,
+                            .keep_fds = keep,
+                            .n_keep_fds = 1};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &fd_ops, &c, EXEC_FORK, &o), 0);
+        keep[0] = -7; /* the executor has its own copy */
+        exec_options_t got;
+        assert_int_equal(exec_get_options(ex, &got), 0);
+        assert_int_equal(got.n_keep_fds, 1);
+        assert_int_equal(got.keep_fds[0], k[0]);
+        fd_expect(ex, closing ? "co" : "oo", 0);
+        close(p[1]);
+        assert_int_equal(fd_eof(p[0]), closing);
+
+        /* A swap forks a new zygote from the host as it is then. */
+        assert_int_equal(pipe2(p2, O_CLOEXEC | O_NONBLOCK), 0);
+        struct fdctx c2 = {.probe = p2[1], .keep = k[0]};
+        assert_int_equal(exec_swap_context(ex, &c2), 0);
+        fd_expect(ex, closing ? "co" : "oo", 1);
+        close(p2[1]);
+        assert_int_equal(fd_eof(p2[0]), closing);
+
+        assert_int_equal(exec_finish(ex), 0);
+        exec_result_t r;
+        assert_int_equal(exec_next(ex, &r, 10000), EXEC_EOF);
+        exec_destroy(ex);
+        /* Gone with the workers either way. */
+        assert_true(fd_eof(p[0]));
+        assert_true(fd_eof(p2[0]));
+        close(p[0]), close(p2[0]), close(k[0]), close(k[1]);
+    }
+
+    /* The list is checked. */
+    exec_t *ex = (exec_t *)&ex;
+    int bad[1] = {-1};
+    exec_options_t o = {.workers = 1, .flags = EXEC_CLOSE_FDS, .n_keep_fds = 1};
+    assert_int_equal(exec_create(&ex, &fd_ops, NULL, EXEC_FORK, &o), EXEC_EINVAL);
+    assert_null(ex);
+    o.keep_fds = bad;
+    assert_int_equal(exec_create(&ex, &fd_ops, NULL, EXEC_FORK, &o), EXEC_EINVAL);
+    o.n_keep_fds = 1025;
+    assert_int_equal(exec_create(&ex, &fd_ops, NULL, EXEC_FORK, &o), EXEC_EINVAL);
+    o.flags = 0x80;
+    o.n_keep_fds = 0;
+    assert_int_equal(exec_create(&ex, &fd_ops, NULL, EXEC_FORK, &o), EXEC_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_busy_host),
         cmocka_unit_test(test_sigchld_ignored),
         cmocka_unit_test(test_side_by_side),
+        cmocka_unit_test(test_close_fds),
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));

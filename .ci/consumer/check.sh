@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs a configured and built tree into a temporary prefix, then builds the consumer
-# against the installed copy with pkg-config (shared, then --static) and with
-# find_package(executor) (shared and static), and runs each program.
+# Installs a configured and built tree into a temporary prefix, checks the commands it
+# installs, then builds the consumer against the installed copy with pkg-config (shared,
+# then --static) and with find_package(executor) (shared and static), and runs each program.
 # Usage: .ci/consumer/check.sh BUILD_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +29,13 @@ for f in "$prefix/include/executor.h" "$libdir/libexecutor.a" "$libdir/libexecut
     "$libdir/cmake/executor/executorConfig.cmake" "$libdir/cmake/executor/executorConfigVersion.cmake"; do
     [ -f "$f" ] || { echo "consumer check FAILED: not installed: $f" >&2; exit 1; }
 done
+# The commands: installed in bin/, each with its manual.
+for cmd in executor-map executor-serve; do
+    [ -x "$prefix/bin/$cmd" ] || { echo "consumer check FAILED: not installed: bin/$cmd" >&2; exit 1; }
+    LD_LIBRARY_PATH=$libdir "$prefix/bin/$cmd" --help | grep -q "^usage: $cmd " ||
+        { echo "consumer check FAILED: $cmd --help" >&2; exit 1; }
+done
+step "commands: bin/executor-map and bin/executor-serve, --help ok"
 # The shared library exports the public API (exec_ names) and, of the internal exec__
 # names, only the backend seam's calls (EXEC__SEAM in core/exec_internal.h), which a backend
 # in a library of its own (libexecutor_mpi) makes.

@@ -27,9 +27,11 @@ static struct exec__batch *fk_batch_get(exec_t *ex, int *err)
     struct fk_worker *best = NULL;
     if (ck_pr_load_32(&fk->held_all) >= fk->maxb)
         return NULL; /* old generations still hold their share */
+    /* The worker with the fewest slots queued; a tie goes to the first, so a
+     * lone record goes to the same worker as the last one, which is still
+     * awake (round robin would find each asleep). */
     unsigned best_q = UINT_MAX;
-    for (unsigned i = 0; i < g->nw; i++) {
-        unsigned k = (g->rr + i) % g->nw;
+    for (unsigned k = 0; k < g->nw; k++) {
         struct fk_worker *wk = &g->w[k];
         if (ck_pr_load_32(&wk->c.gone) || ck_ring_size(&wk->freer) == 0)
             continue;
@@ -41,7 +43,6 @@ static struct exec__batch *fk_batch_get(exec_t *ex, int *err)
     }
     if (!best)
         return NULL;
-    g->rr = best->idx + 1 == g->nw ? 0 : best->idx + 1;
     struct fk_slot *s;
     if (!ck_ring_dequeue_spsc(&best->freer, best->freebuf, &s))
         return NULL;
@@ -288,6 +289,7 @@ static int fk_start(exec_t *ex)
     if (rc)
         return rc;
     fk->cur = g;
+    exec__batch_room(ex, g->nw * g->nslot);
     exec__tsan_release(g);
     exec__lock(&fk->lock);
     ck_pr_store_32(&g->state, G_ACTIVE);

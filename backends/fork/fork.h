@@ -202,7 +202,6 @@ struct fk_gen {
     void *ctx;
     bool release_ctx;
     unsigned nw, nslot;
-    unsigned rr;     /* producer: where batch_get starts looking */
     unsigned reap_w; /* consumer: where reap starts looking */
     char *base;
     size_t size, in_size, in_slot, out_slot, out_worker, hdr_size;
@@ -223,6 +222,8 @@ struct fk_gen {
 
 struct fk_ctl {
     uint32_t armed; /* core's armed word: workers wake the consumer through it */
+    uint32_t pad;
+    uint64_t last_wake; /* when a worker last woke the consumer (ck_pr) */
 };
 
 /* Poll set entries of the supervisor. */

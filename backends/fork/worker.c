@@ -182,6 +182,7 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
                             (limit / 10 + 1));
     bool asked = false;
     const unsigned wake_out = g->nslot / 2 > 4 ? g->nslot / 2 : 4;
+    const uint64_t wake_age_ns = (uint64_t)o->result_delay_us * 1000u;
     uint64_t records = 0;
     /* Even: (cur_slot, cur_rec) are stable. A predecessor may have died mid-way. */
     struct fk_w_pos pos = {h, NULL, (ck_pr_load_32(&h->tick) + 1) & ~1u};
@@ -270,9 +271,16 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
         }
         if (fk_w_handing(h, records, limit))
             fk_w_handoff(fk, g, h, ws);
-        if (exec__armed(fk->ex) &&
-            (ck_ring_size(&h->out) >= wake_out || ck_ring_size(&h->in) <= FK_LOW))
-            exec__notify(fk->ex);
+        /* As on threads: wake a sleeping consumer when a good share is done,
+         * we run dry, or results have waited long enough. */
+        if (exec__armed(fk->ex)) {
+            uint64_t now = exec__now_ns();
+            if (ck_ring_size(&h->out) >= wake_out || ck_ring_size(&h->in) <= FK_LOW ||
+                now - ck_pr_load_64(&fk->ctl->last_wake) > wake_age_ns) {
+                ck_pr_store_64(&fk->ctl->last_wake, now);
+                exec__notify(fk->ex);
+            }
+        }
         if (ck_pr_load_32(&h->stop))
             fk_w_leave(fk, g, h, ws);
     }

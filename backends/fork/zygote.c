@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -36,6 +37,40 @@ static void fk_z_close_theirs(struct fk *fk)
                 if (o->w[i].s.pidfd >= 0)
                     close(o->w[i].s.pidfd);
             }
+    }
+}
+
+static int fk_z_int_cmp(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* EXEC_CLOSE_FDS: closes every descriptor but 0-2, the zygote's channel,
+ * the two eventfds its workers write and the host's keep_fds. */
+static void fk_z_close_host(struct fk *fk, int sock)
+{
+    const exec_options_t *o = fk->o;
+    int keep[1024 + 6];
+    unsigned n = 0;
+    keep[n++] = 0, keep[n++] = 1, keep[n++] = 2;
+    keep[n++] = sock;
+    keep[n++] = exec__efd(fk->ex);
+    keep[n++] = fk->sup_efd;
+    for (unsigned i = 0; i < o->n_keep_fds; i++)
+        keep[n++] = o->keep_fds[i];
+    qsort(keep, n, sizeof keep[0], fk_z_int_cmp);
+    unsigned lo = 0;
+    for (unsigned i = 0; i <= n; i++) {
+        unsigned hi = i < n ? (unsigned)keep[i] : ~0u; /* close [lo, hi) */
+        if (hi > lo && close_range(lo, hi - 1, 0) != 0) {
+            /* Kernels before 5.9: one at a time, up to the table's size. */
+            long max = sysconf(_SC_OPEN_MAX);
+            for (long fd = lo; fd < (long)hi && fd < max; fd++)
+                close((int)fd);
+        }
+        if (i < n && (unsigned)keep[i] + 1 > lo)
+            lo = (unsigned)keep[i] + 1;
     }
 }
 
@@ -79,6 +114,8 @@ void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
         _exit(1);
     setpgid(0, 0);
     fk_z_close_theirs(fk);
+    if (fk->o->flags & EXEC_CLOSE_FDS)
+        fk_z_close_host(fk, sock);
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             signal(s, SIG_DFL);

@@ -64,6 +64,7 @@ static int thr_start(exec_t *ex)
     t->wake_out = t->maxb / t->nw / 2;
     if (t->wake_out < 4)
         t->wake_out = 4;
+    t->wake_age_ns = (uint64_t)o->result_delay_us * 1000u;
     pthread_mutex_init(&t->init_lock, NULL);
     pthread_cond_init(&t->init_cond, NULL);
     pthread_mutex_init(&t->rec_lock, NULL);

@@ -23,7 +23,6 @@
 #define THR_SPIN_NS 20000u       /* a worker out of work looks this long before it sleeps */
 #define THR_LOW 2u               /* a worker with this few batches queued is running dry */
 #define THR_BATCH_NS 250000u     /* aim for batches of about this much work */
-#define THR_WAKE_AGE_NS 1000000u /* results wait at most about this long for a wake-up */
 
 /* A context as the workers see it. */
 struct exec__ctxref {
@@ -83,6 +82,7 @@ struct thr {
     unsigned reap_pos;
     unsigned wake_out;  /* wake the consumer once a worker has this many batches done */
     uint64_t last_wake; /* when a worker last woke the consumer (ck_pr) */
+    uint64_t wake_age_ns; /* options.result_delay_us */
 
     /* The calling thread of a whole-stream call, running batches (context.c):
      * its results go over a ring of their own to the consumer (itself). */

@@ -188,7 +188,7 @@ void *thr_main(void *arg)
          * enough: each wake-up costs both sides a context switch. */
         if (exec__armed(ex) &&
             (ck_ring_size(&wk->out) >= t->wake_out || ck_ring_size(&wk->in) <= THR_LOW ||
-             awaited || t1 - ck_pr_load_64(&t->last_wake) > THR_WAKE_AGE_NS)) {
+             awaited || t1 - ck_pr_load_64(&t->last_wake) > t->wake_age_ns)) {
             ck_pr_store_64(&t->last_wake, t1);
             exec__notify(ex);
         }

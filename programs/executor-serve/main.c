@@ -1,0 +1,429 @@
+/*
+ * executor-serve: a classifier plugin as an HTTP service.
+ *
+ *     executor-serve --plugin ./libwordtable.so --spec table=words.txt,column=text,id=id \
+ *                    --header id,text --listen 127.0.0.1:8080 --backend fork --workers 4
+ *
+ * This file owns the start (plugin, context, executor, listening socket), the
+ * event loop with its signals, and the shutdown; options.c the command line
+ * and the manual. One thread runs the loop; the library's workers run the
+ * records; a reload thread builds and swaps contexts (reload.c).
+ */
+#include "serve.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t serve_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void serve_log(const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, PROG ": %s\n", line);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Listening                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/* Binds HOST:PORT ([V6]:PORT, :PORT, PORT). The socket, or -1 with a message. */
+static int listen_on(struct serve *s, const char *spec)
+{
+    char host[256] = "127.0.0.1", port[16];
+    const char *colon = strrchr(spec, ':');
+    if (!colon) {
+        snprintf(port, sizeof port, "%s", spec);
+    } else {
+        size_t hl = (size_t)(colon - spec);
+        const char *h = spec;
+        if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+            h++;
+            hl -= 2;
+        }
+        if (hl >= sizeof host) {
+            serve_log("--listen: host too long: %s", spec);
+            return -1;
+        }
+        if (hl) {
+            memcpy(host, h, hl);
+            host[hl] = '\0';
+        }
+        snprintf(port, sizeof port, "%s", colon + 1);
+    }
+    unsigned long long p;
+    if (serve_parse_size(port, 65535, &p) != 0) {
+        serve_log("--listen: expected HOST:PORT with a port in 0..65535, not '%s'", spec);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    int g = getaddrinfo(host, port, &hints, &ai);
+    if (g) {
+        serve_log("cannot listen on %s: %s", spec, gai_strerror(g));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        serve_log("cannot listen on %s: %s%s", spec, strerror(e),
+                  e == EADDRINUSE    ? " (another server listens there: stop it, or pick "
+                                       "another --listen)"
+                  : e == EACCES      ? " (ports below 1024 need privileges)"
+                  : e == EADDRNOTAVAIL ? " (not an address of this machine)"
+                                     : "");
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char hbuf[NI_MAXHOST], pbuf[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+        getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof hbuf, pbuf, sizeof pbuf,
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+        snprintf(s->listen_name, sizeof s->listen_name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
+                 hbuf, pbuf);
+    else
+        snprintf(s->listen_name, sizeof s->listen_name, "%s", spec);
+    return fd;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Signals and shutdown                                                      */
+/* ------------------------------------------------------------------------- */
+
+void serve_maybe_exit(struct serve *s)
+{
+    if (s->draining && s->open == 0 && s->writing == 0 && !reload_busy(s))
+        event_base_loopbreak(s->base);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct serve *s = arg;
+    serve_log("--graceful-timeout (%u s) passed with %llu requests still open: exiting",
+              s->o.graceful_timeout_s, (unsigned long long)s->open);
+    s->exit_code = 1;
+    event_base_loopbreak(s->base);
+}
+
+void serve_drain_start(struct serve *s, const char *why)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    if (s->bound) {
+        /* shutdown() first: with --inherit-fds a worker process forked from
+         * us holds a copy of the listening socket, and only this stops it
+         * listening for all. */
+        shutdown(evhttp_bound_socket_get_fd(s->bound), SHUT_RDWR);
+        evhttp_del_accept_socket(s->http, s->bound);
+        s->bound = NULL;
+    }
+    serve_log("shutting down (%s): %llu requests in flight", why, (unsigned long long)s->open);
+    struct timeval tv = {(time_t)s->o.graceful_timeout_s, 0};
+    s->ev_deadline = evtimer_new(s->base, on_deadline, s);
+    if (s->ev_deadline)
+        event_add(s->ev_deadline, &tv);
+    serve_maybe_exit(s);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct serve *s = arg;
+    if (sig == SIGHUP) {
+        if (!s->draining)
+            reload_request(s, NULL, 0, NULL);
+        return;
+    }
+    if (s->draining) {
+        serve_log("%s again: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        s->exit_code = 1;
+        event_base_loopbreak(s->base);
+        return;
+    }
+    serve_drain_start(s, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct serve *s = arg;
+    metrics_tick(s);
+    if (s->wait_head)
+        pump_kick(s); /* room is made by results, which wake the loop; this is a spare */
+}
+
+/* ------------------------------------------------------------------------- */
+/* Start                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static int load_plugin(struct serve *s)
+{
+    s->dl = dlopen(s->o.plugin, RTLD_NOW | RTLD_LOCAL);
+    if (!s->dl) {
+        serve_log("cannot load plugin: %s", dlerror());
+        return -1;
+    }
+    s->pl = dlsym(s->dl, EXEC_PLUGIN_SYMBOL);
+    if (!s->pl) {
+        serve_log("%s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")", s->o.plugin);
+        return -1;
+    }
+    if (s->pl->abi != EXEC_PLUGIN_ABI || !s->pl->ops || !s->pl->ops->process ||
+        !s->pl->ctx_build || !s->pl->ctx_free) {
+        serve_log("%s: plugin ABI %u, this program speaks %u%s", s->o.plugin, s->pl->abi,
+                  EXEC_PLUGIN_ABI,
+                  s->pl->abi == EXEC_PLUGIN_ABI
+                      ? " (but ops, process, ctx_build or ctx_free is missing)"
+                      : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* The context and what runs it. 0, or -1 with a message. */
+static int start_classifier(struct serve *s)
+{
+    const struct serve_opts *o = &s->o;
+    if (o->header) {
+        int rc = exec_csv_header_create(&s->hdr, o->header, strlen(o->header), o->delim);
+        if (rc) {
+            serve_log("--header: %s", exec_strerror(rc));
+            return -1;
+        }
+        s->header_row = strdup(o->header);
+        s->header_len = strlen(o->header);
+    }
+    s->spec = strdup(o->spec);
+    if (!s->spec || (o->header && !s->header_row)) {
+        serve_log("out of memory");
+        return -1;
+    }
+    const char *name = s->pl->name ? s->pl->name : o->plugin;
+    char err[512] = "";
+    void *ctx = NULL;
+    if (s->pl->ctx_build(o->spec, s->hdr, &ctx, err, sizeof err) != 0) {
+        serve_log("plugin %s: bad spec '%s': %s", name, o->spec, err[0] ? err : "(no reason given)");
+        return -1;
+    }
+    ops_wrap(s);
+    if (o->inline_run) {
+        if (inline_create(s, ctx, err, sizeof err) != 0) {
+            serve_log("plugin %s: %s", name, err);
+            s->pl->ctx_free(ctx);
+            return -1;
+        }
+        return 0;
+    }
+    exec_options_t eo;
+    memset(&eo, 0, sizeof eo);
+    eo.workers = o->workers;
+    eo.window = o->window;
+    eo.batch = o->batch;
+    eo.max_record = o->max_record;
+    eo.max_result = o->max_result;
+    eo.timeout_ms = o->timeout_ms;
+    eo.start_timeout_ms = o->start_timeout_ms;
+    eo.result_delay_us = 100; /* a request waits on its result: wake the loop soon */
+    if (!o->inherit_fds)
+        eo.flags |= EXEC_CLOSE_FDS; /* connections end when the loop closes them */
+    int rc = exec_create(&s->ex, &s->ops, ctx, o->backend, &eo);
+    if (rc == 0)
+        return 0;
+    s->pl->ctx_free(ctx); /* not released by a failed exec_create */
+    if (rc == EXEC_ECAPS && o->backend == EXEC_THREADS)
+        serve_log("plugin %s is not thread-safe: use --backend fork or auto", name);
+    else if (rc == EXEC_ECAPS && o->backend == EXEC_FORK)
+        serve_log("plugin %s is not fork-safe: use --backend threads or auto", name);
+    else if (rc == EXEC_ECAPS)
+        serve_log("plugin %s is neither thread-safe nor fork-safe", name);
+    else if (rc == EXEC_ENOTSUP)
+        serve_log("plugin %s needs a backend this build of libexecutor does not have (%s)", name,
+                  exec_err_name(rc));
+    else
+        serve_log("cannot start the executor: %s (%s)", exec_strerror(rc), exec_err_name(rc));
+    return -1;
+}
+
+static int start_loop(struct serve *s, int listen_fd)
+{
+    s->base = event_base_new();
+    /* Three priorities: results (0) before connections and the rest (1, the
+     * default); 2 is unused. */
+    if (s->base && event_base_priority_init(s->base, 3) != 0)
+        return -1;
+    if (!s->base || http_start(s, listen_fd) != 0 || metrics_create(s) != 0 ||
+        reload_start(s) != 0)
+        return -1;
+    pump_start(s);
+    static const int sigs[3] = {SIGHUP, SIGTERM, SIGINT};
+    for (int i = 0; i < 3; i++) {
+        s->ev_sig[i] = evsignal_new(s->base, sigs[i], on_signal, s);
+        if (!s->ev_sig[i] || event_add(s->ev_sig[i], NULL) != 0)
+            return -1;
+    }
+    struct timeval sec = {1, 0};
+    s->ev_tick = event_new(s->base, -1, EV_PERSIST, on_tick, s);
+    if (!s->ev_tick || event_add(s->ev_tick, &sec) != 0)
+        return -1;
+    if (s->o.access_log && access_log_open(s, s->o.access_log) != 0) {
+        serve_log("--access-log %s: %s", s->o.access_log, strerror(errno));
+        return -2;
+    }
+    return 0;
+}
+
+/* Everything but the exit: the loop is over. */
+static void stop(struct serve *s)
+{
+    bool stuck = reload_busy(s) && s->exit_code;
+    if (stuck) {
+        /* A reload thread still busy (a plugin's ctx_build that hangs) cannot
+         * be joined; exec_destroy() must not run beside its swap. */
+        serve_log("a reload is still running: leaving without stopping the workers");
+        access_log_close(s);
+        fflush(NULL);
+        _exit(s->exit_code);
+    }
+    if (s->http)
+        evhttp_free(s->http); /* closes every connection */
+    conn_forget_all(s);
+    reload_stop(s);
+    exec_destroy(s->ex); /* releases the context serving now */
+    inline_destroy(s->inl);
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        struct req *r = s->slots[i];
+        if (r) {
+            free(r->recs);
+            if (r->out)
+                evbuffer_free(r->out);
+            if (r->held)
+                for (uint32_t k = 0; k < s->hold_cap; k++)
+                    free(r->held[k].data);
+            free(r->held);
+            free(r);
+        }
+    }
+    free(s->slots);
+    free(s->free_slots);
+    access_log_close(s);
+    for (int i = 0; i < 3; i++)
+        if (s->ev_sig[i])
+            event_free(s->ev_sig[i]);
+    struct event *evs[] = {s->ev_exec, s->ev_flush, s->ev_tick, s->ev_deadline};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    if (s->base)
+        event_base_free(s->base);
+    metrics_free(s);
+    exec_csv_header_free(s->hdr);
+    free(s->header_row);
+    free(s->spec);
+    if (s->dl)
+        dlclose(s->dl);
+}
+
+int main(int argc, char **argv)
+{
+    static struct serve srv;
+    struct serve *s = &srv;
+    bool help = false;
+    int rc = serve_options(s, argc, argv, &help);
+    if (rc)
+        return rc;
+    if (s->o.plugin && load_plugin(s) != 0) {
+        if (s->dl)
+            dlclose(s->dl);
+        return 1;
+    }
+    if (help) {
+        serve_manual(stdout);
+        if (s->pl)
+            printf("\nplugin %s: spec %s\n", s->pl->name ? s->pl->name : s->o.plugin,
+                   s->pl->usage ? s->pl->usage : "(not described)");
+        if (s->dl)
+            dlclose(s->dl);
+        return 0;
+    }
+    if (!s->o.plugin || !s->o.spec) {
+        serve_log("--plugin and --spec are required");
+        fprintf(stderr, "Try '" PROG " --help'.\n");
+        if (s->dl)
+            dlclose(s->dl);
+        return 2;
+    }
+    s->hold_cap = s->o.window >= 2 ? (s->o.window / 2 < 4096 ? s->o.window / 2 : 4096) : 1;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    s->started_ns = (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec;
+    signal(SIGPIPE, SIG_IGN); /* a client that left is an error code, not a signal */
+    /* A descriptor per connection: as many as the hard limit allows (a
+     * listener that runs out of descriptors spins on accept()). */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+
+    /* The port first: a port in use fails before a large context is built. */
+    int fd = listen_on(s, s->o.listen);
+    if (fd < 0 || start_classifier(s) != 0) {
+        if (fd >= 0)
+            close(fd);
+        stop(s);
+        return 1;
+    }
+    rc = start_loop(s, fd);
+    if (rc) {
+        if (rc == -1)
+            serve_log("cannot start the event loop: %s", strerror(errno));
+        if (!s->http)
+            close(fd);
+        stop(s);
+        return 1;
+    }
+    exec_options_t eo;
+    if (s->ex)
+        exec_get_options(s->ex, &eo);
+    serve_log("listening on %s (plugin %s, backend %s, %u workers, window %u)", s->listen_name,
+              s->pl->name ? s->pl->name : s->o.plugin,
+              s->inl ? "inline" : exec_backend_name(exec_backend(s->ex)), s->ex ? eo.workers : 0,
+              s->o.window);
+    event_base_dispatch(s->base);
+    if (!s->exit_code && s->draining)
+        serve_log("all requests answered: bye");
+    int code = s->exit_code;
+    stop(s);
+    return code;
+}

@@ -1,0 +1,266 @@
+/*
+ * executor-serve's command line: the manual (--help) and the options, parsed
+ * into struct serve_opts with the defaults filled in.
+ */
+#include "serve.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void serve_manual(FILE *f)
+{
+    fputs(
+"usage: " PROG " --plugin PATH --spec SPEC [options]\n"
+"\n"
+"Serves the classifier in the plugin PATH over HTTP. Each record sent to\n"
+"POST /classify runs through the plugin on a pool of workers (threads, or\n"
+"forked processes that may crash, hang or be replaced without taking the\n"
+"server down), and its result comes back in the reply. One thread runs an\n"
+"event loop (libevent) for every connection; the library's descriptor\n"
+"(exec_fd) sits in that loop, so no request holds a thread and nothing in\n"
+"the loop blocks.\n"
+"\n"
+"Endpoints\n"
+"  POST /classify      the body is one record (a CSV row or a line, by\n"
+"                      --format): the reply is its result, 200, or its\n"
+"                      error (below). A body of several records, or one that\n"
+"                      starts with the --header row, is a document: the reply\n"
+"                      is 200, streamed (chunked), one line per record in input\n"
+"                      order; a record that failed gives the line\n"
+"                      '!error STATUS record N NAME: text'.\n"
+"  GET  /metrics       Prometheus text format: requests by status and their\n"
+"                      duration, records by outcome, the library's latency\n"
+"                      histogram and utilisation, respawns by cause, per-worker\n"
+"                      PSS and private dirty memory (fork), context generation.\n"
+"  GET  /healthz       200 'ok: ...', or 503 while draining or after the\n"
+"                      executor gave up.\n"
+"  POST /admin/reload  rebuilds the context from the spec serving now, or from\n"
+"                      the spec in the body, and swaps it in while requests\n"
+"                      run. 200 'reloaded: generation N'; 400 for a spec the\n"
+"                      plugin refuses; 422 when the new context fails its\n"
+"                      canary (fork: its worker_init or a replayed record\n"
+"                      crashed or hung): the old context keeps serving.\n"
+"  Other paths: 404; other methods: 405 with Allow.\n"
+"\n"
+"Status codes of a record (the body names the library's error)\n"
+"  200 ok; 413 EXEC_E2BIG (record over --max-record; a body over --max-body\n"
+"  gets 413 too); 422 EXEC_EUSER (the plugin refused the record); 500\n"
+"  EXEC_ECRASHED (its worker died: the signal is named) or EXEC_ERESULT2BIG;\n"
+"  502 EXEC_EWORKER (its worker wrote garbage); 504 EXEC_ERECTIMEOUT (ran\n"
+"  past --timeout); 503 EXEC_EAGAIN with Retry-After (the window is full: the\n"
+"  server refuses rather than queue without bound), or while shutting down.\n"
+"\n"
+"Options\n"
+"  --plugin PATH         shared object exporting " EXEC_PLUGIN_SYMBOL "\n"
+"  --spec SPEC           what the plugin builds its context from\n"
+"  --listen HOST:PORT    where to listen (default 127.0.0.1:8080; port 0: any\n"
+"                        free port, named on stderr; [::1]:PORT for IPv6)\n"
+"  --backend B           auto (default: threads if the plugin is thread-safe,\n"
+"                        else fork), threads, fork, or inline (process() in the\n"
+"                        event loop, no workers: the baseline to compare with)\n"
+"  --workers N           worker threads or processes (default: online CPUs)\n"
+"  --worker-nice N       the workers' nice value, 0..19 (default 0): above 0,\n"
+"                        the event loop runs first when they compete for a core\n"
+"  --batch N             records a worker takes at once, at most (default 128;\n"
+"                        the library sends heavy records in smaller batches)\n"
+"  --window N            records in flight or waiting for room, at most, over\n"
+"                        all requests (default 1024); past it, 503. A document\n"
+"                        keeps at most half of it in flight\n"
+"  --format F            csv (default) or lines: how a body is cut into records\n"
+"  --header ROW          CSV: the column names, given to the plugin's ctx_build\n"
+"                        (e.g. id,text); a body starting with this row is a\n"
+"                        document\n"
+"  --delim C             CSV field delimiter (default ,)\n"
+"  --max-record N        largest record in bytes (default 65536)\n"
+"  --max-result N        largest result in bytes (default 65536)\n"
+"  --max-body N          largest request body in bytes (default 16777216)\n"
+"  --timeout MS          fork: a record running longer is stopped (504);\n"
+"                        default none\n"
+"  --start-timeout MS    fork: a worker_init (at start, or a reload's canary)\n"
+"                        running longer fails (default 10000)\n"
+"  --inherit-fds         fork: workers keep copies of the server's descriptors\n"
+"                        (by default they close all but their own, so that a\n"
+"                        closed connection ends at once; a plugin whose\n"
+"                        context keeps a file open across fork needs this)\n"
+"  --idle-timeout S      close a connection idle this long (default 60)\n"
+"  --graceful-timeout S  on SIGTERM, wait this long for requests in flight\n"
+"                        (default 30)\n"
+"  --retry-after S       the Retry-After of a 503 (default 1)\n"
+"  --access-log FILE     one line per request to FILE ('-': stdout): time,\n"
+"                        peer, method and target, status, bytes, seconds,\n"
+"                        records, context generation\n"
+"  --no-admin            no /admin/reload (SIGHUP still reloads)\n"
+"  --help                this text, and the plugin's spec when --plugin is given\n"
+"\n"
+"Signals\n"
+"  SIGHUP           reload from the spec serving now (as POST /admin/reload)\n"
+"  SIGTERM, SIGINT  graceful shutdown: stop accepting, answer new requests on\n"
+"                   open connections with 503, finish every request in flight,\n"
+"                   exit 0. A second signal, or --graceful-timeout, exits 1 at\n"
+"                   once.\n"
+"\n"
+"Exit status: 0 after a graceful shutdown; 1 when the server cannot start (a\n"
+"plugin that does not load, a bad spec, a port in use) or was stopped before\n"
+"its requests finished; 2 for a usage error.\n"
+"\n"
+"Example\n"
+"  " PROG " --plugin ./libwordtable.so --header id,text \\\n"
+"      --spec table=words.txt,column=text,id=id --listen 127.0.0.1:8080 &\n"
+"  curl -s --data-binary '1,an apple and a pear' localhost:8080/classify\n"
+"  1,fruit\n",
+        f);
+}
+
+int serve_parse_size(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || errno || v > max || *s == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A numeric option in lo..hi: 0, or -1 with a message. */
+static int num_opt(const char *opt, const char *arg, unsigned long long lo,
+                   unsigned long long hi, const char *what, unsigned long long *v)
+{
+    if (serve_parse_size(arg, hi, v) != 0 || *v < lo) {
+        serve_log("--%s: expected %s, not '%s'", opt, what, arg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses the command line into s->o: 0, or the exit status (usage: 2). */
+int serve_options(struct serve *s, int argc, char **argv, bool *help)
+{
+    struct serve_opts *o = &s->o;
+    o->listen = "127.0.0.1:8080";
+    o->backend = EXEC_AUTO;
+    o->window = 1024;
+    o->format = SF_CSV;
+    o->delim = ',';
+    o->max_record = 65536;
+    o->max_result = 65536;
+    o->max_body = 16u << 20;
+    o->idle_timeout_s = 60;
+    o->graceful_timeout_s = 30;
+    o->retry_after_s = 1;
+    o->admin = true;
+    enum { OPT_PLUGIN = 1, OPT_SPEC, OPT_LISTEN, OPT_BACKEND, OPT_WORKERS, OPT_WINDOW,
+           OPT_FORMAT, OPT_HEADER, OPT_DELIM, OPT_MAXREC, OPT_MAXRES, OPT_MAXBODY, OPT_TIMEOUT,
+           OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_NOADMIN, OPT_NICE, OPT_BATCH, OPT_INHERIT, OPT_HELP };
+    static const struct option longopts[] = {
+        {"plugin", required_argument, NULL, OPT_PLUGIN},
+        {"spec", required_argument, NULL, OPT_SPEC},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"backend", required_argument, NULL, OPT_BACKEND},
+        {"workers", required_argument, NULL, OPT_WORKERS},
+        {"window", required_argument, NULL, OPT_WINDOW},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"header", required_argument, NULL, OPT_HEADER},
+        {"delim", required_argument, NULL, OPT_DELIM},
+        {"max-record", required_argument, NULL, OPT_MAXREC},
+        {"max-result", required_argument, NULL, OPT_MAXRES},
+        {"max-body", required_argument, NULL, OPT_MAXBODY},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"start-timeout", required_argument, NULL, OPT_START},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE},
+        {"graceful-timeout", required_argument, NULL, OPT_GRACE},
+        {"retry-after", required_argument, NULL, OPT_RETRY},
+        {"access-log", required_argument, NULL, OPT_LOG},
+        {"no-admin", no_argument, NULL, OPT_NOADMIN},
+        {"worker-nice", required_argument, NULL, OPT_NICE},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"inherit-fds", no_argument, NULL, OPT_INHERIT},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    unsigned long long v;
+    opterr = 0;
+#define NUM(field, lo, hi, what)                                                              \
+    do {                                                                                       \
+        if (num_opt(longopts[idx].name, optarg, lo, hi, what, &v) != 0)                        \
+            return 2;                                                                          \
+        o->field = v;                                                                          \
+    } while (0)
+    int idx = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+        switch (c) {
+        case OPT_PLUGIN: o->plugin = optarg; break;
+        case OPT_SPEC: o->spec = optarg; break;
+        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_BACKEND:
+            o->inline_run = strcmp(optarg, "inline") == 0;
+            if (strcmp(optarg, "auto") == 0 || o->inline_run)
+                o->backend = EXEC_AUTO;
+            else if (strcmp(optarg, "threads") == 0)
+                o->backend = EXEC_THREADS;
+            else if (strcmp(optarg, "fork") == 0)
+                o->backend = EXEC_FORK;
+            else {
+                serve_log("--backend: expected auto, threads, fork or inline, not '%s'", optarg);
+                return 2;
+            }
+            break;
+        case OPT_WORKERS: NUM(workers, 1, 1024, "1..1024"); break;
+        case OPT_WINDOW: NUM(window, 1, 1u << 24, "1..16777216"); break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "csv") == 0)
+                o->format = SF_CSV;
+            else if (strcmp(optarg, "lines") == 0)
+                o->format = SF_LINES;
+            else {
+                serve_log("--format: expected csv or lines, not '%s'", optarg);
+                return 2;
+            }
+            break;
+        case OPT_HEADER: o->header = optarg; break;
+        case OPT_DELIM:
+            if (strlen(optarg) != 1 || optarg[0] == '"' || optarg[0] == '\n' ||
+                optarg[0] == '\r') {
+                serve_log("--delim: expected one character other than a quote, CR or LF");
+                return 2;
+            }
+            o->delim = (unsigned char)optarg[0];
+            break;
+        case OPT_MAXREC: NUM(max_record, 1, 64u << 20, "1..67108864 bytes"); break;
+        case OPT_MAXRES: NUM(max_result, 1, 64u << 20, "1..67108864 bytes"); break;
+        case OPT_MAXBODY: NUM(max_body, 1, 1u << 30, "1..1073741824 bytes"); break;
+        case OPT_TIMEOUT: NUM(timeout_ms, 1, 86400000, "1..86400000 ms"); break;
+        case OPT_START: NUM(start_timeout_ms, 1, 86400000, "1..86400000 ms"); break;
+        case OPT_IDLE: NUM(idle_timeout_s, 1, 86400, "1..86400 s"); break;
+        case OPT_GRACE: NUM(graceful_timeout_s, 0, 86400, "0..86400 s"); break;
+        case OPT_RETRY: NUM(retry_after_s, 0, 86400, "0..86400 s"); break;
+        case OPT_LOG: o->access_log = optarg; break;
+        case OPT_NOADMIN: o->admin = false; break;
+        case OPT_INHERIT: o->inherit_fds = true; break;
+        case OPT_NICE: NUM(worker_nice, 0, 19, "0..19"); break;
+        case OPT_BATCH: NUM(batch, 1, 4096, "1..4096"); break;
+        case OPT_HELP:
+        case 'h': *help = true; break;
+        default:
+            serve_log("unknown option, or one that needs an argument: %s", argv[optind - 1]);
+            fprintf(stderr, "Try '" PROG " --help'.\n");
+            return 2;
+        }
+    }
+#undef NUM
+    if (optind < argc) {
+        serve_log("unexpected argument: '%s'", argv[optind]);
+        fprintf(stderr, "Try '" PROG " --help'.\n");
+        return 2;
+    }
+    if (o->header && o->format != SF_CSV) {
+        serve_log("--header is for --format csv");
+        return 2;
+    }
+    return 0;
+}
+
