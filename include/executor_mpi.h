@@ -80,7 +80,7 @@ int exec_mpi_check(int *rank, int *size);
  * plugin->name must match rank 0's plugin's (both may be NULL): the same
  * classifier on every rank.
  * Returns 0 when the session ended in order (also when rank 0's exec_create()
- * failed on another rank), EXEC_EOF when rank 0 called exec_mpi_dismiss(),
+ * failed: see exec_mpi_dismiss()), EXEC_EOF when rank 0 called exec_mpi_dismiss(),
  * EXEC_EINIT when this rank could not build its context or start its
  * executor (rank 0's exec_create() then fails too; err says why), EXEC_EINVAL
  * (NULL plugin, no ctx_build or ctx_free, or called on rank 0), EXEC_ESTATE
@@ -95,6 +95,10 @@ int exec_mpi_serve(const exec_plugin_t *plugin, char *err, size_t errlen);
  * Rank 0: a session without an executor, so that every worker rank's
  * exec_mpi_serve() returns EXEC_EOF (a program that serves in a loop ends it
  * with this; one that fails before creating its executor lets the ranks go).
+ * exec_create(..., EXEC_MPI, ...) takes the ranks through a session whatever
+ * its result, unless it fails its argument checks (EXEC_EINVAL, EXEC_ECAPS,
+ * EXEC_EVERSION, EXEC_ENOTSUP, EXEC_ESTATE): then no rank was asked, and
+ * their exec_mpi_serve() still waits for a session.
  * 0, EXEC_ESTATE (see exec_mpi_check()), EXEC_EINVAL (not rank 0),
  * EXEC_ENOMEM, EXEC_EFATAL (MPI failed).
  */

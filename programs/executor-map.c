@@ -6,11 +6,24 @@
  *                  --backend auto --workers 4 --ordered data.csv > out.csv
  *
  * The plugin is a shared object exporting EXEC_PLUGIN_SYMBOL (see executor.h).
+ *
+ * Across machines (built with libexecutor_mpi), the same command line on
+ * every rank of an MPI job: rank 0 reads the file and writes the output, the
+ * other ranks build the classifier from the spec and run the records:
+ *
+ *     mpirun --hostfile hosts -np 5 --map-by ppr:1:node executor-map \
+ *         --plugin ./libwordtable.so --spec table=words.txt --backend mpi data.csv
+ *
  * Exit status: 0 when every record gave a result, 1 on a failure (a plugin
  * that does not load, a bad spec, an unreadable file, a malformed record, a
  * record whose result is an error), 2 for a usage error.
  */
 #include "executor.h"
+#ifdef EXEC_MAP_MPI
+#include "executor_mpi.h"
+
+#include <mpi.h>
+#endif
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -34,8 +47,9 @@ static void usage(FILE *f)
             "\n"
             "  --plugin PATH      shared object exporting " EXEC_PLUGIN_SYMBOL "\n"
             "  --spec SPEC        what the plugin builds its classifier from\n"
-            "  --backend B        auto (default), threads or fork\n"
-            "  --workers N        worker threads or processes (default: online CPUs)\n"
+            "  --backend B        auto (default), threads, fork, or mpi (under mpirun)\n"
+            "  --workers N        worker threads or processes (default: online CPUs);\n"
+            "                     with mpi, on each rank\n"
             "  --ordered          results in input order (default: as they finish)\n"
             "  --format F         csv (default), lines, len32le or len32be\n"
             "  --no-header        CSV: the first row is a record, not column names\n"
@@ -44,7 +58,16 @@ static void usage(FILE *f)
             "  --max-record N     largest record in bytes (default 64 KiB); longer ones fail\n"
             "  --progress|--quiet progress line on stderr always / never (default: on a tty)\n"
             "  --stats            print records/s and the like on stderr at the end\n"
-            "  --help             this text, and the plugin's spec when --plugin is given\n");
+            "  --help             this text, and the plugin's spec when --plugin is given\n"
+#ifdef EXEC_MAP_MPI
+            "\n"
+            "With --backend mpi, run the same command line on every rank of an MPI job\n"
+            "(mpirun): rank 0 reads FILE and writes the results, every other rank builds\n"
+            "the classifier from SPEC and runs records on its own cores.\n"
+            "  --ranks N          worker ranks to use (default: all but rank 0)\n"
+            "  --rank-backend B   each rank's own executor: auto (default), threads or fork\n"
+#endif
+    );
 }
 
 struct run {
@@ -101,6 +124,94 @@ static int parse_unsigned(const char *s, unsigned long max, unsigned long *out)
     return 0;
 }
 
+/*
+ * --backend mpi. Rank 0 hosts the executor; the others serve it. A failure
+ * before the executor exists must not leave the other ranks waiting: before
+ * the plugin is loaded everywhere the job is aborted; after, rank 0 lets
+ * them go (exec_mpi_dismiss).
+ */
+#ifdef EXEC_MAP_MPI
+static int mpi_begin(int *argc, char ***argv, int *rank)
+{
+    int provided, size = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, PROG ": --backend mpi: MPI_Init_thread failed\n");
+        return 1;
+    }
+    if (exec_mpi_check(rank, &size) != 0) {
+        fprintf(stderr, PROG ": --backend mpi: MPI gives thread level %d, EXEC_MPI needs "
+                             "MPI_THREAD_SERIALIZED\n", provided);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (size < 2) {
+        fprintf(stderr, PROG ": --backend mpi: run it under mpirun with 2 ranks or more "
+                             "(rank 0 reads and writes, the others run the records)\n");
+        MPI_Finalize();
+        return 2;
+    }
+    return 0;
+}
+
+static int mpi_fail(exec_backend_t backend, int status)
+{
+    if (backend == EXEC_MPI) {
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, status);
+    }
+    return status;
+}
+
+static int mpi_serve(const exec_plugin_t *pl, int rank)
+{
+    char err[512];
+    int rc = exec_mpi_serve(pl, err, sizeof err);
+    if (rc && rc != EXEC_EOF)
+        fprintf(stderr, PROG ": rank %d: %s\n", rank, err);
+    MPI_Finalize();
+    return rc && rc != EXEC_EOF ? 1 : 0;
+}
+
+static int mpi_end(exec_backend_t backend, bool dismiss, int status)
+{
+    if (backend == EXEC_MPI) {
+        if (dismiss)
+            exec_mpi_dismiss();
+        MPI_Finalize();
+    }
+    return status;
+}
+#else
+static int mpi_begin(int *argc, char ***argv, int *rank)
+{
+    (void)argc;
+    (void)argv;
+    (void)rank;
+    fprintf(stderr, PROG ": --backend mpi: this executor-map was built without MPI "
+                         "(libexecutor_mpi)\n");
+    return 2;
+}
+
+static int mpi_fail(exec_backend_t backend, int status)
+{
+    (void)backend;
+    return status;
+}
+
+static int mpi_serve(const exec_plugin_t *pl, int rank)
+{
+    (void)pl;
+    (void)rank;
+    return 1;
+}
+
+static int mpi_end(exec_backend_t backend, bool dismiss, int status)
+{
+    (void)backend;
+    (void)dismiss;
+    return status;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     const char *plugin_path = NULL, *spec = NULL, *input = NULL;
@@ -114,9 +225,10 @@ int main(int argc, char **argv)
     so.flags = EXEC_SOURCE_HEADER;
     bool help = false, stats = false;
     unsigned long v;
+    unsigned ranks = 0;
 
     enum { O_PLUGIN = 1, O_SPEC, O_BACKEND, O_WORKERS, O_ORDERED, O_FORMAT, O_NOHDR, O_DELIM,
-           O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP };
+           O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP, O_RANKS, O_RANK_BACKEND };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, O_PLUGIN},
         {"spec", required_argument, NULL, O_SPEC},
@@ -132,6 +244,8 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, O_QUIET},
         {"stats", no_argument, NULL, O_STATS},
         {"help", no_argument, NULL, O_HELP},
+        {"ranks", required_argument, NULL, O_RANKS},
+        {"rank-backend", required_argument, NULL, O_RANK_BACKEND},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -147,9 +261,31 @@ int main(int argc, char **argv)
                 backend = EXEC_THREADS;
             else if (strcmp(optarg, "fork") == 0)
                 backend = EXEC_FORK;
+            else if (strcmp(optarg, "mpi") == 0)
+                backend = EXEC_MPI;
             else {
-                fprintf(stderr, PROG ": --backend: expected auto, threads or fork, not '%s'\n",
+                fprintf(stderr,
+                        PROG ": --backend: expected auto, threads, fork or mpi, not '%s'\n",
                         optarg);
+                return 2;
+            }
+            break;
+        case O_RANKS:
+            if (parse_unsigned(optarg, 1024, &v) || v == 0) {
+                fprintf(stderr, PROG ": --ranks: expected 1..1024, not '%s'\n", optarg);
+                return 2;
+            }
+            ranks = (unsigned)v;
+            break;
+        case O_RANK_BACKEND:
+            if (strcmp(optarg, "auto") == 0)
+                eo.rank_backend = EXEC_AUTO;
+            else if (strcmp(optarg, "threads") == 0)
+                eo.rank_backend = EXEC_THREADS;
+            else if (strcmp(optarg, "fork") == 0)
+                eo.rank_backend = EXEC_FORK;
+            else {
+                fprintf(stderr, PROG ": --rank-backend: expected auto, threads or fork\n");
                 return 2;
             }
             break;
@@ -215,6 +351,19 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": one input file at most (got '%s' too)\n", argv[optind]);
         return 2;
     }
+    if (backend != EXEC_MPI && (ranks || eo.rank_backend != EXEC_AUTO)) {
+        fprintf(stderr, PROG ": --ranks and --rank-backend are for --backend mpi\n");
+        return 2;
+    }
+    int rank = 0;
+    if (backend == EXEC_MPI && !help) {
+        /* Every rank parsed the same line: the usage errors above stopped them all. */
+        int rc = mpi_begin(&argc, &argv, &rank);
+        if (rc)
+            return rc;
+        eo.rank_workers = eo.workers;
+        eo.workers = ranks;
+    }
 
     /* The plugin. */
     void *dl = NULL;
@@ -223,14 +372,14 @@ int main(int argc, char **argv)
         dl = dlopen(plugin_path, RTLD_NOW | RTLD_LOCAL);
         if (!dl) {
             fprintf(stderr, PROG ": cannot load plugin: %s\n", dlerror());
-            return 1;
+            return mpi_fail(backend, 1);
         }
         pl = dlsym(dl, EXEC_PLUGIN_SYMBOL);
         if (!pl) {
             fprintf(stderr, PROG ": %s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")\n",
                     plugin_path);
             dlclose(dl);
-            return 1;
+            return mpi_fail(backend, 1);
         }
         if (pl->abi != EXEC_PLUGIN_ABI || !pl->ops || !pl->ctx_build || !pl->ctx_free) {
             fprintf(stderr, PROG ": %s: plugin ABI %u, this program speaks %u%s\n", plugin_path,
@@ -238,7 +387,7 @@ int main(int argc, char **argv)
                     pl->abi == EXEC_PLUGIN_ABI ? " (but ops, ctx_build or ctx_free is missing)"
                                                : "");
             dlclose(dl);
-            return 1;
+            return mpi_fail(backend, 1);
         }
     }
     if (help) {
@@ -255,10 +404,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "Try '" PROG " --help'.\n");
         if (dl)
             dlclose(dl);
-        return 2;
+        return mpi_fail(backend, 2);
+    }
+    if (backend == EXEC_MPI && rank != 0) {
+        int status = mpi_serve(pl, rank);
+        dlclose(dl);
+        return status;
     }
 
     int status = 1;
+    bool session = false;
     exec_source_t *src = NULL;
     exec_csv_header_t *hdr = NULL;
     void *ctx = NULL;
@@ -289,7 +444,14 @@ int main(int argc, char **argv)
     }
 
     char err[512] = "";
-    if (pl->ctx_build(spec, hdr, &ctx, err, sizeof err) != 0) {
+    if (backend == EXEC_MPI) {
+        /* Each rank builds its own classifier from the spec; rank 0 none. */
+        eo.plugin = pl;
+        eo.spec = spec;
+        eo.header = hdr;
+        eo.err = err;
+        eo.errlen = sizeof err;
+    } else if (pl->ctx_build(spec, hdr, &ctx, err, sizeof err) != 0) {
         fprintf(stderr, PROG ": plugin %s: bad spec '%s': %s\n", pl->name ? pl->name : "",
                 spec, err[0] ? err : "(no reason given)");
         ctx = NULL;
@@ -297,6 +459,10 @@ int main(int argc, char **argv)
     }
 
     rc = exec_create(&ex, pl->ops, ctx, backend, &eo);
+    /* EXEC_MPI: past its argument checks, a create takes the ranks through
+     * its session whatever its result. */
+    session = rc != EXEC_EINVAL && rc != EXEC_ECAPS && rc != EXEC_EVERSION &&
+              rc != EXEC_ENOTSUP && rc != EXEC_ESTATE;
     if (rc) {
         const char *name = pl->name ? pl->name : plugin_path;
         if (rc == EXEC_ECAPS && backend == EXEC_THREADS)
@@ -307,6 +473,9 @@ int main(int argc, char **argv)
                     name);
         else if (rc == EXEC_ECAPS)
             fprintf(stderr, PROG ": plugin %s is neither thread-safe nor fork-safe\n", name);
+        else if (backend == EXEC_MPI)
+            fprintf(stderr, PROG ": cannot start on the ranks: %s%s%s\n", exec_strerror(rc),
+                    err[0] ? ": " : "", err);
         else if (rc == EXEC_ENOTSUP)
             fprintf(stderr,
                     PROG ": plugin %s needs the %s backend, which this build of libexecutor "
@@ -358,5 +527,5 @@ out:
     exec_source_close(src);
     if (dl)
         dlclose(dl);
-    return status;
+    return mpi_end(backend, !session, status);
 }

@@ -7,6 +7,7 @@
 #include "host.h"
 
 #include <ck_pr.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,29 +97,13 @@ static int mh_hello(struct mh *h, char **out, size_t *len)
     return 0;
 }
 
-/* Sends HELLO to every rank, waits for each active one's READY. */
-static int mh_greet(struct mh *h)
+/* Sends HELLO (msg[0] for active ranks, msg[1] for idle ones) to every
+ * rank, waits for each active one's READY. Fails only with EXEC_EINIT (a rank
+ * refused or did not answer) or EXEC_EFATAL (MPI failed): the session has
+ * happened either way. */
+static int mh_greet(struct mh *h, char *msg[2], size_t len, MPI_Request *reqs)
 {
-    char *msg[2] = {NULL, NULL};
-    size_t len;
-    int rc = mh_hello(h, &msg[0], &len);
-    if (rc)
-        return rc;
-    msg[1] = malloc(len);
-    if (!msg[1]) {
-        free(msg[0]);
-        return EXEC_ENOMEM;
-    }
-    memcpy(msg[1], msg[0], len);
-    ((struct mx_hello *)(void *)msg[0])->mode = MX_ACTIVE;
-    ((struct mx_hello *)(void *)msg[1])->mode = MX_IDLE;
     uint64_t deadline = exec__now_ns() + (uint64_t)h->o->start_timeout_ms * 1000000u;
-    MPI_Request *reqs = calloc((size_t)h->world, sizeof *reqs);
-    if (!reqs) {
-        free(msg[0]);
-        free(msg[1]);
-        return EXEC_ENOMEM;
-    }
     for (int r = 1; r < h->world; r++)
         if (MPI_Isend(msg[r <= h->nranks ? 0 : 1], (int)len, MPI_BYTE, r, MX_HELLO, h->comm,
                       &reqs[r]) != MPI_SUCCESS)
@@ -127,7 +112,7 @@ static int mh_greet(struct mh *h)
     /* Every active rank answers, or the deadline passes. */
     int answered = 0;
     uint64_t nap = 0;
-    rc = 0;
+    int rc = 0;
     while (answered < h->nranks) {
         size_t n;
         int from, tag;
@@ -179,10 +164,22 @@ static int mh_greet(struct mh *h)
         if (!mx_wait(&reqs[r], exec__now_ns() + 100000000u))
             MPI_Request_free(&reqs[r]);
     }
-    free(reqs);
-    free(msg[0]);
-    free(msg[1]);
     return rc;
+}
+
+/* A session without work (every rank sits it out), for a start that failed
+ * before asking the ranks: their exec_mpi_serve() returns all the same. */
+static void mh_idle_session(struct mh *h)
+{
+    if (h->comm == MPI_COMM_NULL && mx_session_comm(&h->comm) != 0)
+        return;
+    struct mx_hello m = {.h.session = h->session, .proto = MX_PROTO, .mode = MX_IDLE,
+                         .header_delim = -1};
+    for (int r = 1; r < h->world; r++) {
+        MPI_Request req;
+        if (MPI_Isend(&m, (int)sizeof m, MPI_BYTE, r, MX_HELLO, h->comm, &req) == MPI_SUCCESS)
+            mx_wait(&req, 0);
+    }
 }
 
 int mh_start(exec_t *ex)
@@ -203,30 +200,53 @@ int mh_start(exec_t *ex)
     h->nranks = (int)h->o->workers;
     h->maxb = exec__max_batches(ex);
     unsigned rsz = mh_pow2(h->maxb + 1);
+    h->session = (exec__now_ns() << 16) ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)h;
     h->r = calloc((size_t)h->nranks, sizeof *h->r);
     h->all = calloc(h->maxb, sizeof *h->all); /* NOLINT(bugprone-sizeof-expression): pointers */
     h->inbuf = calloc(rsz, sizeof *h->inbuf);
     h->outbuf = calloc(rsz, sizeof *h->outbuf);
     h->unconf = calloc(h->maxb, sizeof *h->unconf); /* NOLINT(bugprone-sizeof-expression) */
-    if (!h->r || !h->all || !h->inbuf || !h->outbuf || !h->unconf)
+    if (!h->r || !h->all || !h->inbuf || !h->outbuf || !h->unconf) {
+        mh_idle_session(h);
         return EXEC_ENOMEM;
+    }
     ck_ring_init(&h->in, rsz);
     ck_ring_init(&h->out, rsz);
     ck_stack_init(&h->free);
     h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (h->wake_fd < 0)
-        return EXEC_ENOMEM;
-    h->session = (exec__now_ns() << 16) ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)h;
-    for (int i = 0; i < h->nranks; i++)
-        h->r[i].rank = i + 1;
-    rc = mx_session_comm(&h->comm);
-    if (rc)
-        return rc;
-    rc = mh_greet(h);
-    if (rc) {
-        mh_shutdown(h);
+    if (h->wake_fd < 0) {
+        rc = -errno;
+        mh_idle_session(h);
         return rc;
     }
+    for (int i = 0; i < h->nranks; i++)
+        h->r[i].rank = i + 1;
+    /* Whatever may fail for want of memory happens before the session: once
+     * the ranks take part, only they (EXEC_EINIT) or MPI can fail it. */
+    char *msg[2] = {NULL, NULL};
+    size_t len;
+    MPI_Request *reqs = calloc((size_t)h->world, sizeof *reqs);
+    rc = reqs ? mh_hello(h, &msg[0], &len) : EXEC_ENOMEM;
+    if (rc == 0 && !(msg[1] = malloc(len)))
+        rc = EXEC_ENOMEM;
+    if (rc == 0) {
+        memcpy(msg[1], msg[0], len);
+        ((struct mx_hello *)(void *)msg[0])->mode = MX_ACTIVE;
+        ((struct mx_hello *)(void *)msg[1])->mode = MX_IDLE;
+        rc = mx_session_comm(&h->comm);
+    }
+    if (rc == 0) {
+        rc = mh_greet(h, msg, len, reqs);
+        if (rc)
+            mh_shutdown(h);
+    } else if (rc == EXEC_ENOMEM) {
+        mh_idle_session(h);
+    }
+    free(reqs);
+    free(msg[0]);
+    free(msg[1]);
+    if (rc)
+        return rc;
     uint32_t room = 0;
     for (int i = 0; i < h->nranks; i++) {
         struct mh_rank *rk = &h->r[i];

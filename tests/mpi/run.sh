@@ -25,13 +25,16 @@ done
 root=()
 [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
 out=$(mktemp "${TMPDIR:-/tmp}/executor-mpi.XXXXXX")
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out" "$out.err"' EXIT
 t0=$(date +%s)
 "$mpiexec" "${root[@]}" --oversubscribe -np "$np" "${recovery[@]}" \
     --mca btl self,vader --mca btl_vader_single_copy_mechanism none \
-    "$@" 2>&1 | tee "$out"
-rc=${PIPESTATUS[0]}
+    "$@" >"$out" 2>"$out.err"
+rc=$?
 secs=$(($(date +%s) - t0))
+cat "$out"
+cat "$out.err" >&2
+cat "$out.err" >>"$out" # the checks below look at both
 if [ -n "$expect" ] && ! grep -qF -- "$expect" "$out"; then
     echo "run.sh: '$expect' not in the output (status $rc, $secs s)" >&2
     exit 1
@@ -42,7 +45,8 @@ if [ -n "$refuse" ] && grep -qF -- "$refuse" "$out"; then
 fi
 if [ "$abort" = 1 ]; then
     [ "$rc" -ne 0 ] || { echo "run.sh: the job was to be ended by mpirun, but exited 0" >&2; exit 1; }
-    echo "run.sh: mpirun ended the job (status $rc) in $secs s, as expected"
+    echo "run.sh: mpirun ended the job (status $rc) in $secs s, as expected" >&2
     exit 0
 fi
 [ "$rc" -eq 0 ] || { echo "run.sh: mpirun exited $rc after $secs s" >&2; exit "$rc"; }
+exit 0
