@@ -181,6 +181,11 @@ static int exec__options(exec_options_t *o, const exec_options_t *in,
         *o = *in;
     else
         memset(o, 0, sizeof *o);
+    if (be->configure) {
+        int rc = be->configure(o);
+        if (rc)
+            return rc;
+    }
     if (o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY | EXEC_CLOSE_FDS))
         return EXEC_EINVAL;
     if (o->n_keep_fds > 1024 || (o->n_keep_fds && !o->keep_fds))
@@ -195,11 +200,6 @@ static int exec__options(exec_options_t *o, const exec_options_t *in,
         return EXEC_EINVAL;
     if (o->rank_workers > EXEC__MAX_WORKERS || o->rank_batches > EXEC__MAX_BATCH)
         return EXEC_EINVAL;
-    if (be->configure) {
-        int rc = be->configure(o);
-        if (rc)
-            return rc;
-    }
     if (o->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         o->workers = n > 0 ? (unsigned)n : 1u;
@@ -332,7 +332,7 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
     ex->backend = chosen;
     ex->opt = o;
     ex->be = be;
-    if (o.n_keep_fds) {
+    if (o.n_keep_fds && o.keep_fds) { /* (checked by exec__options) */
         int *keep = exec__malloc(o.n_keep_fds * sizeof *keep);
         if (!keep) {
             free(ex);

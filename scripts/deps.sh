@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the project needs, only those missing: nothing is run
 # through apt-get when everything is present. Quiet unless something fails.
-# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind] [--static]   (also clang, for the
-# clang build; clang and its runtimes, libFuzzer among them, for the fuzz build; valgrind;
-# cppcheck and clang-tidy for the static checks)
+# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind] [--static] [--mpi]   (also clang,
+# for the clang build; clang and its runtimes, libFuzzer among them, for the fuzz build;
+# valgrind; cppcheck and clang-tidy for the static checks; Open MPI for libexecutor_mpi)
 # As root; elsewhere through sudo when it is available.
 set -euo pipefail
 
@@ -17,6 +17,7 @@ for arg in "$@"; do
     --fuzz) pkgs+=(clang libclang-rt-dev) ;;
     --valgrind) pkgs+=(valgrind) ;;
     --static) pkgs+=(cppcheck clang-tidy) ;;
+    --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
     -h | --help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac

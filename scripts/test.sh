@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs the missing Debian packages, then configures, builds and runs
 # the whole suite in the default build, checks the installed library from an outside
-# program (pkg-config and find_package), runs the suite again under ASan+UBSan, runs the
+# program (pkg-config and find_package), builds libexecutor_mpi and runs its tests under
+# mpirun (3 ranks on this machine), runs the suite again under ASan+UBSan, runs the
 # torture program for a bounded time in that build, runs the suite under TSan, and once
 # more built with clang (warnings are errors there too), fuzzes each libFuzzer target for
 # a bounded time, and runs the threads and CSV suites under valgrind. Every test is
@@ -10,15 +11,18 @@
 #
 # Environment:
 #   EXEC_TEST_BUILDS  what to run, in order (default:
-#                     "default static consumer serve asan torture tsan clang fuzz valgrind");
+#                     "default static consumer serve mpi asan torture tsan clang fuzz valgrind");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer),
+#                     "mpi" (the mpi preset: Open MPI installed, EXEC_MPI=ON; its mpirun
+#                     tests, ctest -L mpi, then .ci/consumer/mpi against the installed tree),
 #                     "serve" (executor-serve under wrk: scripts/serve-bench.sh --short on
 #                     the default build; fails on any wrong reply),
 #                     "torture" (executor-torture in the asan build),
 #                     "fuzz" (the fuzz preset: replay each target's corpus, then fuzz it),
 #                     "valgrind" (the threads and CSV suites of the default build under
-#                     valgrind), "static" (cppcheck and clang-tidy over the library)
+#                     valgrind), "static" (cppcheck and clang-tidy over the library,
+#                     libexecutor_mpi included: in the mpi build)
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
 #   EXEC_CTEST_JOBS   tests run at once (default: 1; the suites use every core)
@@ -30,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default static consumer serve asan torture tsan clang fuzz valgrind}
+builds=${EXEC_TEST_BUILDS:-default static consumer serve mpi asan torture tsan clang fuzz valgrind}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
 ctest_jobs=${EXEC_CTEST_JOBS:-1}
@@ -59,6 +63,7 @@ if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
     case " $builds " in *" fuzz "*) deps_args+=(--fuzz) ;; esac
     case " $builds " in *" valgrind "*) deps_args+=(--valgrind) ;; esac
     case " $builds " in *" static "*) deps_args+=(--static) ;; esac
+    case " $builds " in *" mpi "* | *" static "*) deps_args+=(--mpi) ;; esac
     bash scripts/deps.sh "${deps_args[@]}" || fail "scripts/deps.sh could not install the packages"
 fi
 
@@ -153,25 +158,49 @@ run_valgrind() {
 }
 
 # cppcheck and clang-tidy over the library's sources (.clang-tidy says which checks,
-# and why each one left out is), with the default build's compile commands: any
+# and why each one left out is), with the mpi build's compile commands: any
 # finding fails the step.
 run_static() {
-    local t0 log=$root/static.log
+    local t0 log=$root/static.log mpi_inc=()
     t0=$(date +%s)
-    configure_build default
+    configure_build mpi # the default build and libexecutor_mpi: every library source
+    for d in $(mpicc --showme:incdirs); do mpi_inc+=(-I "$d"); done
     say "static: cppcheck and clang-tidy over core/ backends/ records/"
     if ! cppcheck --enable=warning,performance,portability --std=c11 --inline-suppr -q \
-        --error-exitcode=1 -I include -I core -D_GNU_SOURCE -D__x86_64__ \
+        --error-exitcode=1 -I include -I core "${mpi_inc[@]}" -D_GNU_SOURCE -D__x86_64__ \
         --suppress=missingIncludeSystem core backends records >"$log" 2>&1; then
         cat "$log" >&2
         fail "static: cppcheck (log: $log)"
     fi
-    if ! clang-tidy -p "$root/default" --quiet core/*.c backends/*.c backends/*/*.c records/*.c \
+    if ! clang-tidy -p "$root/mpi" --quiet core/*.c backends/*.c backends/*/*.c records/*.c \
         >>"$log" 2>&1; then
         grep -E 'warning|error' "$log" | head -n 40 >&2
         fail "static: clang-tidy (log: $log)"
     fi
     summary+=("static: cppcheck and clang-tidy clean; took $(($(date +%s) - t0)) s")
+    say "${summary[-1]}"
+}
+
+# libexecutor_mpi (the EXEC_MPI backend) in the mpi preset: its tests run under mpirun with
+# 3 ranks on this one machine (ctest -L mpi: the suite, a rank killed mid-stream with and
+# without --enable-recovery, executor-map --backend mpi against --backend threads), then
+# an outside MPI program against the installed libraries (.ci/consumer/mpi/check.sh).
+run_mpi() {
+    local t0 t1 log=$root/mpi.ctest.log result
+    t0=$(date +%s)
+    say "mpi: configure and build (EXEC_MPI=ON)"
+    configure_build mpi
+    t1=$(date +%s)
+    say "mpi: ctest -L mpi (mpirun -np 3 --oversubscribe)"
+    if ! (cd "$root/mpi" && ctest --output-on-failure -L mpi "${ctest_args[@]}") 2>&1 |
+        tee "$log"; then
+        fail "mpi: tests (log: $log)"
+    fi
+    result=$(grep -E 'tests passed' "$log" | tail -n1 || true)
+    [ -n "$result" ] || fail "mpi: no test ran (log: $log)"
+    say "mpi: install $root/mpi, build an outside MPI program against it"
+    bash .ci/consumer/mpi/check.sh "$root/mpi" || fail "mpi: outside program against the installed libexecutor_mpi"
+    summary+=("mpi: built in $((t1 - t0)) s; $result; outside program ok; took $(($(date +%s) - t1)) s")
     say "${summary[-1]}"
 }
 
@@ -233,6 +262,7 @@ for b in $builds; do
     consumer) run_consumer ;;
     torture) run_torture ;;
     static) run_static ;;
+    mpi) run_mpi ;;
     fuzz) run_fuzz ;;
     serve) run_serve ;;
     valgrind) run_valgrind ;;

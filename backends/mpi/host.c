@@ -88,8 +88,9 @@ static int mh_hello(struct mh *h, char **out, size_t *len)
         return EXEC_ENOMEM;
     }
     memcpy(p, &m, sizeof m);
-    memcpy(p + sizeof m, name, nl);
-    memcpy(p + sizeof m + nl, o->spec, sl);
+    /* Lengths travel in the message, no NUL. */
+    memcpy(p + sizeof m, name, nl);         /* NOLINT(bugprone-not-null-terminated-result) */
+    memcpy(p + sizeof m + nl, o->spec, sl); /* NOLINT(bugprone-not-null-terminated-result) */
     if (rowlen)
         memcpy(p + sizeof m + nl + sl, row, rowlen);
     free(row);
@@ -225,7 +226,7 @@ int mh_start(exec_t *ex)
      * the ranks take part, only they (EXEC_EINIT) or MPI can fail it. */
     char *msg[2] = {NULL, NULL};
     size_t len;
-    MPI_Request *reqs = calloc((size_t)h->world, sizeof *reqs);
+    MPI_Request *reqs = calloc((size_t)h->world, sizeof *reqs); /* NOLINT(bugprone-sizeof-expression): MPI_Request is a handle */
     rc = reqs ? mh_hello(h, &msg[0], &len) : EXEC_ENOMEM;
     if (rc == 0 && !(msg[1] = malloc(len)))
         rc = EXEC_ENOMEM;

@@ -260,6 +260,7 @@ int ms_serve(const exec_plugin_t *plugin, char *err, size_t errlen)
     char *spec = NULL;
     rc = got < 0 ? EXEC_EFATAL : ms_hello(&s, len, &spec, err, errlen);
     if (rc == 0 && s.hello.mode != MX_ACTIVE) {
+        free(spec);
         ms_free(&s);
         return s.hello.mode == MX_DISMISS ? EXEC_EOF : 0;
     }

@@ -135,11 +135,12 @@ int mx_recv_any(MPI_Comm comm, int source, int tag, char **buf, size_t *cap, siz
 
 void mx_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || !errlen)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    if (err && errlen) {
+        /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): started above */
+        vsnprintf(err, errlen, fmt, ap);
+    }
     va_end(ap);
 }
 
@@ -155,8 +156,10 @@ int mx_spawn(pthread_t *tid, void *(*fn)(void *), void *arg)
 
 int mx_header_row(const exec_csv_header_t *h, char **row, size_t *len)
 {
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
+    size_t cap = 256, n = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return EXEC_ENOMEM;
     int delim = exec_csv_header_delim(h);
     size_t count = exec_csv_header_count(h);
     for (size_t i = 0; i < count; i++) {
@@ -182,8 +185,6 @@ int mx_header_row(const exec_csv_header_t *h, char **row, size_t *len)
         if (quote)
             buf[n++] = '"';
     }
-    if (!buf && !(buf = malloc(1)))
-        return EXEC_ENOMEM;
     *row = buf;
     *len = n;
     return 0;
