@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #define MH_DEFAULT_TIMEOUT_MS 10000u
+#define MH_DEFAULT_BATCH 1024u /* a batch crosses a network: more records per trip */
 
 struct mh_rank *mh_rank_of(struct mh *h, int rank)
 {
@@ -40,6 +41,8 @@ int mh_configure(exec_options_t *o)
     }
     if (o->rank_timeout_ms == 0)
         o->rank_timeout_ms = MH_DEFAULT_TIMEOUT_MS;
+    if (o->batch == 0)
+        o->batch = MH_DEFAULT_BATCH;
     return 0;
 }
 

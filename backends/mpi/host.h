@@ -49,6 +49,7 @@ struct mh_rank {
     uint32_t inflight;     /* batches it holds (progress thread; read by hungry) */
     uint64_t last_heard;   /* progress thread */
     uint64_t respawns;     /* seen so far, to report the increase */
+    uint64_t seen_records, seen_busy; /* figures at the last RESULT, for the batch size */
     /* Figures for exec_worker_stats (progress thread writes, any reads). */
     struct mx_figs figs;
     uint32_t gone;
@@ -106,6 +107,7 @@ struct mh {
     char **graves;         /* buffers of receives given up on (freed at stop) */
     size_t ngraves;
     int live;              /* ranks not lost */
+    uint64_t rec_ns;       /* a record's cost on a rank, smoothed (0: not known yet) */
     uint64_t next_check;
 };
 

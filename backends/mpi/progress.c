@@ -16,11 +16,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MH_NAP_MAX_NS 1000000u    /* longest nap while ranks hold batches */
+#define MH_NAP_MAX_NS 100000u     /* longest nap while ranks hold batches */
 #define MH_PUSH_NAP_NS 50000u     /* ... while a send is not complete */
 #define MH_IDLE_NAP_NS 50000000u  /* nap with nothing out */
 #define MH_CHECK_NS 20000000u     /* liveness looked at this often */
 #define MH_POLL_BURST 64          /* messages taken per round at most */
+#define MH_BATCH_NS 1000000u      /* aim for batches of about this much work per rank */
 
 /* Hands a finished batch to the consumer. */
 static void mh_deliver(struct mh *h, struct mh_batch *mb)
@@ -193,6 +194,22 @@ static bool mh_pump(struct mh *h)
     return did;
 }
 
+/* Per-record cost on the ranks, smoothed, sets how many records a batch
+ * holds: about MH_BATCH_NS of a rank's time, at most options.batch. Light
+ * records travel many to a message; heavy ones few, so that the work stays
+ * spread over the ranks to the end of a stream. */
+static void mh_tune(struct mh *h, struct mh_rank *rk, const struct mx_figs *f)
+{
+    if (f->records <= rk->seen_records || f->busy_ns <= rk->seen_busy)
+        return;
+    uint64_t per = (f->busy_ns - rk->seen_busy) / (f->records - rk->seen_records) + 1;
+    rk->seen_records = f->records;
+    rk->seen_busy = f->busy_ns;
+    h->rec_ns = h->rec_ns ? (h->rec_ns * 7 + per) / 8 : per;
+    uint64_t limit = (uint64_t)MH_BATCH_NS * (rk->workers ? rk->workers : 1) / h->rec_ns;
+    exec__tune_batch(h->ex, limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit);
+}
+
 static void mh_figs(struct mh *h, struct mh_rank *rk, const struct mx_figs *f)
 {
     ck_pr_store_64(&rk->figs.records, f->records);
@@ -221,6 +238,7 @@ static void mh_result(struct mh *h, struct mh_rank *rk, size_t len)
     rk->inflight--;
     mh_set_room(h);
     mh_figs(h, rk, &m.figs);
+    mh_tune(h, rk, &m.figs);
     struct exec__batch *b = &mb->b;
     size_t head = sizeof m + (size_t)b->n * sizeof(struct mx_res);
     if (m.n != b->n || len < head) {

@@ -12,8 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MS_NAP_MAX_NS 1000000u  /* longest nap with records in flight */
-#define MS_IDLE_NAP_NS 5000000u /* longest nap with none */
+#define MS_NAP_MAX_NS 100000u   /* longest nap with records in flight, and for 10 ms
+                                   after the last: the next batch is likely near */
+#define MS_IDLE_NAP_NS 1000000u /* ... with none, for a second after the last */
+#define MS_REST_NAP_NS 5000000u /* ... with none for longer */
+#define MS_RESULT_DELAY_US 50   /* results reach this thread within this (see
+                                   options.result_delay_us) */
 #define MS_PUSH_NAP_NS 50000u   /* ... while a RESULT is being sent (see progress.c) */
 
 static void ms_reply(struct ms *s, int tag, const void *msg, size_t len)
@@ -77,6 +81,7 @@ static int ms_hello(struct ms *s, size_t len, char **spec, char *err, size_t err
         .max_records_per_worker = m->max_records_per_worker,
         .start_timeout_ms = m->start_timeout_ms,
         .max_worker_growth_kb = m->max_worker_growth_kb,
+        .result_delay_us = MS_RESULT_DELAY_US,
     };
     return 0;
 }
@@ -125,7 +130,7 @@ static void ms_message(struct ms *s, int tag, size_t len)
 /* The loop: until END (or an MPI failure). */
 static void ms_loop(struct ms *s)
 {
-    uint64_t nap = 0;
+    uint64_t nap = 0, last_work = exec__now_ns();
     struct mx_beat beat;
     while (!s->ended && !s->fatal) {
         bool did = false;
@@ -162,6 +167,7 @@ static void ms_loop(struct ms *s)
         }
         if (did) {
             nap = 0;
+            last_work = now;
             continue;
         }
         bool busy = s->b.running, sending = false;
@@ -169,7 +175,12 @@ static void ms_loop(struct ms *s)
             busy |= s->slots[k].used;
             sending |= s->slots[k].sending;
         }
-        nap = mx_backoff(nap, sending ? MS_PUSH_NAP_NS : busy ? MS_NAP_MAX_NS : MS_IDLE_NAP_NS);
+        uint64_t idle = now - last_work;
+        uint64_t cap = sending                    ? MS_PUSH_NAP_NS
+                       : busy || idle < 10000000u ? MS_NAP_MAX_NS
+                       : idle < 1000000000u       ? MS_IDLE_NAP_NS
+                                                  : MS_REST_NAP_NS;
+        nap = mx_backoff(nap, cap);
         int fds[4];
         int nfds = 0;
         for (struct ms_gen *g = s->gens; g && nfds < 4; g = g->next)
