@@ -98,6 +98,8 @@ struct exec_writer {
 };
 
 void exec__writer_begin(struct exec_writer *w);
+/* A grow for a writer whose area is its own heap buffer (doubling, from 4 KiB). */
+int exec__writer_grow(struct exec_writer *w, size_t need);
 
 /*
  * What a worker loop may ask of exec__run_batch besides running records:

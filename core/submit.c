@@ -127,7 +127,7 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
         b->data_len += len;
     }
     if (b->rflags)
-        b->rflags[b->n] = 0;
+        __atomic_store_n(&b->rflags[b->n], 0, __ATOMIC_RELAXED); /* a watcher may look */
     b->n++;
     ex->next_rec_seq++;
     ck_pr_store_64(&ex->submitted, ex->submitted + 1);

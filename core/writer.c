@@ -139,7 +139,7 @@ int exec_cancelled(exec_writer_t *w)
 /* A writer the host owns: process() in the host's own thread                  */
 /* ------------------------------------------------------------------------- */
 
-static int exec__writer_grow(struct exec_writer *w, size_t need)
+int exec__writer_grow(struct exec_writer *w, size_t need)
 {
     size_t cap = w->cap ? w->cap : 4096;
     while (cap < need)

@@ -391,17 +391,7 @@ static inline int fu_descendants(pid_t *out, int max)
 }
 
 /* Mappings of a memfd region (shown as "/memfd:" in /proc/self/maps). */
-static inline int fu_memfd_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        if (strstr(line, "/memfd:exec-fork"))
-            n++;
-    fclose(f);
-    return n;
-}
+static inline int fu_memfd_maps(void) { return tu_res__memfd_maps(); }
 
 static inline bool fu_sanitized(void)
 {

@@ -8,6 +8,7 @@
 #define SERVEUTIL_H
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -94,6 +95,50 @@ static void server_read_err(struct server *sv)
            (n = read(sv->err_fd, sv->err + sv->err_len, sizeof sv->err - 1 - sv->err_len)) > 0)
         sv->err_len += (size_t)n;
     sv->err[sv->err_len] = '\0';
+}
+
+/* A /proc/.../stat file's ppid and nice value. */
+static bool stat_of(const char *path, int *ppid, int *nice)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    long pp, ni;
+    if (!p || sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %ld",
+                     &pp, &ni) != 2)
+        return false;
+    *ppid = (int)pp;
+    *nice = (int)ni;
+    return true;
+}
+
+/* The fork workers of server (processes whose parent's parent it is: the
+ * zygote's children), at most max of them; how many. */
+static int fork_workers_of(pid_t server, pid_t *out, int max)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) && n < max) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300];
+        int ppid, gp, nice;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        if (!stat_of(path, &ppid, &nice))
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/stat", ppid);
+        if (stat_of(path, &gp, &nice) && gp == server)
+            out[n++] = (pid_t)atoi(e->d_name);
+    }
+    if (d)
+        closedir(d);
+    return n;
 }
 
 /* Waits up to ms for the server to say s on stderr. */

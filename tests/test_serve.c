@@ -14,7 +14,6 @@
 
 #include "serveutil.h"
 
-#include <dirent.h>
 
 static bool built;
 static char spec[PATH_MAX + 64];
@@ -426,55 +425,31 @@ static void test_metrics_and_health(void **state)
     }
 }
 
-/* A /proc/.../stat file's ppid and nice value. */
-static bool stat_of(const char *path, int *ppid, int *nice)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    char buf[1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* after the command name */
-    long pp, ni;
-    if (!p || sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %ld",
-                     &pp, &ni) != 2)
-        return false;
-    *ppid = (int)pp;
-    *nice = (int)ni;
-    return true;
-}
-
 /* Workers (threads of the server, or children of its zygote) with nice 5. */
 static int workers_at_nice5(pid_t server)
 {
     char path[384];
     int count = 0, ppid, nice;
-    for (int k = 0; k < 2; k++) {
-        /* threads: the server's own tasks; fork: processes whose parent's
-         * parent is the server (zygote, then worker). */
-        char dir[64];
-        snprintf(dir, sizeof dir, k == 0 ? "/proc/%d/task" : "/proc", (int)server);
-        DIR *d = opendir(dir);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (e->d_name[0] < '0' || e->d_name[0] > '9')
-                continue;
-            snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
-            if (!stat_of(path, &ppid, &nice) || nice != 5)
-                continue;
-            if (k == 0) {
-                count++;
-                continue;
-            }
-            int gp, gn;
-            snprintf(path, sizeof path, "/proc/%d/stat", ppid);
-            if (stat_of(path, &gp, &gn) && gp == server)
-                count++;
-        }
-        if (d)
-            closedir(d);
+    /* threads: the server's own tasks */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)server);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && stat_of(path, &ppid, &nice) &&
+            nice == 5)
+            count++;
+    }
+    if (d)
+        closedir(d);
+    /* fork: the zygote's children */
+    pid_t w[64];
+    int n = fork_workers_of(server, w, 64);
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)w[i]);
+        if (stat_of(path, &ppid, &nice) && nice == 5)
+            count++;
     }
     return count;
 }

@@ -13,8 +13,6 @@
 
 #include "serveutil.h"
 
-#include <dirent.h>
-
 static bool built;
 static char spec[PATH_MAX + 64], table2[64], logfile[64];
 
@@ -49,21 +47,6 @@ static void start(struct server *sv, const char *backend, const char *const *mor
         args[n++] = more[i];
     args[n] = NULL;
     server_start(sv, args);
-}
-
-/* The parent in a /proc/PID/stat, or -1. */
-static int ppid_of(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    char buf[1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* after the command name */
-    int pp;
-    return p && sscanf(p + 2, "%*c %d", &pp) == 1 ? pp : -1;
 }
 
 static void expect(int port, const char *method, const char *path, const char *body, int code,
@@ -410,35 +393,26 @@ static void test_start_errors(void **state)
     assert_non_null(strstr(out, "plugin wordtable: spec table=FILE"));
 }
 
-/* Sockets held by the fork workers of server (children of its zygote). */
+/* Sockets held by the fork workers of server. */
 static int worker_sockets(pid_t server)
 {
     int count = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[600], link[128];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int zygote = ppid_of(path);
-        snprintf(path, sizeof path, "/proc/%d/stat", zygote);
-        if (zygote <= 0 || ppid_of(path) != server)
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/fd", e->d_name);
+    pid_t w[64];
+    int n = fork_workers_of(server, w, 64);
+    for (int i = 0; i < n; i++) {
+        char path[300], link[128];
+        snprintf(path, sizeof path, "/proc/%d/fd", (int)w[i]);
         DIR *f = opendir(path);
         struct dirent *fe;
         while (f && (fe = readdir(f))) {
-            snprintf(path, sizeof path, "/proc/%s/fd/%s", e->d_name, fe->d_name);
-            ssize_t n = readlink(path, link, sizeof link - 1);
-            if (n > 0 && strncmp(link, "socket:", 7) == 0 && (size_t)n < sizeof link)
+            snprintf(path, sizeof path, "/proc/%d/fd/%s", (int)w[i], fe->d_name);
+            ssize_t len = readlink(path, link, sizeof link - 1);
+            if (len > 7 && strncmp(link, "socket:", 7) == 0)
                 count++;
         }
         if (f)
             closedir(f);
     }
-    if (d)
-        closedir(d);
     return count;
 }
 

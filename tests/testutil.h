@@ -210,19 +210,7 @@ static inline void tu_tags_free(tu_tags_t *t)
 /* ------------------------------------------------------------------------- */
 
 /* Entries in a directory, less `own` (descriptors opendir itself holds). */
-static inline int tu_count_dir(const char *path, int own)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - own;
-}
+static inline int tu_count_dir(const char *path, int own) { return tu_res__count_dir(path, own); }
 
 /* Threads of this process. */
 static inline int tu_threads(void) { return tu_count_dir("/proc/self/task", 0); }

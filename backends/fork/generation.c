@@ -213,7 +213,7 @@ static int fk_canary(struct fk *fk, struct fk_gen *g)
         const struct exec__rec *r = &fk->probe_rec[j];
         memcpy(s->b.data + len, r->p, r->len);
         s->b.recs[j] = (struct exec__rec){.tag = r->tag, .p = s->b.data + len, .len = r->len};
-        s->b.rflags[j] = 0;
+        __atomic_store_n(&s->b.rflags[j], 0, __ATOMIC_RELAXED);
         len += r->len;
     }
     pthread_mutex_unlock(&fk->probe_lock);

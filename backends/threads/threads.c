@@ -17,17 +17,12 @@
 static int thr_grow(struct exec_writer *w, size_t need)
 {
     struct thr_batch *tb = w->grow_arg;
-    size_t cap = w->cap ? w->cap : 4096;
-    while (cap < need)
-        cap *= 2;
-    char *p = exec__realloc(w->buf, cap);
-    if (!p)
-        return EXEC_ENOMEM;
-    w->buf = p;
-    w->cap = cap;
-    tb->b.rdata = p;
-    tb->b.rdata_cap = cap;
-    return 0;
+    int rc = exec__writer_grow(w, need);
+    if (rc == 0) {
+        tb->b.rdata = w->buf;
+        tb->b.rdata_cap = w->cap;
+    }
+    return rc;
 }
 
 /* Starts a thread with every signal blocked, so a host's signals never land
