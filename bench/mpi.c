@@ -448,16 +448,16 @@ int main(int argc, char **argv)
 {
     int provided, rank, size;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    struct mb_opts o;
+    int rc = mb_parse(argc, argv, &o);
+    if (rc) { /* every rank parsed the same line; --help needs no mpirun */
+        MPI_Finalize();
+        return rc == 1 ? 0 : 2;
+    }
     if (exec_mpi_check(&rank, &size) != 0 || size < 2) {
         fprintf(stderr, "executor-bench-mpi: run under mpirun with 2 ranks or more and "
                         "MPI_THREAD_SERIALIZED\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    struct mb_opts o;
-    int rc = mb_parse(argc, argv, &o);
-    if (rc) { /* every rank parsed the same line */
-        MPI_Finalize();
-        return rc == 1 ? 0 : 2;
     }
     o.ranks = (unsigned)size - 1;
     if (rank == 0) {
