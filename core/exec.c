@@ -10,6 +10,8 @@
 
 #include <ck_pr.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +110,16 @@ void exec__wake(exec_t *ex)
 bool exec__armed(const exec_t *ex)
 {
     return ck_pr_load_32(ex->armed) != 0;
+}
+
+int exec__spawn(pthread_t *tid, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(tid, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return exec__spawn_error(rc);
 }
 
 void exec__notify(exec_t *ex)

@@ -260,6 +260,11 @@ EXEC__SEAM void exec__fatal(exec_t *ex);
 /* True once exec__fatal() was called. */
 EXEC__SEAM bool exec__is_fatal(const exec_t *ex);
 
+/* Starts a thread with every signal blocked, so a host's signals never land
+ * on our threads (their threads inherit the mask too). 0, EXEC_ELIMIT or
+ * -errno. */
+EXEC__SEAM int exec__spawn(pthread_t *tid, void *(*fn)(void *), void *arg);
+
 /* Event count modes (core/ec.c): threads of one process, or processes
  * sharing a mapping. */
 extern const struct ck_ec_mode exec__ec_threads;

@@ -259,7 +259,7 @@ int mh_start(exec_t *ex)
     }
     h->room = room;
     h->live = h->nranks;
-    rc = mx_spawn(&h->thread, mh_progress_main, h);
+    rc = exec__spawn(&h->thread, mh_progress_main, h);
     if (rc) {
         mh_shutdown(h);
         return rc;

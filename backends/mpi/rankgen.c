@@ -119,7 +119,7 @@ void ms_prepare(struct ms *s, uint64_t generation, const char *spec)
         return;
     }
     *b = (struct ms_builder){.running = true, .generation = generation, .spec = copy, .s = s};
-    int rc = mx_spawn(&b->tid, ms_builder_main, b);
+    int rc = exec__spawn(&b->tid, ms_builder_main, b);
     if (rc) {
         b->running = false;
         free(b->spec);

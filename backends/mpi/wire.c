@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,16 +141,6 @@ void mx_err(char *err, size_t errlen, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
     }
     va_end(ap);
-}
-
-int mx_spawn(pthread_t *tid, void *(*fn)(void *), void *arg)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(tid, NULL, fn, arg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return exec__spawn_error(rc);
 }
 
 int mx_header_row(const exec_csv_header_t *h, char **row, size_t *len)

@@ -173,9 +173,6 @@ int mx_reserve(char **buf, size_t *cap, size_t need);
 /* Writes "fmt..." into err (if any), NUL-terminated. */
 void mx_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Starts a thread with every signal blocked. 0 or a spawn error. */
-int mx_spawn(pthread_t *tid, void *(*fn)(void *), void *arg);
-
 /* The CSV header as one row that exec_csv_header_create() reads back into
  * the same names (quoted where needed). 0 or EXEC_ENOMEM; *row malloc'd. */
 int mx_header_row(const exec_csv_header_t *h, char **row, size_t *len);

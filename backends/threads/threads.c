@@ -9,7 +9,6 @@
 
 #include <ck_pr.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,18 +22,6 @@ static int thr_grow(struct exec_writer *w, size_t need)
         tb->b.rdata_cap = w->cap;
     }
     return rc;
-}
-
-/* Starts a thread with every signal blocked, so a host's signals never land
- * on our threads (they inherit the mask). */
-static int thr_spawn(pthread_t *tid, void *(*fn)(void *), void *arg)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(tid, NULL, fn, arg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return exec__spawn_error(rc);
 }
 
 static unsigned thr_pow2(unsigned n)
@@ -87,12 +74,12 @@ static int thr_start(exec_t *ex)
         if (!wk->inbuf || !wk->outbuf)
             return EXEC_ENOMEM;
     }
-    int rc = thr_spawn(&t->reclaimer, thr_reclaim_main, t);
+    int rc = exec__spawn(&t->reclaimer, thr_reclaim_main, t);
     if (rc)
         return rc;
     t->reclaimer_started = true;
     for (unsigned i = 0; i < t->nw; i++) {
-        rc = thr_spawn(&t->w[i].tid, thr_main, &t->w[i]);
+        rc = exec__spawn(&t->w[i].tid, thr_main, &t->w[i]);
         if (rc)
             return rc;
         t->w[i].started = true;
