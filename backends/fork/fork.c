@@ -125,8 +125,10 @@ static void fk_worker_stats(exec_t *ex, unsigned i, exec_worker_stats_t *ws)
      * generations that are draining) add what they have so far. */
     for (unsigned k = 0; k < FK_MAXGEN; k++) {
         struct fk_gen *g = &fk->gens[k];
+        /* The state first: a free generation's fields are being written
+         * (fk_gen_init, without the lock) until it is G_STARTING. */
         uint32_t gs = ck_pr_load_32(&g->state);
-        if (!g->w || gs == G_FREE || gs == G_STARTING || i >= g->nw)
+        if (gs == G_FREE || gs == G_STARTING || !g->w || i >= g->nw)
             continue;
         struct fk_worker *wk = &g->w[i];
         ws->startup_ns += ck_pr_load_64(&wk->hdr->startup_ns);
@@ -277,11 +279,7 @@ static int fk_start(exec_t *ex)
         return rc;
     g->release_ctx = true; /* if exec_create succeeds (exec__started) */
 
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = exec__spawn_error(pthread_create(&fk->sup, NULL, fk_sup_main, fk));
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rc = exec__spawn(&fk->sup, fk_sup_main, fk);
     if (rc)
         return rc;
     fk->sup_started = true;
