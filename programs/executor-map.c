@@ -19,6 +19,7 @@
  * record whose result is an error), 2 for a usage error.
  */
 #include "executor.h"
+#include "map_args.h"
 #ifdef EXEC_MAP_MPI
 #include "executor_mpi.h"
 
@@ -27,7 +28,6 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,17 +111,6 @@ static const char *code_text(int rc)
     if (rc == -ENOENT || rc == -EAGAIN)
         return strerror(-rc);
     return exec_strerror(rc);
-}
-
-static int parse_unsigned(const char *s, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (!*s || *end || errno || v > max || *s == '-')
-        return -1;
-    *out = v;
-    return 0;
 }
 
 /*
@@ -214,147 +203,16 @@ static int mpi_end(exec_backend_t backend, bool dismiss, int status)
 
 int main(int argc, char **argv)
 {
-    const char *plugin_path = NULL, *spec = NULL, *input = NULL;
-    exec_backend_t backend = EXEC_AUTO;
-    exec_options_t eo;
-    exec_source_options_t so;
-    exec_map_options_t mo;
-    memset(&eo, 0, sizeof eo);
-    memset(&so, 0, sizeof so);
-    memset(&mo, 0, sizeof mo);
-    so.flags = EXEC_SOURCE_HEADER;
-    bool help = false, stats = false;
-    unsigned long v;
-    unsigned ranks = 0;
-
-    enum { O_PLUGIN = 1, O_SPEC, O_BACKEND, O_WORKERS, O_ORDERED, O_FORMAT, O_NOHDR, O_DELIM,
-           O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP, O_RANKS, O_RANK_BACKEND };
-    static const struct option longopts[] = {
-        {"plugin", required_argument, NULL, O_PLUGIN},
-        {"spec", required_argument, NULL, O_SPEC},
-        {"backend", required_argument, NULL, O_BACKEND},
-        {"workers", required_argument, NULL, O_WORKERS},
-        {"ordered", no_argument, NULL, O_ORDERED},
-        {"format", required_argument, NULL, O_FORMAT},
-        {"no-header", no_argument, NULL, O_NOHDR},
-        {"delim", required_argument, NULL, O_DELIM},
-        {"skip-bad", no_argument, NULL, O_SKIP},
-        {"max-record", required_argument, NULL, O_MAXREC},
-        {"progress", no_argument, NULL, O_PROGRESS},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"stats", no_argument, NULL, O_STATS},
-        {"help", no_argument, NULL, O_HELP},
-        {"ranks", required_argument, NULL, O_RANKS},
-        {"rank-backend", required_argument, NULL, O_RANK_BACKEND},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case O_PLUGIN: plugin_path = optarg; break;
-        case O_SPEC: spec = optarg; break;
-        case O_BACKEND:
-            if (strcmp(optarg, "auto") == 0)
-                backend = EXEC_AUTO;
-            else if (strcmp(optarg, "threads") == 0)
-                backend = EXEC_THREADS;
-            else if (strcmp(optarg, "fork") == 0)
-                backend = EXEC_FORK;
-            else if (strcmp(optarg, "mpi") == 0)
-                backend = EXEC_MPI;
-            else {
-                fprintf(stderr,
-                        PROG ": --backend: expected auto, threads, fork or mpi, not '%s'\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case O_RANKS:
-            if (parse_unsigned(optarg, 1024, &v) || v == 0) {
-                fprintf(stderr, PROG ": --ranks: expected 1..1024, not '%s'\n", optarg);
-                return 2;
-            }
-            ranks = (unsigned)v;
-            break;
-        case O_RANK_BACKEND:
-            if (strcmp(optarg, "auto") == 0)
-                eo.rank_backend = EXEC_AUTO;
-            else if (strcmp(optarg, "threads") == 0)
-                eo.rank_backend = EXEC_THREADS;
-            else if (strcmp(optarg, "fork") == 0)
-                eo.rank_backend = EXEC_FORK;
-            else {
-                fprintf(stderr, PROG ": --rank-backend: expected auto, threads or fork\n");
-                return 2;
-            }
-            break;
-        case O_WORKERS:
-            if (parse_unsigned(optarg, 1024, &v) || v == 0) {
-                fprintf(stderr, PROG ": --workers: expected 1..1024, not '%s'\n", optarg);
-                return 2;
-            }
-            eo.workers = (unsigned)v;
-            break;
-        case O_ORDERED: eo.flags |= EXEC_ORDERED; break;
-        case O_FORMAT:
-            if (strcmp(optarg, "csv") == 0)
-                so.format = EXEC_SOURCE_CSV;
-            else if (strcmp(optarg, "lines") == 0)
-                so.format = EXEC_SOURCE_LINES;
-            else if (strcmp(optarg, "len32le") == 0)
-                so.format = EXEC_SOURCE_LEN32LE;
-            else if (strcmp(optarg, "len32be") == 0)
-                so.format = EXEC_SOURCE_LEN32BE;
-            else {
-                fprintf(stderr, PROG ": --format: expected csv, lines, len32le or len32be\n");
-                return 2;
-            }
-            break;
-        case O_NOHDR: so.flags &= ~EXEC_SOURCE_HEADER; break;
-        case O_DELIM:
-            if (strlen(optarg) != 1 || optarg[0] == '"' || optarg[0] == '\n' ||
-                optarg[0] == '\r') {
-                fprintf(stderr, PROG ": --delim: expected one character other than a quote\n");
-                return 2;
-            }
-            so.delim = (unsigned char)optarg[0];
-            break;
-        case O_SKIP: mo.flags |= EXEC_MAPS_SKIP_BAD; break;
-        case O_MAXREC:
-            if (parse_unsigned(optarg, 64ul << 20, &v) || v == 0) {
-                fprintf(stderr, PROG ": --max-record: expected 1..%lu bytes\n", 64ul << 20);
-                return 2;
-            }
-            eo.max_record = v;
-            break;
-        case O_PROGRESS: mo.flags |= EXEC_MAPS_PROGRESS; break;
-        case O_QUIET: mo.flags |= EXEC_MAPS_QUIET; break;
-        case O_STATS: stats = true; break;
-        case O_HELP:
-        case 'h': help = true; break;
-        default:
-            if (optopt)
-                fprintf(stderr, PROG ": option needs an argument or is unknown: %s\n",
-                        argv[optind - 1]);
-            else
-                fprintf(stderr, PROG ": unknown option: %s\n", argv[optind - 1]);
-            fprintf(stderr, "Try '" PROG " --help'.\n");
-            return 2;
-        }
-    }
-    if (so.format != EXEC_SOURCE_CSV)
-        so.flags &= ~EXEC_SOURCE_HEADER;
-    if (optind < argc)
-        input = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, PROG ": one input file at most (got '%s' too)\n", argv[optind]);
+    struct map_args args;
+    if (map_args_parse(argc, argv, &args))
         return 2;
-    }
-    if (backend != EXEC_MPI && (ranks || eo.rank_backend != EXEC_AUTO)) {
-        fprintf(stderr, PROG ": --ranks and --rank-backend are for --backend mpi\n");
-        return 2;
-    }
+    const char *plugin_path = args.plugin_path, *spec = args.spec, *input = args.input;
+    exec_backend_t backend = args.backend;
+    exec_options_t eo = args.eo;
+    exec_source_options_t so = args.so;
+    exec_map_options_t mo = args.mo;
+    bool help = args.help, stats = args.stats;
+    unsigned ranks = args.ranks;
     int rank = 0;
     if (backend == EXEC_MPI && !help) {
         /* Every rank parsed the same line: the usage errors above stopped them all. */

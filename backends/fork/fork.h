@@ -332,6 +332,11 @@ bool fk_ring_put(struct fk_worker *wk, struct fk_slot *s);
 struct fk_slot *fk_fifo_pop(struct fk_worker *wk);
 bool fk_cancelled(const struct fk_slot *s, uint32_t i);
 bool fk_harvest(struct fk_slot *s, uint32_t to, uint64_t rlen, bool in_place);
+/* The pass a worker says it finished on s (sout->done, sout->rdata_len, read
+ * once and checked against s and rcap), harvested. Returns the new `done`, or
+ * 0 when the slot's header was garbage (nothing taken); *clean is false when
+ * it was, or when an entry was (fk_harvest). Does not move s->from. */
+uint32_t fk_take_pass(struct fk_slot *s, uint64_t rcap, bool *clean);
 void fk_results_apart(struct fk_slot *s);
 struct fk_slot *fk_pull(struct fk *fk, struct fk_worker *wk, bool count);
 void fk_fail_all(struct fk *fk, struct fk_worker *wk, int status);

@@ -91,7 +91,8 @@ bool fk_cancelled(const struct fk_slot *s, uint32_t i)
 
 static bool fk_rbuf_room(struct fk_slot *s, size_t n)
 {
-    if (s->rbuf_cap - s->rbuf_len >= n)
+    /* Allocated even for n == 0: results point into it (never NULL + 0). */
+    if (s->rbuf && s->rbuf_cap - s->rbuf_len >= n)
         return true;
     size_t cap = s->rbuf_cap ? s->rbuf_cap : 4096;
     while (cap - s->rbuf_len < n)
@@ -170,6 +171,18 @@ bool fk_harvest(struct fk_slot *s, uint32_t to, uint64_t rlen, bool in_place)
     return ok;
 }
 
+uint32_t fk_take_pass(struct fk_slot *s, uint64_t rcap, bool *clean)
+{
+    uint32_t done = ck_pr_load_32(&s->sout->done);
+    uint64_t rlen = ck_pr_load_64(&s->sout->rdata_len);
+    *clean = false;
+    if (done <= s->from || done > s->b.n || rlen > rcap)
+        return 0;
+    bool in_place = !s->copied && s->from == 0 && done == s->b.n;
+    *clean = fk_harvest(s, done, rlen, in_place);
+    return done;
+}
+
 void fk_push_done(struct fk *fk, struct fk_slot *s)
 {
     s->next_done = fk->done;
@@ -200,17 +213,15 @@ struct fk_slot *fk_pull(struct fk *fk, struct fk_worker *wk, bool count)
         }
         struct fk_slot *s = &wk->slots[si];
         exec__tsan_acquire(s);
-        uint32_t done = ck_pr_load_32(&s->sout->done);
-        uint64_t rlen = ck_pr_load_64(&s->sout->rdata_len);
-        if (done <= s->from || done > s->b.n || rlen > g->rcap) {
+        /* Under q.lock: fk_cancel() sees either all of this or none. */
+        bool clean;
+        uint32_t done = fk_take_pass(s, g->rcap, &clean);
+        if (!done) {
             exec__unlock(&wk->q.lock);
             fk_violation(fk, wk, true);
             return NULL;
         }
         fk_fifo_pop(wk);
-        /* Under q.lock: fk_cancel() sees either all of this or none. */
-        bool in_place = !s->copied && s->from == 0 && done == s->b.n;
-        bool clean = fk_harvest(s, done, rlen, in_place);
         uint32_t ran = done - s->from;
         s->from = done;
         exec__unlock(&wk->q.lock);
