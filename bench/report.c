@@ -258,7 +258,7 @@ int run_gnuplot(const char *dir)
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
-/* The targets of DESIGN.md section 4, at the largest worker count. */
+/* The project's performance targets, at the largest worker count. */
 void print_targets(const struct opts *o, const struct dataset *d, unsigned pw)
 {
     int ith = find_peer("threads"), ifk = find_peer("fork"), imu = find_peer("mutex"),
@@ -274,7 +274,7 @@ void print_targets(const struct opts *o, const struct dataset *d, unsigned pw)
         if (w == o->weights[wh] && w >= 2500 && w <= 10000)
             heavy = &cells[ci];
     }
-    say("\n== targets (DESIGN.md section 4), %u worker%s\n", pw, pw > 1 ? "s" : "");
+    say("\n== targets, %u worker%s\n", pw, pw > 1 ? "s" : "");
     struct {
         int e;
         const struct cell *c;
