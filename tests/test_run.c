@@ -361,6 +361,57 @@ static void *submit_other(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------------------- */
+/* One worker: the caller takes its place                                    */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * workers = 1 means one runner, as OpenMP with one thread: while the caller
+ * runs batches in exec_run_records() or exec_map(), the one worker thread
+ * rests. It may have taken one batch before it saw that (at most `batch`
+ * records a call); beyond that every record runs in the caller.
+ */
+static void one_worker(bool use_map, unsigned flags)
+{
+    r_begin();
+    struct rctx ctx = {.salt = 21};
+    exec_options_t o = {.workers = 1, .batch = 64, .flags = flags};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_THREADS, &o), 0);
+    R.spin_ns = 1000;
+    const uint64_t n = 20000;
+    const unsigned calls = 4;
+    uint64_t *bytes;
+    exec_record_t *recs = r_records(n, &bytes);
+    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ordered = flags & EXEC_ORDERED,
+                       .ctxs = &ctx, .nctx = 1};
+    assert_non_null(c.seen);
+    if (use_map) {
+        struct mapper m = {.n = n, .c = &c};
+        assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
+    } else {
+        for (unsigned k = 0; k < calls; k++)
+            assert_int_equal(exec_run_records(ex, recs + k * (n / calls), n / calls, r_emit, &c),
+                             0);
+    }
+    assert_int_equal(c.got, n);
+    assert_int_equal(c.bad, 0);
+    uint64_t by_worker = atomic_load(&R.sh->calls) - atomic_load(&R.sh->by_caller);
+    print_message("one worker (%s%s): %" PRIu64 " of %" PRIu64 " records ran in the worker "
+                  "thread\n", use_map ? "exec_map" : "exec_run_records",
+                  flags & EXEC_ORDERED ? ", ordered" : "", by_worker, n);
+    assert_true(by_worker <= (use_map ? 1 : calls) * 64u);
+    exec_destroy(ex);
+    free(c.seen);
+    free(recs);
+    free(bytes);
+    r_end();
+}
+
+static void test_one_worker_run(void **s) { (void)s; one_worker(false, 0); }
+static void test_one_worker_run_ordered(void **s) { (void)s; one_worker(false, EXEC_ORDERED); }
+static void test_one_worker_map(void **s) { (void)s; one_worker(true, 0); }
+
 static void test_run_misuse(void **s)
 {
     (void)s;
@@ -468,6 +519,9 @@ int main(void)
         cmocka_unit_test(test_map_swaps_under_load),
         cmocka_unit_test(test_map_from_urcu_thread),
         cmocka_unit_test(test_run_from_urcu_thread),
+        cmocka_unit_test(test_one_worker_run),
+        cmocka_unit_test(test_one_worker_run_ordered),
+        cmocka_unit_test(test_one_worker_map),
         cmocka_unit_test(test_run_misuse),
         cmocka_unit_test(test_map_other_threads_busy),
     };

@@ -154,9 +154,9 @@ void thr_caller_joins(exec_t *ex, bool joins)
         t->help_inited = false;
         t->help_init_rc = 0;
         t->help_ws = NULL;
-        /* P workers mean P runners: one worker rests while the caller works. */
-        if (t->nw >= 2)
-            ck_pr_store_32(&t->parked, t->nw);
+        /* P workers mean P runners: one worker rests while the caller works
+         * (the only one, with one: the caller then runs every batch). */
+        ck_pr_store_32(&t->parked, t->nw);
         return;
     }
     if (t->help_inited && t->help_init_rc == 0 && t->ops->worker_fini) {

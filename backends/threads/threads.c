@@ -153,7 +153,7 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
         }
     }
     if (!best)
-        best = &t->w[0]; /* one worker, resting: cannot be (it rests only with two) */
+        best = &t->w[0]; /* the only worker, resting: the caller takes it from its ring */
     exec__tsan_release(b);
     ck_ring_enqueue_spmc(&best->in, best->inbuf, b); /* sized to hold every batch */
     ck_ec32_inc(&best->ec, &exec__ec_threads);
