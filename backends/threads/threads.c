@@ -152,9 +152,13 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
             best_n = n;
         }
     }
-    if (!best)
-        best = &t->w[0]; /* the only worker, resting: the caller takes it from its ring */
     exec__tsan_release(b);
+    if (!best) {
+        /* The only worker, resting: the caller takes the batch from its ring
+         * (waking the worker would only put it back to sleep). */
+        ck_ring_enqueue_spmc(&t->w[0].in, t->w[0].inbuf, b);
+        return;
+    }
     ck_ring_enqueue_spmc(&best->in, best->inbuf, b); /* sized to hold every batch */
     ck_ec32_inc(&best->ec, &exec__ec_threads);
 }
