@@ -191,8 +191,12 @@ static int create_errors(const exec_ops_t *ops, exec_backend_t be, const exec_op
         errs[n++] = EXEC_EINVAL;
     if ((o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY)) || o->workers > MAX_WORKERS ||
         o->window > MAX_WINDOW || o->batch > MAX_BATCH || o->max_record > MAX_SIZE ||
-        o->max_result > MAX_SIZE || (unsigned)be > EXEC_FORK)
+        o->max_result > MAX_SIZE || (unsigned)be > EXEC_MPI)
         errs[n++] = EXEC_EINVAL;
+    /* EXEC_MPI without options.plugin and spec: a classifier that cannot be
+     * built from a spec cannot run there. */
+    if (ops && be == EXEC_MPI)
+        errs[n++] = EXEC_ECAPS;
     if (ops && (unsigned)be <= EXEC_FORK) {
         bool ts = ops->caps & EXEC_CAP_THREAD_SAFE, fs = ops->caps & EXEC_CAP_FORK_SAFE;
         if ((be == EXEC_AUTO && !ts && !fs) || (be == EXEC_THREADS && !ts) ||
@@ -459,7 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .ctx_release = on_release,
     };
     bool null_ops = u8(&in) % 32 == 0;
-    exec_backend_t be = (exec_backend_t)(u8(&in) % 4);
+    exec_backend_t be = (exec_backend_t)(u8(&in) % 5); /* 4: none such */
     exec_options_t o = {
         .workers = (unsigned)pick(&in, MAX_WORKERS),
         .window = (unsigned)pick(&in, MAX_WINDOW),
