@@ -189,9 +189,9 @@ static int create_errors(const exec_ops_t *ops, exec_backend_t be, const exec_op
         errs[n++] = EXEC_EVERSION;
     if (ops && (ops->caps & ~(EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE)))
         errs[n++] = EXEC_EINVAL;
-    if ((o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY)) || o->workers > MAX_WORKERS ||
-        o->window > MAX_WINDOW || o->batch > MAX_BATCH || o->max_record > MAX_SIZE ||
-        o->max_result > MAX_SIZE || (unsigned)be > EXEC_MPI)
+    if ((o->flags & ~(EXEC_ORDERED | EXEC_NO_REPLAY | EXEC_CLOSE_FDS)) ||
+        o->workers > MAX_WORKERS || o->window > MAX_WINDOW || o->batch > MAX_BATCH ||
+        o->max_record > MAX_SIZE || o->max_result > MAX_SIZE || (unsigned)be > EXEC_MPI)
         errs[n++] = EXEC_EINVAL;
     /* EXEC_MPI without options.plugin and spec: a classifier that cannot be
      * built from a spec cannot run there. */
@@ -468,7 +468,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .workers = (unsigned)pick(&in, MAX_WORKERS),
         .window = (unsigned)pick(&in, MAX_WINDOW),
         .batch = (unsigned)pick(&in, MAX_BATCH),
-        .flags = (unsigned)pick(&in, EXEC_ORDERED | EXEC_NO_REPLAY),
+        .flags = (unsigned)pick(&in, EXEC_ORDERED | EXEC_NO_REPLAY | EXEC_CLOSE_FDS),
         .max_record = (size_t)pick(&in, MAX_SIZE),
         .max_result = (size_t)pick(&in, MAX_SIZE),
         .timeout_ms = (unsigned)pick(&in, 1000),
@@ -487,6 +487,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    (be == EXEC_AUTO && opp && (ops.caps & EXEC_CAP_THREAD_SAFE));
     if (nerr) {
         int rc = exec_create(&ex, opp, NULL, be, &o);
+        if (!one_of(rc, errs, nerr))
+            fprintf(stderr,
+                    "fuzz_api: exec_create on backend %d returned %s (caps %#x version %u "
+                    "workers %u window %u batch %u flags %#x max_record %zu max_result %zu; "
+                    "expected %s...)\n",
+                    (int)be, exec_err_name(rc), opp ? opp->caps : 0, opp ? opp->version : 0,
+                    o.workers, o.window, o.batch, o.flags, o.max_record, o.max_result,
+                    exec_err_name(errs[0]));
         CHECK(one_of(rc, errs, nerr) && ex == NULL);
         return 0;
     }
