@@ -138,15 +138,16 @@ run_serve() {
 
 # The threads and CSV suites under valgrind's memcheck. The fork suites stay on the
 # sanitizers: valgrind 3.19 lacks pidfd_open(), without which EXEC_FORK cannot start (the
-# other suites skip their few EXEC_FORK cases under valgrind). The torture program, the
+# other suites skip their few EXEC_FORK cases under valgrind; test_limits, about process
+# and descriptor limits, is mostly such cases and stays out). The torture program, the
 # bench and the README check are not suites.
 run_valgrind() {
     local t0 log=$root/valgrind.ctest.log result
     t0=$(date +%s)
     configure_build default
-    say "valgrind: ctest -T memcheck in $root/default (test_*, not test_fork_*)"
+    say "valgrind: ctest -T memcheck in $root/default (test_*, not test_fork_* or test_limits)"
     if ! (cd "$root/default" && ctest -T memcheck --output-on-failure --no-tests=ignore \
-        -R '^test_' -E '^test_fork_' \
+        -R '^test_' -E '^test_(fork_|limits$)' \
         --overwrite MemoryCheckCommand="$(command -v valgrind)" \
         --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
         "${ctest_args[@]}") 2>&1 | tee "$log"; then

@@ -119,6 +119,15 @@ static inline bool tu_under_valgrind(void)
 #endif
 }
 
+/* True (and says so) when an EXEC_FORK case is to be left out: under valgrind. */
+static inline bool tu_fork_left_out(bool is_fork)
+{
+    if (!is_fork || !tu_under_valgrind())
+        return false;
+    print_message("under valgrind (no pidfd_open): the EXEC_FORK case is left out\n");
+    return true;
+}
+
 /* cmocka_run_group_tests() with a leak check after every test. */
 #define tu_run_group_tests(tests, group_setup, group_teardown)                                     \
     tu__run_group(#tests, tests, sizeof(tests) / sizeof((tests)[0]), group_setup, group_teardown)

@@ -474,6 +474,8 @@ static void test_room_per_result(void **s)
                                    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
                                    .process = tu_rev_process};
     for (int k = 0; k < 2; k++) {
+        if (tu_fork_left_out(k))
+            continue;
         exec_options_t o = {.workers = 4, .window = 4};
         exec_t *ex = NULL;
         assert_int_equal(exec_create(&ex, &ops, NULL, k ? EXEC_FORK : EXEC_THREADS, &o), 0);
@@ -526,6 +528,8 @@ static void test_polling_consumer_fills_window(void **s)
     static const unsigned windows[] = {256, 2000};
     for (int k = 0; k < 2; k++)
         for (unsigned wi = 0; wi < 2; wi++) {
+            if (tu_fork_left_out(k))
+                continue;
             const unsigned window = windows[wi];
             exec_options_t o = {.workers = 2, .window = window};
             exec_t *ex = NULL;

@@ -119,6 +119,8 @@ static void tally_one(struct tally *t, const exec_result_t *r, uint64_t salt)
  */
 static void stuck_then_stream(exec_backend_t be, unsigned flags, uint64_t n)
 {
+    if (tu_fork_left_out(be == EXEC_FORK))
+        return;
     struct rctx c = {.sh = shared_new(), .salt = 5};
     exec_options_t o = {.workers = 2, .flags = flags};
     exec_t *ex;
@@ -176,6 +178,8 @@ static void test_cancel_all_reaches(void **s)
 {
     (void)s;
     for (int k = 0; k < 2; k++) {
+        if (tu_fork_left_out(k))
+            continue;
         exec_backend_t be = k ? EXEC_FORK : EXEC_THREADS;
         struct rctx c = {.sh = shared_new(), .salt = 9};
         exec_options_t o = {.workers = 2};
@@ -236,6 +240,8 @@ static void test_cancel_all_reaches(void **s)
 static void test_fork_cancel_after_swap(void **s)
 {
     (void)s;
+    if (tu_fork_left_out(true))
+        return;
     struct rctx c = {.sh = shared_new(), .salt = 1};
     struct rctx c2 = {.sh = c.sh, .salt = 2};
     exec_options_t o = {.workers = 1};

@@ -189,6 +189,8 @@ static const exec_ops_t rev_any_ops = {
 
 static void consumers_take_turns(exec_backend_t be, unsigned flags)
 {
+    if (tu_fork_left_out(be == EXEC_FORK))
+        return;
     const uint64_t n = (uint64_t)SUBMITTERS * PER;
     exec_options_t o = {.workers = 2, .flags = flags};
     exec_t *ex = NULL;

@@ -175,6 +175,8 @@ static exec_record_t *r_records(uint64_t n, uint64_t **bytes)
  * once on EXEC_FORK), the caller running batches (threads). */
 static void run_chunks(exec_backend_t be, unsigned flags)
 {
+    if (tu_fork_left_out(be == EXEC_FORK))
+        return;
     r_begin();
     struct rctx ctx = {.salt = 11};
     exec_options_t o = {.workers = 2, .flags = flags};
