@@ -29,7 +29,7 @@
 #   EXEC_CTEST_ARGS   more ctest arguments, e.g. "-R test_api" or "-E bench"
 #   EXEC_TORTURE_SECONDS  the torture run's length, both backends together (default: 120)
 #   EXEC_TORTURE_ARGS     more executor-torture options (default: "--skip known")
-#   EXEC_FUZZ_SECONDS     fuzzing time per target (default: 60)
+#   EXEC_FUZZ_SECONDS     fuzzing time per target (default: 45)
 #   EXEC_SKIP_DEPS=1  do not run scripts/deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -225,7 +225,7 @@ run_torture() {
 # EXEC_FUZZ_SECONDS with the seed corpus as a start; new inputs go to the build tree,
 # never into the repository. A crash stops the run with the input that caused it.
 run_fuzz() {
-    local t0 dir=$root/fuzz secs=${EXEC_FUZZ_SECONDS:-60} t bin opts log n=0
+    local t0 dir=$root/fuzz secs=${EXEC_FUZZ_SECONDS:-45} t bin opts log n=0
     t0=$(date +%s)
     configure_build fuzz
     say "fuzz: ctest (the seed corpora, regression inputs included)"
