@@ -302,22 +302,6 @@ struct exec__consumer *exec__consumer_begin(exec_t *ex)
     return me;
 }
 
-int exec_next(exec_t *ex, exec_result_t *res, int timeout_ms)
-{
-    if (!ex || !res || timeout_ms < -1)
-        return EXEC_EINVAL;
-    int g = exec__guard(ex);
-    if (g)
-        return g;
-    exec__lock(&ex->next_lock);
-    struct exec__consumer *me = exec__consumer_begin(ex);
-    int rc = me ? exec__ready(ex, timeout_ms) : EXEC_ENOMEM;
-    if (rc == 0)
-        exec__deliver(ex, me, res);
-    exec__unlock(&ex->next_lock);
-    return rc;
-}
-
 int exec_next_many(exec_t *ex, exec_result_t *res, size_t max, size_t *got, int timeout_ms)
 {
     if (got)
@@ -334,6 +318,12 @@ int exec_next_many(exec_t *ex, exec_result_t *res, size_t max, size_t *got, int 
         *got = exec__deliver_many(ex, me, res, max);
     exec__unlock(&ex->next_lock);
     return rc;
+}
+
+int exec_next(exec_t *ex, exec_result_t *res, int timeout_ms)
+{
+    size_t got;
+    return exec_next_many(ex, res, 1, &got, timeout_ms);
 }
 
 int exec_release(exec_t *ex)

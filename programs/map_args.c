@@ -3,8 +3,8 @@
  * fuzzer can drive it.
  */
 #include "map_args.h"
+#include "parse_num.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,23 +12,12 @@
 
 #define PROG "executor-map"
 
-static int parse_unsigned(const char *s, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (!*s || *end || errno || v > max || *s == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int map_args_parse(int argc, char **argv, struct map_args *a)
 {
     memset(a, 0, sizeof *a);
     a->backend = EXEC_AUTO;
     a->so.flags = EXEC_SOURCE_HEADER;
-    unsigned long v;
+    unsigned long long v;
     optind = 0; /* getopt's own state: a fresh scan */
     enum { O_PLUGIN = 1, O_SPEC, O_BACKEND, O_WORKERS, O_ORDERED, O_FORMAT, O_NOHDR, O_DELIM,
            O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP, O_RANKS, O_RANK_BACKEND };
@@ -74,7 +63,7 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
             }
             break;
         case O_RANKS:
-            if (parse_unsigned(optarg, 1024, &v) || v == 0) {
+            if (prog_parse_uint(optarg, 1024, &v) || v == 0) {
                 fprintf(stderr, PROG ": --ranks: expected 1..1024, not '%s'\n", optarg);
                 return 2;
             }
@@ -93,7 +82,7 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
             }
             break;
         case O_WORKERS:
-            if (parse_unsigned(optarg, 1024, &v) || v == 0) {
+            if (prog_parse_uint(optarg, 1024, &v) || v == 0) {
                 fprintf(stderr, PROG ": --workers: expected 1..1024, not '%s'\n", optarg);
                 return 2;
             }
@@ -125,7 +114,7 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
             break;
         case O_SKIP: a->mo.flags |= EXEC_MAPS_SKIP_BAD; break;
         case O_MAXREC:
-            if (parse_unsigned(optarg, 64ul << 20, &v) || v == 0) {
+            if (prog_parse_uint(optarg, 64ul << 20, &v) || v == 0) {
                 fprintf(stderr, PROG ": --max-record: expected 1..%lu bytes\n", 64ul << 20);
                 return 2;
             }

@@ -10,6 +10,7 @@
  * records; a reload thread builds and swaps contexts (reload.c).
  */
 #include "serve.h"
+#include "parse_num.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -70,7 +71,7 @@ static int listen_on(struct serve *s, const char *spec)
         snprintf(port, sizeof port, "%s", colon + 1);
     }
     unsigned long long p;
-    if (serve_parse_size(port, 65535, &p) != 0) {
+    if (prog_parse_uint(port, 65535, &p) != 0) {
         serve_log("--listen: expected HOST:PORT with a port in 0..65535, not '%s'", spec);
         return -1;
     }

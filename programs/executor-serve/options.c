@@ -3,6 +3,7 @@
  * into struct serve_opts with the defaults filled in.
  */
 #include "serve.h"
+#include "parse_num.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -114,22 +115,11 @@ void serve_manual(FILE *f)
         f);
 }
 
-int serve_parse_size(const char *s, unsigned long long max, unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || errno || v > max || *s == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* A numeric option in lo..hi: 0, or -1 with a message. */
 static int num_opt(const char *opt, const char *arg, unsigned long long lo,
                    unsigned long long hi, const char *what, unsigned long long *v)
 {
-    if (serve_parse_size(arg, hi, v) != 0 || *v < lo) {
+    if (prog_parse_uint(arg, hi, v) != 0 || *v < lo) {
         serve_log("--%s: expected %s, not '%s'", opt, what, arg);
         return -1;
     }

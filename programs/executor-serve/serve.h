@@ -147,7 +147,6 @@ struct serve {
 
 /* options.c */
 void serve_manual(FILE *f);
-int serve_parse_size(const char *s, unsigned long long max, unsigned long long *out);
 int serve_options(struct serve *s, int argc, char **argv, bool *help);
 
 /* main.c */
