@@ -56,7 +56,7 @@ command -v cmake >/dev/null || { say "cmake not found (install cmake)"; exit 1; 
 build=build/release
 if [ ! -f "$build/CMakeCache.txt" ]; then
     say "configuring a Release build in $build"
-    if [ -f CMakePresets.json ] && cmake --list-presets 2>/dev/null | grep -q '"release"'; then
+    if [ -f CMakePresets.json ] && cmake --list-presets 2>/dev/null | grep '"release"' >/dev/null; then
         quiet cmake --preset release
     else
         quiet cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release

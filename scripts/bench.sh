@@ -52,7 +52,7 @@ command -v cmake >/dev/null || { say "cmake not found (install cmake)"; exit 1; 
 # 2. Configure: the release preset where this cmake reads presets, else by hand.
 build=build/release
 configure() {
-    if [ -f CMakePresets.json ] && cmake --list-presets 2>/dev/null | grep -q '"release"'; then
+    if [ -f CMakePresets.json ] && cmake --list-presets 2>/dev/null | grep '"release"' >/dev/null; then
         quiet cmake --preset release
     else
         quiet cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release

@@ -197,10 +197,10 @@ reloads() {
             gen0=$(curl -s "http://127.0.0.1:$port/healthz" | sed -n 's/.*generation \([0-9]*\).*/\1/p')
             kill -HUP "$server_pid"
             for _ in $(seq 500); do
-                curl -s "http://127.0.0.1:$port/healthz" | grep -q "generation $((gen0 + 1))," && break
+                curl -s "http://127.0.0.1:$port/healthz" | grep "generation $((gen0 + 1))," >/dev/null && break
                 sleep 0.01
             done
-            curl -s "http://127.0.0.1:$port/healthz" | grep -q "generation $((gen0 + 1))," &&
+            curl -s "http://127.0.0.1:$port/healthz" | grep "generation $((gen0 + 1))," >/dev/null &&
                 ok=$((ok + 1)) || bad=$((bad + 1))
             continue
         fi
@@ -239,7 +239,7 @@ reload_run() {
         grep -q "refused=422" <<<"$r" || die "fork canary did not refuse init=crash: $r $(cat "$tmp/refused")"
         grep -q "reload refused by the canary" "$tmp/server.err" || die "no refusal in the server's log"
     fi
-    curl -s "http://127.0.0.1:$port/healthz" | grep -q "generation 100," ||
+    curl -s "http://127.0.0.1:$port/healthz" | grep "generation 100," >/dev/null ||
         die "reloads on $backend: $(curl -s "http://127.0.0.1:$port/healthz")"
     stop
     record "100 reloads" "$backend" "$weight" 16

@@ -32,8 +32,11 @@ done
 # The commands: installed in bin/, each with its manual.
 for cmd in executor-map executor-serve; do
     [ -x "$prefix/bin/$cmd" ] || { echo "consumer check FAILED: not installed: bin/$cmd" >&2; exit 1; }
-    LD_LIBRARY_PATH=$libdir "$prefix/bin/$cmd" --help | grep -q "^usage: $cmd " ||
-        { echo "consumer check FAILED: $cmd --help" >&2; exit 1; }
+    # Whole output first: grep -q on a pipe would quit early and SIGPIPE a long --help.
+    help=$(LD_LIBRARY_PATH=$libdir "$prefix/bin/$cmd" --help) ||
+        { echo "consumer check FAILED: $cmd --help exited $?" >&2; exit 1; }
+    [[ $help == "usage: $cmd "* ]] ||
+        { echo "consumer check FAILED: $cmd --help does not start with its usage line" >&2; exit 1; }
 done
 step "commands: bin/executor-map and bin/executor-serve, --help ok"
 # The shared library exports the public API (exec_ names) and, of the internal exec__

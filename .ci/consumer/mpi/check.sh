@@ -38,7 +38,7 @@ stray=$(nm -D --defined-only "${sos[0]}" |
     awk '$3 !~ /^exec_mpi_/ && $3 != "exec__mpi_backend" {print $3}')
 [ -z "$stray" ] || { echo "consumer_mpi check FAILED: exports non-API symbols: $stray" >&2; exit 1; }
 # libexecutor itself knows nothing of MPI.
-if ldd "$libdir/libexecutor.so" | grep -q mpi; then
+if ldd "$libdir/libexecutor.so" | grep mpi >/dev/null; then
     echo "consumer_mpi check FAILED: libexecutor.so depends on MPI" >&2
     exit 1
 fi
