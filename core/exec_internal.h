@@ -104,12 +104,14 @@ int exec__writer_grow(struct exec_writer *w, size_t need);
 /*
  * What a worker loop may ask of exec__run_batch besides running records:
  * on_record is called before each record starts (the fork worker publishes
- * where it is), and with a fixed result area (w->grow NULL) the pass stops
+ * where it is), on_return as soon as it is over (before its cancel and timeout
+ * flags are read), and with a fixed result area (w->grow NULL) the pass stops
  * where a whole max_result would no longer fit, or where process() broke the
  * writer (then *broken is set and the record it broke is the last one run).
  */
 struct exec__run_hooks {
     void (*on_record)(void *arg, uint32_t i);
+    void (*on_return)(void *arg, uint32_t i);
     void *arg;
     bool broken;
     size_t good; /* out: the writer's length after the last sane record */

@@ -242,10 +242,14 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         if (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL) {
             /* Cancelled while queued: never processed. */
             status = EXEC_ECANCELLED;
+            if (hooks && hooks->on_return)
+                hooks->on_return(hooks->arg, i);
         } else {
             w->rflag = rf;
             w->saw_cancel = false;
             int rc = ops->process(ctx, wstate, r->p, r->len, w);
+            if (hooks && hooks->on_return)
+                hooks->on_return(hooks->arg, i);
             if (fixed && (w->len > w->cap || w->start > w->len)) {
                 /* process() broke the writer (it can reach the struct): its
                  * result is lost and this worker is suspect; the pass ends. */

@@ -6,7 +6,18 @@
 
 #include <sys/mman.h>
 
-enum { T_OK, T_IGNORE, T_EARLY, T_DEFAULT, T_GC_IGNORE, T_GC_DEFAULT, T_STALL, T_SLEEP };
+enum {
+    T_OK,
+    T_IGNORE,
+    T_EARLY,
+    T_DEFAULT,
+    T_GC_IGNORE,
+    T_GC_DEFAULT,
+    T_STALL,
+    T_SLEEP,
+    T_QUICK, /* ignores SIGTERM, returns the moment exec_cancelled() says so */
+    T_AFTER, /* default SIGTERM disposition, 20 ms of work, then its tag */
+};
 
 #define T_MAX 64
 
@@ -70,6 +81,18 @@ static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
             }
             t_nap();
         }
+    case T_QUICK:
+        signal(SIGTERM, SIG_IGN);
+        while (!exec_cancelled(out))
+            ;
+        return exec_write(out, "partial", 7);
+    case T_AFTER: {
+        signal(SIGTERM, SIG_DFL);
+        struct timespec ts = {0, 20000000};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        return exec_write(out, &r.tag, sizeof r.tag);
+    }
     case T_SLEEP: {
         struct timespec ts = {0, 300000000};
         while (nanosleep(&ts, &ts) != 0)
@@ -305,6 +328,51 @@ static void test_default_grace(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/*
+ * A timeout's SIGTERM lands on the record it was aimed at, never on the next:
+ * a record that stops the moment it is flagged is followed at once by one
+ * that dies of SIGTERM. That one must run to its result, and nothing is
+ * respawned.
+ */
+static void test_signal_stays_on_its_record(void **state)
+{
+    (void)state;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    exec_options_t o = {.workers = 1, .timeout_ms = 30, .grace_ms = 5000};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+    enum { PAIRS = 16 };
+    for (unsigned i = 0; i < 2 * PAIRS; i++) {
+        struct t_rec r = {i % 2 ? T_AFTER : T_QUICK, i};
+        assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    exec_result_t res;
+    unsigned got = 0, after_ok = 0;
+    while (exec_next(ex, &res, 30000) == 0) {
+        got++;
+        if (res.tag % 2 == 0) {
+            assert_int_equal(res.status, EXEC_ERECTIMEOUT);
+            assert_int_equal(res.flags, EXEC_RESULT_EARLY);
+        } else {
+            if (res.status != 0)
+                print_error("tag %" PRIu64 ": %s (signal %d)\n", res.tag,
+                            exec_strerror(res.status), res.signal);
+            after_ok += res.status == 0;
+        }
+    }
+    assert_int_equal(got, 2 * PAIRS);
+    assert_int_equal(after_ok, PAIRS);
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    assert_int_equal(ws.respawns_timeout + ws.respawns_crash, 0);
+    exec_destroy(ex);
+    munmap(sh, sizeof *sh);
+}
+
 /* Slow-record reports, gathered from the executor's thread. */
 struct t_slow {
     pthread_mutex_t lock;
@@ -399,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_timeline_one_at_a_time),
         cmocka_unit_test(test_grandchildren),
         cmocka_unit_test(test_slow_report),
+        cmocka_unit_test(test_signal_stays_on_its_record),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -110,6 +110,8 @@ static void fk_reset_place(struct fk_worker *wk)
     ck_pr_store_32(&h->admit, 0);
     ck_pr_store_32(&h->want_out, 0);
     ck_pr_store_32(&h->handoff, FK_H_NONE);
+    ck_pr_store_32(&h->aim_busy, 0);
+    ck_pr_store_32(&h->aim_sig, 0);
     for (unsigned k = 0; k < wk->q.n; k++)
         fk_ring_put(wk, &wk->slots[wk->q.fifo[(wk->q.head + k) % wk->g->nslot]]);
     if (wk->q.n)

@@ -18,11 +18,37 @@
 #include <sys/pidfd.h>
 
 /*
- * wk ran past timeout_ms on (to_slot, to_rec): flag the record (exec_cancelled()
- * then says so) and send SIGTERM; the hard kill follows after grace_ms. The
- * flag goes on only while the slot is still the worker's (its FIFO head), so a
- * slot being refilled never gets it. False when the FIFO lock is busy (lock
- * order: q.lock before fk->lock): try again.
+ * A timeout's signal must end the record it was meant for, never the next
+ * one: a worker may finish a record between our look at its tick and the
+ * signal. So the aim is announced first (aim_tick, aim_busy), then the tick
+ * read again; a worker leaving a record moves its tick, then reads the
+ * announcement (fk_w_on_return). With a full fence between on both sides,
+ * at least one sees the other: either we see it gone (no signal), or it sees
+ * the aim and waits, SIGTERM blocked, until fk_aim_end says what was sent.
+ * True when the signal may go; fk_aim_end follows either way.
+ */
+static bool fk_aim(struct fk_hdr *h, uint32_t tick)
+{
+    ck_pr_store_32(&h->aim_sig, 0);
+    ck_pr_store_32(&h->aim_busy, 1);
+    ck_pr_store_32(&h->aim_tick, tick);
+    ck_pr_fence_memory();
+    return ck_pr_load_32(&h->tick) == tick;
+}
+
+static void fk_aim_end(struct fk_hdr *h, int sig)
+{
+    ck_pr_store_32(&h->aim_sig, (uint32_t)sig);
+    ck_pr_fence_store();
+    ck_pr_store_32(&h->aim_busy, 0);
+}
+
+/*
+ * wk ran past timeout_ms on (to_slot, to_rec) at `tick`: flag the record
+ * (exec_cancelled() then says so) and send SIGTERM; the hard kill follows
+ * after grace_ms. The flag goes on only while the slot is still the worker's
+ * (its FIFO head), so a slot being refilled never gets it. False when the
+ * FIFO lock is busy (lock order: q.lock before fk->lock): try again.
  */
 static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
 {
@@ -30,15 +56,36 @@ static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
     struct fk_gen *g = wk->g;
     if (exec__trylock(&wk->q.lock) != 0)
         return false;
+    const bool on = fk_aim(wk->hdr, tick);
     uint32_t cs = wk->w.to_slot, cr = wk->w.to_rec;
-    if (wk->q.n && cs < g->nslot && wk->q.fifo[wk->q.head] == cs && cr < wk->slots[cs].b.n)
+    if (on && wk->q.n && cs < g->nslot && wk->q.fifo[wk->q.head] == cs &&
+        cr < wk->slots[cs].b.n)
         __atomic_fetch_or(&wk->slots[cs].b.rflags[cr], EXEC__RF_SOFT, __ATOMIC_RELAXED);
     exec__unlock(&wk->q.lock);
-    wk->w.soft_at = now ? now : 1;
-    wk->w.soft_tick = tick;
-    if (wk->p.pidfd >= 0)
-        pidfd_send_signal(wk->p.pidfd, SIGTERM, NULL, 0);
+    const bool sent = on && wk->p.pidfd >= 0 && pidfd_send_signal(wk->p.pidfd, SIGTERM, NULL, 0) == 0;
+    fk_aim_end(wk->hdr, sent ? SIGTERM : 0);
+    if (on) {
+        wk->w.soft_at = now ? now : 1;
+        wk->w.soft_tick = tick;
+    } else {
+        /* It finished that record meanwhile: start its clock again. */
+        wk->w.last_tick = 0;
+        wk->w.last_change = 0;
+    }
     return true;
+}
+
+/* grace_ms after the soft stop, still on that record: SIGKILL, aimed the same way. */
+static void fk_hard_stop(struct fk_worker *wk)
+{
+    EXEC__ASSERT_HELD(&wk->g->fk->lock);
+    if (fk_aim(wk->hdr, wk->w.soft_tick)) {
+        fk_sup_kill(wk, K_TIMEOUT);
+        fk_aim_end(wk->hdr, wk->p.kill_why == K_TIMEOUT ? SIGKILL : 0);
+    } else {
+        fk_aim_end(wk->hdr, 0);
+        wk->w.soft_at = 0; /* it stopped within the grace after all */
+    }
 }
 
 /*
@@ -83,7 +130,7 @@ static void fk_watch_time(struct fk *fk, struct fk_worker *wk, uint64_t now, int
         w->soft_at = 0; /* it stopped within the grace */
     if (w->soft_at) {
         if (now - w->soft_at >= grace)
-            fk_sup_kill(wk, K_TIMEOUT);
+            fk_hard_stop(wk);
         else
             fk_wait_at(wait_ms, now, w->soft_at + grace);
     } else if (!busy) {

@@ -95,7 +95,8 @@ static bool fk_w_await(struct fk_hdr *h, const uint32_t *word, uint32_t want)
 }
 
 /* Where the worker is, published per record under a seqlock on its tick,
- * and in the slot's own output (two hints: a scribble rarely hits both). */
+ * and in the slot's own output (two hints: a scribble rarely hits both).
+ * With timeouts the tick also goes odd as soon as a record is over. */
 struct fk_w_pos {
     struct fk_hdr *h;
     struct fk_sout *out;
@@ -106,11 +107,59 @@ static void fk_w_on_record(void *arg, uint32_t i)
 {
     struct fk_w_pos *p = arg;
     ck_pr_store_32(&p->out->cur, i + 1);
-    ck_pr_store_32(&p->h->tick, ++p->tick);
+    if (!(p->tick & 1u))
+        ck_pr_store_32(&p->h->tick, ++p->tick);
     ck_pr_fence_store();
     ck_pr_store_32(&p->h->cur_rec, i);
     ck_pr_fence_store();
     ck_pr_store_32(&p->h->tick, ++p->tick);
+}
+
+/*
+ * The supervisor is aiming a timeout's signal at the record just left (see
+ * fk_aim): wait for its decision with SIGTERM blocked, so that a SIGTERM it
+ * sends is taken here and never ends the next record; after a SIGKILL, wait
+ * for it. The wait is a few system calls of the supervisor's; bounded anyway.
+ */
+static void fk_w_absorb(struct fk_hdr *h)
+{
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, &old);
+    const uint64_t t0 = exec__now_ns();
+    for (unsigned spins = 0; ck_pr_load_32(&h->aim_busy); spins++) {
+        if (spins < 256) {
+            ck_pr_stall();
+            continue;
+        }
+        if (exec__now_ns() - t0 > 1000000000ull)
+            break;
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+    ck_pr_fence_load();
+    if (ck_pr_load_32(&h->aim_sig) == SIGKILL)
+        for (;;)
+            pause();
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&term, NULL, &zero) == SIGTERM)
+        ;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Timeouts on: the record is over, the tick goes odd at once (the supervisor
+ * aims only at a tick it reads after announcing the aim: store, fence, load
+ * on both sides, so one of the two sees the other). */
+static void fk_w_on_return(void *arg, uint32_t i)
+{
+    (void)i;
+    struct fk_w_pos *p = arg;
+    const uint32_t was = p->tick;
+    ck_pr_store_32(&p->h->tick, ++p->tick);
+    ck_pr_fence_memory();
+    if (ck_pr_load_32(&p->h->aim_tick) == was)
+        fk_w_absorb(p->h);
 }
 
 void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successor, int zsock,
@@ -186,7 +235,9 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
     uint64_t records = 0;
     /* Even: (cur_slot, cur_rec) are stable. A predecessor may have died mid-way. */
     struct fk_w_pos pos = {h, NULL, (ck_pr_load_32(&h->tick) + 1) & ~1u};
-    struct exec__run_hooks hooks = {.on_record = fk_w_on_record, .arg = &pos};
+    struct exec__run_hooks hooks = {.on_record = fk_w_on_record,
+                                    .on_return = o->timeout_ms ? fk_w_on_return : NULL,
+                                    .arg = &pos};
     struct exec_writer w;
     memset(&w, 0, sizeof w);
     w.max = max_result;
@@ -243,7 +294,8 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
         w.cap = g->rcap;
         w.len = 0;
         pos.out = out;
-        ck_pr_store_32(&h->tick, ++pos.tick);
+        if (!(pos.tick & 1u))
+            ck_pr_store_32(&h->tick, ++pos.tick);
         ck_pr_fence_store();
         ck_pr_store_32(&h->cur_slot, si);
         ck_pr_store_32(&h->cur_rec, from);
