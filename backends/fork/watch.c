@@ -18,8 +18,8 @@
 #include <sys/pidfd.h>
 
 /*
- * A timeout's signal must end the record it was meant for, never the next
- * one: a worker may finish a record between our look at its tick and the
+ * A timeout's (or a cancel's) signal must end the record it was meant for,
+ * never the next one: a worker may finish a record between our look at its tick and the
  * signal. So the aim is announced first (aim_tick, aim_busy), then the tick
  * read again; a worker leaving a record moves its tick, then reads the
  * announcement (fk_w_on_return). With a full fence between on both sides,
@@ -303,8 +303,12 @@ static void fk_watch_cancel(struct fk *fk, struct fk_worker *wk, uint64_t now, i
         fk_wait_at(wait_ms, now, w->cancel_at + FK_CANCEL_NS);
         return;
     }
-    if (ck_pr_load_32(&wk->hdr->tick) == tick) /* still on it: kill */
+    if (fk_aim(wk->hdr, tick)) { /* still on it: kill */
         fk_sup_kill(wk, K_CANCEL);
+        fk_aim_end(wk->hdr, wk->p.kill_why == K_CANCEL ? SIGKILL : 0);
+    } else {
+        fk_aim_end(wk->hdr, 0);
+    }
 }
 
 void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint64_t now,

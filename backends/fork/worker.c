@@ -96,11 +96,14 @@ static bool fk_w_await(struct fk_hdr *h, const uint32_t *word, uint32_t want)
 
 /* Where the worker is, published per record under a seqlock on its tick,
  * and in the slot's own output (two hints: a scribble rarely hits both).
- * With timeouts the tick also goes odd as soon as a record is over. */
+ * Where a signal may be aimed at it (timeouts on, or its cancel flag up) the
+ * tick also goes odd as soon as a record is over. */
 struct fk_w_pos {
     struct fk_hdr *h;
     struct fk_sout *out;
+    const uint8_t *rflags;
     uint32_t tick;
+    bool timeouts;
 };
 
 static void fk_w_on_record(void *arg, uint32_t i)
@@ -116,8 +119,7 @@ static void fk_w_on_record(void *arg, uint32_t i)
 }
 
 /*
- * The supervisor is aiming a timeout's signal at the record just left (see
- * fk_aim): wait for its decision with SIGTERM blocked, so that a SIGTERM it
+ * The supervisor is aiming a signal at the record just left (see fk_aim): wait for its decision with SIGTERM blocked, so that a SIGTERM it
  * sends is taken here and never ends the next record; after a SIGKILL, wait
  * for it. The wait is a few system calls of the supervisor's; bounded anyway.
  */
@@ -148,13 +150,14 @@ static void fk_w_absorb(struct fk_hdr *h)
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
-/* Timeouts on: the record is over, the tick goes odd at once (the supervisor
- * aims only at a tick it reads after announcing the aim: store, fence, load
- * on both sides, so one of the two sees the other). */
+/* The record is over. Where a signal may be aimed at it, the tick goes odd at
+ * once (the supervisor aims only at a tick it reads after announcing the aim:
+ * store, fence, load on both sides, so one of the two sees the other). */
 static void fk_w_on_return(void *arg, uint32_t i)
 {
-    (void)i;
     struct fk_w_pos *p = arg;
+    if (!p->timeouts && !(__atomic_load_n(&p->rflags[i], __ATOMIC_RELAXED) & EXEC__RF_CANCEL))
+        return;
     const uint32_t was = p->tick;
     ck_pr_store_32(&p->h->tick, ++p->tick);
     ck_pr_fence_memory();
@@ -234,10 +237,11 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
     const uint64_t wake_age_ns = (uint64_t)o->result_delay_us * 1000u;
     uint64_t records = 0;
     /* Even: (cur_slot, cur_rec) are stable. A predecessor may have died mid-way. */
-    struct fk_w_pos pos = {h, NULL, (ck_pr_load_32(&h->tick) + 1) & ~1u};
-    struct exec__run_hooks hooks = {.on_record = fk_w_on_record,
-                                    .on_return = o->timeout_ms ? fk_w_on_return : NULL,
-                                    .arg = &pos};
+    struct fk_w_pos pos = {.h = h,
+                           .tick = (ck_pr_load_32(&h->tick) + 1) & ~1u,
+                           .timeouts = o->timeout_ms != 0};
+    struct exec__run_hooks hooks = {
+        .on_record = fk_w_on_record, .on_return = fk_w_on_return, .arg = &pos};
     struct exec_writer w;
     memset(&w, 0, sizeof w);
     w.max = max_result;
@@ -294,6 +298,7 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
         w.cap = g->rcap;
         w.len = 0;
         pos.out = out;
+        pos.rflags = wb.rflags;
         if (!(pos.tick & 1u))
             ck_pr_store_32(&h->tick, ++pos.tick);
         ck_pr_fence_store();
