@@ -7,6 +7,7 @@
 #include "exec_core.h"
 
 #include <ck_pr.h>
+#include <string.h>
 
 void exec__flight_add(exec_t *ex, struct exec__batch *b)
 {
@@ -43,28 +44,48 @@ static void exec__flag(struct exec__batch *b, uint32_t i)
 }
 
 /* submit_lock and flight_lock held. Cancels the unfinished records of b that
- * match (all, or those tagged tag). */
+ * match (all, or those tagged tag); returns how many it counts. */
 static int exec__cancel_batch(exec_t *ex, struct exec__batch *b, bool all, uint64_t tag,
                               bool dispatched)
 {
     EXEC__ASSERT_HELD(&ex->submit_lock);
     EXEC__ASSERT_HELD(&ex->flight_lock);
     int n = 0;
-    uint32_t from = 0;
-    if (dispatched && !ex->be->cancel)
-        from = __atomic_load_n(&b->progress, __ATOMIC_ACQUIRE);
+    if (!dispatched || ex->be->cancel) {
+        for (uint32_t i = 0; i < b->n; i++) {
+            if ((!all && b->recs[i].tag != tag) ||
+                (__atomic_load_n(&b->rflags[i], __ATOMIC_RELAXED) & EXEC__RF_CANCEL))
+                continue; /* not asked for, or already cancelled */
+            if (dispatched) {
+                n += ex->be->cancel(ex, b, i) > 0;
+            } else {
+                exec__flag(b, i);
+                n++;
+            }
+        }
+        return n;
+    }
+    /* Running on a backend whose workers read the flags themselves (threads):
+     * records before `progress` have results. A worker may run ahead of this
+     * loop, and a record it finishes meanwhile keeps its result: after
+     * flagging, progress is read again and such a record counts only if its
+     * result says cancelled. (A record finishing at this very moment may
+     * still keep one: at most the one each running batch is on.) */
+    EXEC__ASSERT(b->n <= EXEC__MAX_BATCH);
+    uint64_t mine[EXEC__MAX_BATCH / 64];
+    memset(mine, 0, (b->n + 63) / 64 * sizeof mine[0]);
+    const uint32_t from = __atomic_load_n(&b->progress, __ATOMIC_ACQUIRE);
     for (uint32_t i = from; i < b->n; i++) {
-        if (!all && b->recs[i].tag != tag)
-            continue;
-        if (__atomic_load_n(&b->rflags[i], __ATOMIC_RELAXED) & EXEC__RF_CANCEL)
-            continue; /* already cancelled */
-        if (dispatched && ex->be->cancel) {
-            n += ex->be->cancel(ex, b, i) > 0;
-        } else {
-            exec__flag(b, i);
-            n++;
+        if (all || b->recs[i].tag == tag) {
+            uint8_t old = __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_RELAXED);
+            if (!(old & EXEC__RF_CANCEL))
+                mine[i / 64] |= 1ull << (i % 64);
         }
     }
+    const uint32_t to = __atomic_load_n(&b->progress, __ATOMIC_ACQUIRE);
+    for (uint32_t i = from; i < b->n; i++)
+        if ((mine[i / 64] >> (i % 64) & 1) && (i >= to || b->res[i].status == EXEC_ECANCELLED))
+            n++;
     return n;
 }
 

@@ -641,11 +641,12 @@ int exec_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws);
  * Returns how many records it cancelled (> 0), or EXEC_ENOENT when no record
  * with that tag is still in flight (never submitted, or finished: a finished
  * record keeps its result), EXEC_EINVAL, EXEC_ENOTSUP. A record that finishes
- * at the very moment of the call may keep its result although it was counted:
- * each result says what happened. Thread-safe.
+ * at the very moment of the call may keep its result although it was counted
+ * (at most one per worker): each result says what happened. Thread-safe.
  */
 int exec_cancel(exec_t *ex, uint64_t tag);
-/* Cancels every record in flight (for shutdown); returns how many (>= 0). */
+/* Cancels every record in flight (for shutdown); returns how many (>= 0), with
+ * exec_cancel()'s rule for records finishing at that moment. */
 int exec_cancel_all(exec_t *ex);
 /* For process(): non-zero once its record was cancelled, or (EXEC_FORK) ran past
  * options.timeout_ms. Cheap: poll it in long loops. */

@@ -1,10 +1,12 @@
-/* Cancel (queued, running, finished, all) and the insights figures, on EXEC_THREADS. */
+/* Cancel (queued, running, finished, all) and the insights figures, on EXEC_THREADS;
+ * exec_cancel_all()'s count on both backends. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -70,7 +72,7 @@ static int c_process(void *ctx, void *ws, const void *rec, size_t len, exec_writ
 
 static const exec_ops_t c_ops = {
     .version = EXEC_OPS_VERSION,
-    .caps = EXEC_CAP_THREAD_SAFE,
+    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
     .name = "cancel",
     .process = c_process,
 };
@@ -260,6 +262,77 @@ static void all_under_load(unsigned flags)
 static void test_cancel_all_unordered(void **s) { (void)s; all_under_load(0); }
 static void test_cancel_all_ordered(void **s) { (void)s; all_under_load(EXEC_ORDERED); }
 
+/*
+ * exec_cancel_all()'s count against the results, with batches of 4096 tiny
+ * records: a worker runs ahead of the loop that flags them, and what it
+ * finishes meanwhile keeps its result, so it must not be counted. Each call
+ * may count at most one record per worker that still keeps its result (the
+ * one finishing at that very moment).
+ */
+#define CNT_N 300000
+#define CNT_EVERY 3000
+
+struct cnt_consumer {
+    exec_t *ex;
+    unsigned char *seen;
+    uint64_t got, cancelled;
+    int rc;
+};
+
+static void *cnt_consume(void *arg)
+{
+    struct cnt_consumer *k = arg;
+    exec_result_t r;
+    int rc;
+    while ((rc = exec_next(k->ex, &r, 20000)) == 0) {
+        if (r.tag >= CNT_N || k->seen[r.tag]++)
+            break;
+        k->got++;
+        k->cancelled += r.status == EXEC_ECANCELLED;
+    }
+    k->rc = rc;
+    return NULL;
+}
+
+static void cancel_all_count(exec_backend_t backend)
+{
+    if (tu_fork_left_out(backend == EXEC_FORK))
+        return;
+    struct cctx *c = mkctx();
+    exec_options_t o = {.workers = 2, .batch = 4096, .window = 65536};
+    exec_t *ex = NULL;
+    assert_int_equal(exec_create(&ex, &c_ops, c, backend, &o), 0);
+    struct cnt_consumer k = {.ex = ex, .seen = calloc(CNT_N, 1)};
+    assert_non_null(k.seen);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cnt_consume, &k), 0);
+    uint64_t counted = 0, calls = 0;
+    for (uint64_t t = 0; t < CNT_N; t++) {
+        submit(ex, t);
+        if (t % CNT_EVERY == CNT_EVERY - 1) {
+            int n = exec_cancel_all(ex);
+            assert_true(n >= 0);
+            counted += (uint64_t)n;
+            calls++;
+        }
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(k.rc, EXEC_EOF);
+    assert_int_equal(k.got, CNT_N);
+    if (!(k.cancelled <= counted && counted <= k.cancelled + 2 * calls))
+        print_error("%" PRIu64 " calls counted %" PRIu64 ", results say %" PRIu64 " cancelled\n",
+                    calls, counted, k.cancelled);
+    assert_true(k.cancelled > 0);
+    assert_true(k.cancelled <= counted && counted <= k.cancelled + 2 * calls);
+    exec_destroy(ex);
+    free(k.seen);
+    free(c);
+}
+
+static void test_cancel_all_count_threads(void **s) { (void)s; cancel_all_count(EXEC_THREADS); }
+static void test_cancel_all_count_fork(void **s) { (void)s; cancel_all_count(EXEC_FORK); }
+
 /* Insights: per-worker figures add up, latency samples exist, utilisation sane. */
 static void test_insights(void **s)
 {
@@ -308,6 +381,8 @@ int main(void)
         cmocka_unit_test(test_cancel_finished),
         cmocka_unit_test(test_cancel_all_unordered),
         cmocka_unit_test(test_cancel_all_ordered),
+        cmocka_unit_test(test_cancel_all_count_threads),
+        cmocka_unit_test(test_cancel_all_count_fork),
         cmocka_unit_test(test_insights),
     };
     return tu_run_group_tests(tests, NULL, NULL);
