@@ -52,8 +52,9 @@ struct fk_hdr {
     uint32_t succ_state; /* the successor's FK_W_STARTING/READY/INITFAIL */
     uint32_t admit;      /* parent: the pid it watches (has its pidfd); a new
                             worker runs no record before it reads its own pid here */
-    /* Parent: a timeout's signal aimed at the record of tick aim_tick. While
-     * aim_busy, a worker leaving that record waits; aim_sig is what was sent. */
+    /* Parent: a timeout's or cancel's signal aimed at the record of tick
+     * aim_tick. While aim_busy, a worker leaving that record waits; aim_sig is
+     * what was sent. */
     uint32_t aim_tick, aim_busy, aim_sig;
     char pad0[64 - 14 * sizeof(uint32_t)];
     struct ck_ec32 ec; /* the parent bumps it after each enqueue on `in` */

@@ -19,8 +19,8 @@
 
 /*
  * A timeout's (or a cancel's) signal must end the record it was meant for,
- * never the next one: a worker may finish a record between our look at its tick and the
- * signal. So the aim is announced first (aim_tick, aim_busy), then the tick
+ * never the next one: a worker may finish a record between our look at its
+ * tick and the signal. So the aim is announced first (aim_tick, aim_busy), then the tick
  * read again; a worker leaving a record moves its tick, then reads the
  * announcement (fk_w_on_return). With a full fence between on both sides,
  * at least one sees the other: either we see it gone (no signal), or it sees
@@ -62,7 +62,8 @@ static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
         cr < wk->slots[cs].b.n)
         __atomic_fetch_or(&wk->slots[cs].b.rflags[cr], EXEC__RF_SOFT, __ATOMIC_RELAXED);
     exec__unlock(&wk->q.lock);
-    const bool sent = on && wk->p.pidfd >= 0 && pidfd_send_signal(wk->p.pidfd, SIGTERM, NULL, 0) == 0;
+    const bool sent =
+        on && wk->p.pidfd >= 0 && pidfd_send_signal(wk->p.pidfd, SIGTERM, NULL, 0) == 0;
     fk_aim_end(wk->hdr, sent ? SIGTERM : 0);
     if (on) {
         wk->w.soft_at = now ? now : 1;
@@ -75,17 +76,22 @@ static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
     return true;
 }
 
-/* grace_ms after the soft stop, still on that record: SIGKILL, aimed the same way. */
-static void fk_hard_stop(struct fk_worker *wk)
+/* SIGKILL for `why`, aimed at wk's record of `tick`. False when it had left it. */
+static bool fk_aimed_kill(struct fk_worker *wk, uint32_t tick, int why)
 {
     EXEC__ASSERT_HELD(&wk->g->fk->lock);
-    if (fk_aim(wk->hdr, wk->w.soft_tick)) {
-        fk_sup_kill(wk, K_TIMEOUT);
-        fk_aim_end(wk->hdr, wk->p.kill_why == K_TIMEOUT ? SIGKILL : 0);
-    } else {
-        fk_aim_end(wk->hdr, 0);
+    const bool on = fk_aim(wk->hdr, tick);
+    if (on)
+        fk_sup_kill(wk, why);
+    fk_aim_end(wk->hdr, on && wk->p.kill_why == why ? SIGKILL : 0);
+    return on;
+}
+
+/* grace_ms after the soft stop, still on that record: SIGKILL. */
+static void fk_hard_stop(struct fk_worker *wk)
+{
+    if (!fk_aimed_kill(wk, wk->w.soft_tick, K_TIMEOUT))
         wk->w.soft_at = 0; /* it stopped within the grace after all */
-    }
 }
 
 /*
@@ -303,12 +309,7 @@ static void fk_watch_cancel(struct fk *fk, struct fk_worker *wk, uint64_t now, i
         fk_wait_at(wait_ms, now, w->cancel_at + FK_CANCEL_NS);
         return;
     }
-    if (fk_aim(wk->hdr, tick)) { /* still on it: kill */
-        fk_sup_kill(wk, K_CANCEL);
-        fk_aim_end(wk->hdr, wk->p.kill_why == K_CANCEL ? SIGKILL : 0);
-    } else {
-        fk_aim_end(wk->hdr, 0);
-    }
+    fk_aimed_kill(wk, tick, K_CANCEL); /* if still on it */
 }
 
 void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint64_t now,

@@ -119,9 +119,9 @@ static void fk_w_on_record(void *arg, uint32_t i)
 }
 
 /*
- * The supervisor is aiming a signal at the record just left (see fk_aim): wait for its decision with SIGTERM blocked, so that a SIGTERM it
- * sends is taken here and never ends the next record; after a SIGKILL, wait
- * for it. The wait is a few system calls of the supervisor's; bounded anyway.
+ * The supervisor is aiming a signal at the record just left (see fk_aim):
+ * wait for its decision with SIGTERM blocked, so that a SIGTERM it sends is
+ * taken here and never ends the next record; after a SIGKILL, wait for it. The wait is a few system calls of the supervisor's; bounded anyway.
  */
 static void fk_w_absorb(struct fk_hdr *h)
 {
