@@ -28,6 +28,8 @@
  *         char err[256];
  *         exec_mpi_serve(&my_plugin, err, sizeof err);
  *     }
+ *     if (exec_mpi_barrier(rank == 0 ? 10000 : -1) != 0)
+ *         MPI_Abort(MPI_COMM_WORLD, 1); // a rank died: see exec_mpi_barrier()
  *     MPI_Finalize();
  *
  * MPI_Init_thread() is the program's. Rank 0 needs MPI_THREAD_SERIALIZED at
@@ -82,7 +84,9 @@ int exec_mpi_check(int *rank, int *size);
  * Returns 0 when the session ended in order (also when rank 0's exec_create()
  * failed: see exec_mpi_dismiss()), EXEC_EOF when rank 0 called exec_mpi_dismiss(),
  * EXEC_EINIT when this rank could not build its context or start its
- * executor (rank 0's exec_create() then fails too; err says why), EXEC_EINVAL
+ * executor (rank 0's exec_create() then fails too, its options.err holding
+ * the same words as err here, of the first rank that refused: say them
+ * there, once, not on every rank), EXEC_EINVAL
  * (NULL plugin, no ctx_build or ctx_free, or called on rank 0), EXEC_ESTATE
  * (see exec_mpi_check()), EXEC_EVERSION (rank 0 runs another version of the
  * library), EXEC_EFATAL (MPI failed). err (may be NULL) gets a message for
@@ -103,6 +107,26 @@ int exec_mpi_serve(const exec_plugin_t *plugin, char *err, size_t errlen);
  * EXEC_ENOMEM, EXEC_EFATAL (MPI failed).
  */
 int exec_mpi_dismiss(void);
+
+/*
+ * Every rank, at the end of the job, before MPI_Finalize(): whether every
+ * rank of MPI_COMM_WORLD is still there to end it. A barrier over
+ * MPI_COMM_WORLD (so every rank calls it, with no other collective on
+ * MPI_COMM_WORLD under way) that gives up after timeout_ms (-1: no limit;
+ * it naps between looks, it does not spin). 0: every rank reached it, and
+ * MPI_Finalize() is safe. EXEC_ETIMEDOUT: some rank did not: it died (the
+ * job runs under mpirun --enable-recovery) or hangs. Open MPI 4.1 cannot
+ * finalize a job that lost a process (MPI_Finalize() waits for it in a
+ * fence, now and then for ever), so end the job with MPI_Abort(), which ends
+ * every rank; the barrier stays pending. EXEC_ESTATE (see exec_mpi_check(),
+ * worker ranks' level), EXEC_EFATAL (MPI failed).
+ *
+ * The pattern: rank 0 calls it with a timeout once its executor is
+ * destroyed, and aborts on EXEC_ETIMEDOUT (at once when its executor
+ * reported a rank EXEC_WORKER_GONE); a worker rank calls it with -1 once
+ * exec_mpi_serve() returned: rank 0 either meets it there or ends the job.
+ */
+int exec_mpi_barrier(int timeout_ms);
 
 #pragma GCC visibility pop
 

@@ -16,7 +16,10 @@
  *
  * Exit status: 0 when every record gave a result, 1 on a failure (a plugin
  * that does not load, a bad spec, an unreadable file, a malformed record, a
- * record whose result is an error), 2 for a usage error.
+ * record whose result is an error, a record lost with its rank), 2 for a
+ * usage error. Under mpirun it is rank 0's; mpirun --enable-recovery (Open
+ * MPI 4.1) exits 0 whatever its ranks' statuses, so --status-file writes it
+ * to a file too.
  */
 #include "executor.h"
 #include "map_args.h"
@@ -28,6 +31,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +62,8 @@ static void usage(FILE *f)
             "  --max-record N     largest record in bytes (default 64 KiB); longer ones fail\n"
             "  --progress|--quiet progress line on stderr always / never (default: on a tty)\n"
             "  --stats            print records/s and the like on stderr at the end\n"
+            "  --status-file F    write the exit status to F as well (with mpi: rank 0;\n"
+            "                     mpirun --enable-recovery exits 0 whatever it is)\n"
             "  --help             this text, and the plugin's spec when --plugin is given\n"
 #ifdef EXEC_MAP_MPI
             "\n"
@@ -66,6 +72,8 @@ static void usage(FILE *f)
             "the classifier from SPEC and runs records on its own cores.\n"
             "  --ranks N          worker ranks to use (default: all but rank 0)\n"
             "  --rank-backend B   each rank's own executor: auto (default), threads or fork\n"
+            "  --rank-timeout MS  a rank holding records and silent this long is lost: its\n"
+            "                     records fail (default 10000; needs mpirun --enable-recovery)\n"
 #endif
     );
 }
@@ -113,6 +121,71 @@ static const char *code_text(int rc)
     return exec_strerror(rc);
 }
 
+/* EXEC_MPI: a worker rank was given up on (its records read EXEC_ELOST). */
+static bool rank_lost(const exec_t *ex)
+{
+    exec_stats_t st;
+    exec_worker_stats_t ws;
+    if (exec_backend(ex) != EXEC_MPI || exec_stats(ex, &st) != 0)
+        return false;
+    for (unsigned i = 0; i < st.workers; i++)
+        if (exec_worker_stats(ex, i, &ws) == 0 && (ws.flags & EXEC_WORKER_GONE))
+            return true;
+    return false;
+}
+
+/* What a plugin lacks, and what needs it. */
+static void plugin_lacks(char *why, size_t n, const char *path, const exec_plugin_t *pl,
+                         exec_backend_t backend)
+{
+    char miss[64] = "";
+    if (!pl->ops)
+        strcat(miss, ", ops");
+    if (!pl->ctx_build)
+        strcat(miss, ", ctx_build");
+    if (!pl->ctx_free)
+        strcat(miss, ", ctx_free");
+    const char *need = !pl->ops ? "the classifier's callbacks"
+                       : !pl->ctx_build
+                           ? (backend == EXEC_MPI ? "--backend mpi needs ctx_build to build the "
+                                                    "classifier on each rank from --spec "
+                                                    "(EXEC_ECAPS)"
+                                                  : PROG " needs ctx_build to build the "
+                                                         "classifier from --spec")
+                           : PROG " needs ctx_free to free the classifier";
+    snprintf(why, n, "%s: plugin %s has no %s: %s", path, pl->name ? pl->name : "(unnamed)",
+             miss + 2, need);
+}
+
+static int mpi_said_once(int rank, const char *why);
+
+/* 0 when why is empty; else it is said (under MPI: once, see mpi_said_once)
+ * and the status is 1. */
+static int said_once(bool mpi, int rank, const char *why)
+{
+    if (mpi)
+        return mpi_said_once(rank, why);
+    if (!why[0])
+        return 0;
+    fprintf(stderr, PROG ": %s\n", why);
+    return 1;
+}
+
+/* --status-file: rank 0 writes the status it ends with (mpirun
+ * --enable-recovery does not pass it on). Returns status. */
+static int status_file(const char *path, int rank, int status)
+{
+    if (!path || rank != 0)
+        return status;
+    FILE *f = fopen(path, "w");
+    bool ok = f && fprintf(f, "%d\n", status) > 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, PROG ": --status-file %s: cannot write it\n", path);
+    return status;
+}
+
 /*
  * --backend mpi. Rank 0 hosts the executor; the others serve it. A failure
  * before the executor exists must not leave the other ranks waiting: before
@@ -141,30 +214,64 @@ static int mpi_begin(int *argc, char ***argv, int *rank)
     return 0;
 }
 
-static int mpi_fail(exec_backend_t backend, int status)
+/* A failure that every rank meets alike (the same command line): each
+ * ends MPI without waiting for the others. */
+static void mpi_quit(exec_backend_t backend)
 {
-    if (backend == EXEC_MPI) {
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, status);
-    }
-    return status;
+    if (backend == EXEC_MPI)
+        MPI_Finalize();
 }
 
+/* Under MPI every rank tells whether it failed (why non-empty); the first
+ * that did says why, and every rank ends: 1. 0 when none failed. */
+static int mpi_said_once(int rank, const char *why)
+{
+    int mine = why[0] ? rank : INT_MAX, first = INT_MAX;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS)
+        first = mine;
+    if (first == INT_MAX)
+        return 0;
+    if (first == rank)
+        fprintf(stderr, PROG ": %s%s\n", rank ? "rank " : "", why);
+    MPI_Finalize();
+    return 1;
+}
+
+/* A worker rank. A refusal of this rank's (its ctx_build, its executor)
+ * reached rank 0, which reports it with the first rank's words: not here too. */
 static int mpi_serve(const exec_plugin_t *pl, int rank)
 {
     char err[512];
     int rc = exec_mpi_serve(pl, err, sizeof err);
-    if (rc && rc != EXEC_EOF)
+    if (rc && rc != EXEC_EOF && rc != EXEC_EINIT && rc != EXEC_EVERSION)
         fprintf(stderr, PROG ": rank %d: %s\n", rank, err);
+    /* Rank 0 meets us here, or ends the job (see mpi_end). */
+    if (exec_mpi_barrier(-1) != 0)
+        MPI_Abort(MPI_COMM_WORLD, 1);
     MPI_Finalize();
     return rc && rc != EXEC_EOF ? 1 : 0;
 }
 
-static int mpi_end(exec_backend_t backend, bool dismiss, int status)
+/*
+ * Rank 0's end. The job ends in every case: when a rank died (it held
+ * records: lost, or it misses the closing barrier), MPI_Finalize() could
+ * wait for it for ever, so the job is ended with MPI_Abort() instead, with
+ * the same status (under mpirun --enable-recovery, mpirun itself exits 0
+ * whatever it is: see --status-file).
+ */
+static int mpi_end(exec_backend_t backend, bool dismiss, bool lost, int timeout_ms, int status)
 {
     if (backend == EXEC_MPI) {
         if (dismiss)
             exec_mpi_dismiss();
+        if (lost || exec_mpi_barrier(timeout_ms) != 0) {
+            fprintf(stderr, PROG ": %s: ending the job with MPI_Abort (MPI cannot finalize "
+                            "without it)\n",
+                    lost ? "a rank was lost" : "a rank did not reach the end of the job");
+            fflush(stdout);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, status);
+        }
         MPI_Finalize();
     }
     return status;
@@ -180,10 +287,16 @@ static int mpi_begin(int *argc, char ***argv, int *rank)
     return 2;
 }
 
-static int mpi_fail(exec_backend_t backend, int status)
+static void mpi_quit(exec_backend_t backend)
 {
     (void)backend;
-    return status;
+}
+
+static int mpi_said_once(int rank, const char *why)
+{
+    (void)rank;
+    (void)why;
+    return 0;
 }
 
 static int mpi_serve(const exec_plugin_t *pl, int rank)
@@ -193,10 +306,12 @@ static int mpi_serve(const exec_plugin_t *pl, int rank)
     return 1;
 }
 
-static int mpi_end(exec_backend_t backend, bool dismiss, int status)
+static int mpi_end(exec_backend_t backend, bool dismiss, bool lost, int timeout_ms, int status)
 {
     (void)backend;
     (void)dismiss;
+    (void)lost;
+    (void)timeout_ms;
     return status;
 }
 #endif
@@ -223,31 +338,32 @@ int main(int argc, char **argv)
         eo.workers = ranks;
     }
 
-    /* The plugin. */
+    /* The plugin. Under MPI every rank loads it, and a failure is said once:
+     * by the first rank it happened on (said_once). */
     void *dl = NULL;
     const exec_plugin_t *pl = NULL;
+    char why[640] = "";
     if (plugin_path) {
         dl = dlopen(plugin_path, RTLD_NOW | RTLD_LOCAL);
-        if (!dl) {
-            fprintf(stderr, PROG ": cannot load plugin: %s\n", dlerror());
-            return mpi_fail(backend, 1);
-        }
-        pl = dlsym(dl, EXEC_PLUGIN_SYMBOL);
-        if (!pl) {
-            fprintf(stderr, PROG ": %s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")\n",
-                    plugin_path);
+        if (!dl)
+            snprintf(why, sizeof why, "cannot load plugin: %s", dlerror());
+        else if (!(pl = dlsym(dl, EXEC_PLUGIN_SYMBOL)))
+            snprintf(why, sizeof why, "%s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")",
+                     plugin_path);
+        else if (pl->abi != EXEC_PLUGIN_ABI)
+            snprintf(why, sizeof why, "%s: plugin ABI %u, this program speaks %u", plugin_path,
+                     pl->abi, EXEC_PLUGIN_ABI);
+        else if (!pl->ops || !pl->ctx_build || !pl->ctx_free)
+            plugin_lacks(why, sizeof why, plugin_path, pl, backend);
+        if (why[0] && dl) {
             dlclose(dl);
-            return mpi_fail(backend, 1);
-        }
-        if (pl->abi != EXEC_PLUGIN_ABI || !pl->ops || !pl->ctx_build || !pl->ctx_free) {
-            fprintf(stderr, PROG ": %s: plugin ABI %u, this program speaks %u%s\n", plugin_path,
-                    pl->abi, EXEC_PLUGIN_ABI,
-                    pl->abi == EXEC_PLUGIN_ABI ? " (but ops, ctx_build or ctx_free is missing)"
-                                               : "");
-            dlclose(dl);
-            return mpi_fail(backend, 1);
+            dl = NULL;
+            pl = NULL;
         }
     }
+    int said = said_once(backend == EXEC_MPI && !help, rank, why);
+    if (said)
+        return status_file(args.status_file, rank, said);
     if (help) {
         usage(stdout);
         if (pl)
@@ -258,11 +374,15 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!plugin_path || !spec) {
-        fprintf(stderr, PROG ": --plugin and --spec are required\n");
-        fprintf(stderr, "Try '" PROG " --help'.\n");
+        /* The same line on every rank: each stops here, rank 0 says why. */
+        if (rank == 0) {
+            fprintf(stderr, PROG ": --plugin and --spec are required\n");
+            fprintf(stderr, "Try '" PROG " --help'.\n");
+        }
         if (dl)
             dlclose(dl);
-        return mpi_fail(backend, 2);
+        mpi_quit(backend);
+        return status_file(args.status_file, rank, 2);
     }
     if (backend == EXEC_MPI && rank != 0) {
         int status = mpi_serve(pl, rank);
@@ -271,7 +391,7 @@ int main(int argc, char **argv)
     }
 
     int status = 1;
-    bool session = false;
+    bool session = false, lost = false;
     exec_source_t *src = NULL;
     exec_csv_header_t *hdr = NULL;
     void *ctx = NULL;
@@ -323,17 +443,20 @@ int main(int argc, char **argv)
               rc != EXEC_ENOTSUP && rc != EXEC_ESTATE;
     if (rc) {
         const char *name = pl->name ? pl->name : plugin_path;
-        if (rc == EXEC_ECAPS && backend == EXEC_THREADS)
-            fprintf(stderr, PROG ": plugin %s is not thread-safe: use --backend fork or auto\n",
-                    name);
-        else if (rc == EXEC_ECAPS && backend == EXEC_FORK)
-            fprintf(stderr, PROG ": plugin %s is not fork-safe: use --backend threads or auto\n",
-                    name);
+        /* Under MPI the caps decide each rank's own backend. */
+        exec_backend_t on = backend == EXEC_MPI ? eo.rank_backend : backend;
+        const char *opt = backend == EXEC_MPI ? "--rank-backend" : "--backend";
+        if (rc == EXEC_ECAPS && on == EXEC_THREADS)
+            fprintf(stderr, PROG ": plugin %s is not thread-safe: use %s fork or auto\n", name,
+                    opt);
+        else if (rc == EXEC_ECAPS && on == EXEC_FORK)
+            fprintf(stderr, PROG ": plugin %s is not fork-safe: use %s threads or auto\n", name,
+                    opt);
         else if (rc == EXEC_ECAPS)
             fprintf(stderr, PROG ": plugin %s is neither thread-safe nor fork-safe\n", name);
-        else if (backend == EXEC_MPI)
-            fprintf(stderr, PROG ": cannot start on the ranks: %s%s%s\n", exec_strerror(rc),
-                    err[0] ? ": " : "", err);
+        else if (backend == EXEC_MPI) /* err names the rank and what it said */
+            fprintf(stderr, PROG ": cannot start on the ranks: %s\n",
+                    err[0] ? err : exec_strerror(rc));
         else if (rc == EXEC_ENOTSUP)
             fprintf(stderr,
                     PROG ": plugin %s needs the %s backend, which this build of libexecutor "
@@ -353,6 +476,7 @@ int main(int argc, char **argv)
     mo.failed_arg = &run;
     exec_map_report_t rep;
     rc = exec_map_fd(ex, src, STDOUT_FILENO, &mo, &rep);
+    lost = rank_lost(ex);
     if (stats) {
         exec_stats_t st;
         exec_stats(ex, &st);
@@ -385,5 +509,6 @@ out:
     exec_source_close(src);
     if (dl)
         dlclose(dl);
-    return mpi_end(backend, !session, status);
+    return mpi_end(backend, !session, lost, eo.rank_timeout_ms ? (int)eo.rank_timeout_ms : 10000,
+                   status_file(args.status_file, rank, status));
 }

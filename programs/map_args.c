@@ -20,7 +20,8 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
     unsigned long long v;
     optind = 0; /* getopt's own state: a fresh scan */
     enum { O_PLUGIN = 1, O_SPEC, O_BACKEND, O_WORKERS, O_ORDERED, O_FORMAT, O_NOHDR, O_DELIM,
-           O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP, O_RANKS, O_RANK_BACKEND };
+           O_SKIP, O_MAXREC, O_PROGRESS, O_QUIET, O_STATS, O_HELP, O_RANKS, O_RANK_BACKEND,
+           O_RANK_TIMEOUT, O_STATUS_FILE };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, O_PLUGIN},
         {"spec", required_argument, NULL, O_SPEC},
@@ -38,6 +39,8 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
         {"help", no_argument, NULL, O_HELP},
         {"ranks", required_argument, NULL, O_RANKS},
         {"rank-backend", required_argument, NULL, O_RANK_BACKEND},
+        {"rank-timeout", required_argument, NULL, O_RANK_TIMEOUT},
+        {"status-file", required_argument, NULL, O_STATUS_FILE},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -81,6 +84,15 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
                 return 2;
             }
             break;
+        case O_RANK_TIMEOUT:
+            if (prog_parse_uint(optarg, 86400000, &v) || v == 0) {
+                fprintf(stderr, PROG ": --rank-timeout: expected 1..86400000 ms, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            a->eo.rank_timeout_ms = (unsigned)v;
+            break;
+        case O_STATUS_FILE: a->status_file = optarg; break;
         case O_WORKERS:
             if (prog_parse_uint(optarg, 1024, &v) || v == 0) {
                 fprintf(stderr, PROG ": --workers: expected 1..1024, not '%s'\n", optarg);
@@ -143,8 +155,9 @@ int map_args_parse(int argc, char **argv, struct map_args *a)
         fprintf(stderr, PROG ": one input file at most (got '%s' too)\n", argv[optind]);
         return 2;
     }
-    if (a->backend != EXEC_MPI && (a->ranks || a->eo.rank_backend != EXEC_AUTO)) {
-        fprintf(stderr, PROG ": --ranks and --rank-backend are for --backend mpi\n");
+    if (a->backend != EXEC_MPI &&
+        (a->ranks || a->eo.rank_backend != EXEC_AUTO || a->eo.rank_timeout_ms)) {
+        fprintf(stderr, PROG ": --ranks, --rank-backend and --rank-timeout are for --backend mpi\n");
         return 2;
     }
     return 0;

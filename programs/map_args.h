@@ -10,8 +10,9 @@
 
 struct map_args {
     const char *plugin_path, *spec, *input; /* pointers into argv; NULL when absent */
+    const char *status_file;                /* --status-file, or NULL */
     exec_backend_t backend;
-    exec_options_t eo;      /* workers, flags, max_record, rank_backend */
+    exec_options_t eo;      /* workers, flags, max_record, rank_backend, rank_timeout_ms */
     exec_source_options_t so; /* format, flags, delim */
     exec_map_options_t mo;  /* flags */
     bool help, stats;

@@ -74,3 +74,28 @@ int exec_mpi_dismiss(void)
     MPI_Comm_free(&comm);
     return rc;
 }
+
+int exec_mpi_barrier(int timeout_ms)
+{
+    int rc = mx_check(false, NULL, NULL);
+    if (rc)
+        return rc;
+    MPI_Request req;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+        return EXEC_EFATAL;
+    uint64_t deadline = exec__now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+    uint64_t nap = 0;
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return EXEC_EFATAL;
+        if (done)
+            return 0;
+        /* A rank that never comes leaves the request pending: MPI cannot
+         * cancel a collective, and the job ends by MPI_Abort() anyway. */
+        if (timeout_ms >= 0 && exec__now_ns() >= deadline)
+            return EXEC_ETIMEDOUT;
+        nap = mx_backoff(nap, 1000000);
+        mx_nap(nap, NULL, 0);
+    }
+}

@@ -114,7 +114,7 @@ static int mh_greet(struct mh *h, char *msg[2], size_t len, MPI_Request *reqs)
             reqs[r] = MPI_REQUEST_NULL;
 
     /* Every active rank answers, or the deadline passes. */
-    int answered = 0;
+    int answered = 0, refused = 0;
     uint64_t nap = 0;
     int rc = 0;
     while (answered < h->nranks) {
@@ -137,7 +137,7 @@ static int mh_greet(struct mh *h, char *msg[2], size_t len, MPI_Request *reqs)
             rk->workers = m.workers;
             memcpy(rk->host, m.host, sizeof rk->host);
             ck_pr_store_64(&rk->figs.startup_ns, m.startup_ns);
-            if (m.rc && rc == 0) {
+            if (m.rc && refused++ == 0) {
                 rc = EXEC_EINIT;
                 mx_err(h->o->err, h->o->errlen, "rank %d (%s): %s", from, m.host,
                        m.err[0] ? m.err : exec_strerror(m.rc));
@@ -150,6 +150,9 @@ static int mh_greet(struct mh *h, char *msg[2], size_t len, MPI_Request *reqs)
         nap = mx_backoff(nap, 2000000);
         mx_nap(nap, NULL, 0);
     }
+    if (refused > 1) /* the first one's words, and how many more */
+        mx_err_more(h->o->err, h->o->errlen, " (and %d more rank%s)", refused - 1,
+                    refused > 2 ? "s" : "");
     if (answered < h->nranks && rc == 0) {
         rc = EXEC_EINIT;
         for (int i = 0; i < h->nranks; i++) {

@@ -143,6 +143,18 @@ void mx_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+void mx_err_more(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = err && errlen ? strnlen(err, errlen) : errlen;
+    if (n + 1 < errlen) {
+        /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): started above */
+        vsnprintf(err + n, errlen - n, fmt, ap);
+    }
+    va_end(ap);
+}
+
 int mx_header_row(const exec_csv_header_t *h, char **row, size_t *len)
 {
     size_t cap = 256, n = 0;

@@ -172,6 +172,9 @@ int mx_reserve(char **buf, size_t *cap, size_t need);
 
 /* Writes "fmt..." into err (if any), NUL-terminated. */
 void mx_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same, appended to what err holds. */
+void mx_err_more(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The CSV header as one row that exec_csv_header_create() reads back into
  * the same names (quoted where needed). 0 or EXEC_ENOMEM; *row malloc'd. */

@@ -7,8 +7,8 @@
  *   returns 0 or 2, and on 0 every value is one the program documents: a
  *   known backend and format, workers and ranks 1..1024 (or unset), a record
  *   limit 1..64 MiB (or unset), a delimiter that is one byte and not a quote
- *   or line end, --ranks and --rank-backend only with mpi, no header flag
- *   outside CSV, at most one input.
+ *   or line end, --ranks, --rank-backend and --rank-timeout (1 ms..1 day)
+ *   only with mpi, no header flag outside CSV, at most one input.
  *
  *   spec: "table=<tests/data/words.txt>," then the rest (inputs that name
  *   another table or a CPU cost are skipped: they would read any file, or
@@ -66,11 +66,13 @@ static void fuzz_args(const uint8_t *data, size_t size)
               a.so.format == EXEC_SOURCE_LEN32LE || a.so.format == EXEC_SOURCE_LEN32BE);
         CHECK(a.so.format == EXEC_SOURCE_CSV || !(a.so.flags & EXEC_SOURCE_HEADER));
         CHECK(a.so.delim != '"' && a.so.delim != '\n' && a.so.delim != '\r');
-        CHECK(a.backend == EXEC_MPI || (a.ranks == 0 && a.eo.rank_backend == EXEC_AUTO));
+        CHECK(a.backend == EXEC_MPI ||
+              (a.ranks == 0 && a.eo.rank_backend == EXEC_AUTO && a.eo.rank_timeout_ms == 0));
+        CHECK(a.eo.rank_timeout_ms <= 86400000u);
         CHECK((a.mo.flags & ~(EXEC_MAPS_SKIP_BAD | EXEC_MAPS_PROGRESS | EXEC_MAPS_QUIET)) == 0);
         /* Every string it kept is one of argv's. */
-        const char *kept[] = {a.plugin_path, a.spec, a.input};
-        for (size_t k = 0; k < 3; k++) {
+        const char *kept[] = {a.plugin_path, a.spec, a.input, a.status_file};
+        for (size_t k = 0; k < 4; k++) {
             if (!kept[k])
                 continue;
             bool found = false;

@@ -582,6 +582,8 @@ int main(int argc, char **argv)
                 failed = 1;
             }
         }
+        if (exec_mpi_barrier(-1) != 0) /* every rank alive: it completes */
+            failed = 1;
         MPI_Finalize();
         return failed;
     }
@@ -599,6 +601,12 @@ int main(int argc, char **argv)
     int rc = tu_run_group_tests(tests, group_setup, NULL);
     if (exec_mpi_dismiss() != 0)
         rc = 1;
+    int b = exec_mpi_barrier(30000); /* every rank is there: 0 */
+    if (b != 0) {
+        fprintf(stderr, "test_mpi: exec_mpi_barrier: %s\n", exec_err_name(b));
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     MPI_Finalize();
     return rc ? 1 : 0;
 }

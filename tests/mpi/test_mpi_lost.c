@@ -10,10 +10,11 @@
  *                record it held EXEC_ELOST, run every other record on rank 1,
  *                and end the executor without waiting for the dead rank.
  *
- * Prints "lost: ok" only when every check held. A job that lost a rank
- * cannot finalize reliably (Open MPI 4.1's MPI_Finalize waits for the dead
- * rank in a fence, now and then for ever), so the host ends it with
- * MPI_Abort, as a program would: status 0 when every check held.
+ * Prints "lost: ok" only when every check held, exec_mpi_barrier() among
+ * them: it must time out, rank 2 being dead. A job that lost a rank cannot
+ * finalize reliably (Open MPI 4.1's MPI_Finalize waits for the dead rank in
+ * a fence, now and then for ever), so the host ends it with MPI_Abort, as a
+ * program would: status 0 when every check held.
  */
 #include "mt.h"
 
@@ -90,6 +91,10 @@ static int host(void)
     CHECK(w2.flags & EXEC_WORKER_GONE);
     CHECK(!(w1.flags & EXEC_WORKER_GONE));
     CHECK(t2 - t1 < 5000); /* the dead rank is not waited for */
+    uint64_t t3 = tu_now_ms();
+    int b = exec_mpi_barrier(500);
+    CHECK(b == EXEC_ETIMEDOUT); /* rank 2 never comes */
+    CHECK(tu_now_ms() - t3 < 5000);
     free(seen);
     if (!fail)
         printf("lost: ok\n");
@@ -120,6 +125,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "test_mpi_lost: rank %d: %s: %s\n", rank, exec_err_name(s), err);
             rc = 1;
         }
+        /* Rank 1 waits here until rank 0's MPI_Abort ends the job. */
+        if (exec_mpi_barrier(-1) != 0)
+            rc = 1;
     }
     MPI_Finalize();
     return rc;
