@@ -135,8 +135,10 @@ void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res);
  * are refused with EXEC_ESTATE. */
 static inline bool exec__in_callback(exec_t *ex)
 {
+    /* Another thread may be claiming the executor (writing map_thread) as
+     * we look: it is never this thread, whatever the load returns. */
     return __atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE) &&
-           pthread_equal(ex->map_thread, pthread_self());
+           pthread_equal(__atomic_load_n(&ex->map_thread, __ATOMIC_RELAXED), pthread_self());
 }
 
 /* The stream calls' guard: EXEC_ESTATE from exec_map()'s own callbacks,
@@ -146,7 +148,9 @@ static inline int exec__guard(exec_t *ex)
 {
     if (!__atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE))
         return 0;
-    return pthread_equal(ex->map_thread, pthread_self()) ? EXEC_ESTATE : EXEC_EBUSY;
+    return pthread_equal(__atomic_load_n(&ex->map_thread, __ATOMIC_RELAXED), pthread_self())
+               ? EXEC_ESTATE
+               : EXEC_EBUSY;
 }
 
 #endif /* EXEC_CORE_H */

@@ -193,6 +193,13 @@ struct exec__backend {
      * leaving nothing behind. Same thread rules as swap_prepare. */
     int (*swap_spec)(exec_t *ex, const char *spec, uint64_t generation, char *err,
                      size_t errlen);
+    /* Optional: true while the backend still has to settle something that a
+     * stream whose every result is out set off (EXEC_FORK: a worker killed
+     * for a record it answered with garbage, not yet dead and replaced), so
+     * that exec_stats() is exact once exec_next() says EXEC_EOF: core holds
+     * EXEC_EOF back meanwhile, and the backend wakes the consumer
+     * (exec__wake) once it is settled. Consumer (core's next lock held). */
+    bool (*unsettled)(exec_t *ex);
 };
 
 /* Every backend built in, NULL-terminated (backends/registry.c). Core finds a

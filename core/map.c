@@ -116,7 +116,7 @@ static int exec__claim(exec_t *ex, bool fresh)
     if (__atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE))
         return EXEC_EBUSY;
     /* From here on the callbacks run in this thread. */
-    ex->map_thread = pthread_self();
+    __atomic_store_n(&ex->map_thread, pthread_self(), __ATOMIC_RELAXED); /* read racily */
     __atomic_store_n(&ex->in_map, 1, __ATOMIC_RELEASE);
     if (ex->be->caller_joins)
         ex->be->caller_joins(ex, true);

@@ -205,9 +205,16 @@ static bool exec__drained(exec_t *ex)
            ck_pr_load_64(&ex->submitted) == ck_pr_load_64(&ex->collected);
 }
 
-/* Sleeps on the eventfd until a worker signals or the deadline passes.
- * Returns false on timeout. */
-static bool exec__sleep(exec_t *ex, int64_t deadline_ns)
+/* Drained, and nothing the stream set off is left to settle: EXEC_EOF. */
+static bool exec__ended(exec_t *ex)
+{
+    return exec__drained(ex) && !(ex->be->unsettled && ex->be->unsettled(ex));
+}
+
+/* Sleeps on the eventfd until a worker signals or the deadline passes, at
+ * most 10 ms when brief (something to settle: looked at again). Returns
+ * false on timeout. */
+static bool exec__sleep(exec_t *ex, int64_t deadline_ns, bool brief)
 {
     int ms = -1;
     if (deadline_ns >= 0) {
@@ -216,6 +223,8 @@ static bool exec__sleep(exec_t *ex, int64_t deadline_ns)
             return false;
         ms = (int)((left + 999999) / 1000000);
     }
+    if (brief && (ms < 0 || ms > 10))
+        ms = 10;
     struct pollfd p = {.fd = ex->efd, .events = POLLIN};
     int r = poll(&p, 1, ms);
     if (r > 0) {
@@ -247,7 +256,7 @@ int exec__ready(exec_t *ex, int timeout_ms)
             ex->cur = b;
             continue;
         }
-        if (exec__drained(ex))
+        if (exec__ended(ex))
             return EXEC_EOF;
         if (ck_pr_load_32(&ex->fatal))
             return EXEC_EFATAL;
@@ -282,14 +291,15 @@ int exec__ready(exec_t *ex, int timeout_ms)
             ex->cur = b;
             continue;
         }
-        if (exec__drained(ex))
+        if (exec__ended(ex))
             continue;
         if (timeout_ms == 0)
             return EXEC_EAGAIN; /* stays armed: exec_fd() turns readable */
         if (deadline == -2)
             deadline = timeout_ms < 0 ? -1
                                       : (int64_t)(exec__now_ns() + (uint64_t)timeout_ms * 1000000u);
-        if (!exec__sleep(ex, deadline))
+        /* (Drained here: only something to settle keeps EXEC_EOF back.) */
+        if (!exec__sleep(ex, deadline, exec__drained(ex)))
             return EXEC_ETIMEDOUT;
     }
 }

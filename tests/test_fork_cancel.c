@@ -2,6 +2,7 @@
  * worker replaced; either way exactly one result, EXEC_ECANCELLED. */
 #include "forkutil.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 static exec_t *mk(struct fu_ctx *ctx, unsigned workers)
@@ -227,6 +228,108 @@ static void test_cancel_deaf_after_collect(void **state)
     cancel_deaf(true);
 }
 
+/*
+ * Cancels crossed with slot refills: exec_run_records() (whose producer
+ * rewrites a refilled slot's flags in one go) runs short records in small
+ * batches that keep coming back for refills, while another thread cancels
+ * records in flight, which keeps the supervisor's cancel watch looking at
+ * the slot each worker's header names. The watch must read a slot's flags
+ * only while the slot is its worker's (under its FIFO lock): the header may
+ * name a slot just handed back and being refilled, and TSan reported the
+ * race with the producer. Each record is cancelled or runs, exactly once,
+ * and what exec_cancel() claimed is what comes back cancelled.
+ */
+static int spin_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ctx;
+    (void)ws;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec) < 2000 &&
+           !exec_cancelled(out));
+    return exec_write(out, rec, len);
+}
+
+static const exec_ops_t spin_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = spin_process,
+};
+
+struct refill {
+    exec_t *ex;
+    uint64_t n, base;   /* this chunk: tags [base, base + n) */
+    unsigned char *seen;
+    uint64_t got, cancelled, claimed, bad;
+    uint32_t stop;
+};
+
+static int refill_emit(void *arg, const exec_result_t *res, size_t n)
+{
+    struct refill *r = arg;
+    for (size_t i = 0; i < n; i++) {
+        const exec_result_t *x = &res[i];
+        uint64_t v = 0;
+        if (x->tag >= r->n * 8 || r->seen[x->tag]++)
+            r->bad++;
+        else if (x->status == EXEC_ECANCELLED)
+            r->cancelled++;
+        else if (x->status != 0 || x->len != sizeof v || (memcpy(&v, x->data, sizeof v), v != x->tag))
+            r->bad++;
+        __atomic_store_n(&r->got, r->got + 1, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+static void *refill_canceller(void *arg)
+{
+    struct refill *r = arg;
+    uint64_t k = 0;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        /* A record a little ahead of what came back: queued or running. */
+        uint64_t t = __atomic_load_n(&r->got, __ATOMIC_ACQUIRE) + 4 + k++ % 8;
+        int c = exec_cancel(r->ex, t);
+        if (c > 0)
+            __atomic_fetch_add(&r->claimed, (uint64_t)c, __ATOMIC_ACQ_REL);
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void test_cancel_watch_vs_refill(void **state)
+{
+    (void)state;
+    exec_options_t o = {.workers = 2, .batch = 4};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &spin_ops, NULL, EXEC_FORK, &o), 0);
+    const uint64_t n = fu_sanitized() ? 10000 : 40000;
+    struct refill r = {.ex = ex, .n = n / 8, .seen = calloc(n, 1)};
+    exec_record_t *recs = calloc(n, sizeof *recs);
+    uint64_t *tags = calloc(n, sizeof *tags);
+    for (uint64_t i = 0; i < n; i++) {
+        tags[i] = i;
+        recs[i] = (exec_record_t){&tags[i], sizeof tags[i], i};
+    }
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, refill_canceller, &r), 0);
+    /* In chunks: each call starts a stream afresh. */
+    for (uint64_t c = 0; c < 8; c++)
+        assert_int_equal(exec_run_records(ex, recs + c * (n / 8), n / 8, refill_emit, &r), 0);
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    assert_int_equal(r.bad, 0);
+    assert_int_equal(r.got, n);
+    assert_int_equal(r.cancelled, r.claimed);
+    assert_true(r.claimed > 0);
+    free(r.seen);
+    free(recs);
+    free(tags);
+    exec_destroy(ex);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_cancel_all_stream),
         cmocka_unit_test(test_cancel_deaf_before_collect),
         cmocka_unit_test(test_cancel_deaf_after_collect),
+        cmocka_unit_test(test_cancel_watch_vs_refill),
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));

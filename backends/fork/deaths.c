@@ -8,6 +8,11 @@
  * thus gets exactly one result. A place whose processes keep failing is
  * given up on: its records read EXEC_EWORKER, and when every place of the
  * current generation is gone the executor is fatal.
+ *
+ * A kill we asked for because of a record whose result is already out (the
+ * consumer found garbage in it) ends after that result: until its death is
+ * settled here, fk_unsettled() holds back EXEC_EOF, so that exec_stats()
+ * counts the respawn once the stream is over.
  */
 #include "fork.h"
 #include "tsan.h"
@@ -225,4 +230,30 @@ void fk_deaths(struct fk *fk)
                 fk_bury(fk, wk);
         }
     }
+}
+
+/* Consumer (the seam's unsettled): a kill asked for by the consumer (kill_req)
+ * whose process is not dead and settled yet, or a death not settled yet,
+ * in a generation whose deaths we settle. Bounded: a process that outlives
+ * FK_SETTLE_NS after the request is not waited for. */
+bool fk_unsettled(exec_t *ex)
+{
+    struct fk *fk = exec__priv(ex);
+    uint64_t now = exec__now_ns();
+    bool owed = false;
+    exec__lock(&fk->lock);
+    for (unsigned k = 0; k < FK_MAXGEN && !owed; k++) {
+        struct fk_gen *g = &fk->gens[k];
+        uint32_t gs = ck_pr_load_32(&g->state);
+        if (gs != G_ACTIVE && gs != G_RETIRING)
+            continue;
+        for (unsigned i = 0; i < g->nw && !owed; i++) {
+            const struct fk_proc *p = &g->w[i].p;
+            owed = p->state == W_DEAD ||
+                   (p->kill_req && (p->state == W_LIVE || p->state == W_SPAWNING) &&
+                    now - p->kill_req_at < FK_SETTLE_NS);
+        }
+    }
+    exec__unlock(&fk->lock);
+    return owed;
 }

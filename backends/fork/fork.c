@@ -345,4 +345,5 @@ const struct exec__backend exec__fork_backend = {
     .cancel = fk_cancel,
     .worker_stats = fk_worker_stats,
     .stop = fk_stop,
+    .unsettled = fk_unsettled,
 };

@@ -48,6 +48,7 @@
 #define FK_MEM_QUICK_NS 1000000000ull /* a life this short is a quick memory pass */
 #define FK_LIVED_NS 1000000000ull     /* a process admitted this long ago was no failed start */
 #define FK_CANCEL_NS 20000000ull      /* a cancelled record still running this long: kill */
+#define FK_SETTLE_NS 2000000000ull    /* EOF waits this long at most for a requested kill */
 
 /* Supervisor <-> zygote messages (channel.c). */
 enum { FK_M_SPAWN = 1, FK_M_EXIT, FK_M_SPAWNED, FK_M_FAILED, FK_M_EXITED, FK_M_KILL };
@@ -113,6 +114,7 @@ struct fk_proc {
     bool nofd;     /* spawned, but its pidfd never reached us: being killed */
     bool kill_req;
     int kill_req_why;
+    uint64_t kill_req_at; /* when kill_req was set (a drained stream waits that long at most) */
     int kill_why; /* K_*: why we killed it */
     int wstatus;
     int spawn_err; /* why the last start failed (-errno), or 0 */
@@ -346,6 +348,7 @@ void fk_violation(struct fk *fk, struct fk_worker *wk, bool head);
 
 /* deaths.c (consumer) */
 void fk_deaths(struct fk *fk);
+bool fk_unsettled(exec_t *ex);
 
 /* generation.c */
 int fk_gen_init(struct fk *fk, struct fk_gen *g, void *ctx, uint64_t generation, unsigned start);

@@ -24,6 +24,7 @@ void fk_kill_req(struct fk *fk, struct fk_worker *wk, int why)
     exec__lock(&fk->lock);
     wk->p.kill_req = true;
     wk->p.kill_req_why = why;
+    wk->p.kill_req_at = exec__now_ns();
     exec__unlock(&fk->lock);
     fk_wake_sup(fk);
 }

@@ -275,14 +275,30 @@ static void fk_watch_stall(struct fk *fk, struct fk_worker *wk, uint64_t now, in
     fk_wait_at(wait_ms, now, w->st_since + (w->st_nudged ? FK_STALL_NS : FK_NUDGE_NS));
 }
 
-/* Is the worker, by its header, on a record flagged cancelled? */
-static bool fk_on_cancelled(struct fk *fk, struct fk_worker *wk, uint32_t tick)
+/*
+ * Is the worker, by its header, on a record flagged cancelled? 1 yes, 0 no,
+ * -1 unknown (its FIFO lock was busy: lock order, q.lock before fk->lock).
+ * The header may name a slot the worker has already given back, which the
+ * producer may be refilling (its flags rewritten) right now: so the flag is
+ * read under q.lock, and only while the slot is still in the worker's FIFO
+ * (dispatched to it and not yet reaped).
+ */
+static int fk_on_cancelled(struct fk *fk, struct fk_worker *wk, uint32_t tick)
 {
     struct fk_hdr *h = wk->hdr;
     uint32_t cs = 0, cr = 0;
-    return ck_pr_load_32(&h->busy) && fk_where(h, tick, &cs, &cr) && cs < wk->g->nslot &&
-           cr < fk->o->batch &&
-           (__atomic_load_n(&wk->slots[cs].b.rflags[cr], __ATOMIC_RELAXED) & EXEC__RF_CANCEL);
+    if (!ck_pr_load_32(&h->busy) || !fk_where(h, tick, &cs, &cr) || cs >= wk->g->nslot ||
+        cr >= fk->o->batch)
+        return 0;
+    if (exec__trylock(&wk->q.lock) != 0)
+        return -1;
+    bool theirs = false;
+    for (unsigned k = 0; k < wk->q.n && !theirs; k++)
+        theirs = wk->q.fifo[(wk->q.head + k) % wk->g->nslot] == cs;
+    const struct fk_slot *s = &wk->slots[cs];
+    bool on = theirs && cr < s->b.n && fk_cancelled(s, cr);
+    exec__unlock(&wk->q.lock);
+    return on;
 }
 
 /*
@@ -295,7 +311,13 @@ static void fk_watch_cancel(struct fk *fk, struct fk_worker *wk, uint64_t now, i
 {
     struct fk_watch *w = &wk->w;
     uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
-    if (!fk_on_cancelled(fk, wk, tick)) {
+    int on = fk_on_cancelled(fk, wk, tick);
+    if (on < 0) {
+        /* Not known this pass: look again soon, the clock going on. */
+        fk_wait_at(wait_ms, now, now + 1000000u);
+        return;
+    }
+    if (!on) {
         w->cancel_at = 0;
         if (ck_pr_load_32(&wk->hdr->busy))
             fk_wait_at(wait_ms, now, now + 50000000u); /* while it works, look again */
