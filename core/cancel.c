@@ -93,7 +93,7 @@ static int exec__cancel(exec_t *ex, bool all, uint64_t tag)
 {
     if (!ex)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
+    if (exec__refuse(ex))
         return EXEC_ESTATE;
     int n = 0;
     exec__lock(&ex->submit_lock);

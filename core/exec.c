@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,13 +58,17 @@ int exec_get_options(const exec_t *ex, exec_options_t *out)
 {
     if (!ex || !out)
         return EXEC_EINVAL;
+    if (exec__foreign(ex))
+        return EXEC_ESTATE;
     *out = ex->opt;
     return 0;
 }
 
 int exec_fd(const exec_t *ex)
 {
-    return ex ? ex->efd : EXEC_EINVAL;
+    if (!ex)
+        return EXEC_EINVAL;
+    return exec__foreign(ex) ? EXEC_ESTATE : ex->efd;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -288,6 +293,58 @@ static int exec__choose(const exec_ops_t *ops, exec_backend_t want, exec_backend
     return EXEC_EINVAL;
 }
 
+static size_t exec__page(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
+/*
+ * The creator's mark (see exec_core.h): a private page that fork() gives a
+ * child zeroed (MADV_WIPEONFORK). 0, or -errno when the page cannot be had;
+ * a kernel without MADV_WIPEONFORK leaves ex->mine NULL (pid compared).
+ */
+static int exec__mark(exec_t *ex)
+{
+    ex->pid = getpid();
+    void *p = mmap(NULL, exec__page(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return errno == ENOMEM ? EXEC_ENOMEM : -errno;
+    if (madvise(p, exec__page(), MADV_WIPEONFORK) != 0) {
+        munmap(p, exec__page());
+        return 0;
+    }
+    *(uint32_t *)p = EXEC__MINE;
+    ex->mine = p;
+    return 0;
+}
+
+/*
+ * exec_destroy() in a child of the creating process (the host forked): the
+ * workers, threads and shared state are the creator's, so only this
+ * process's own copy of the executor goes: its memory, and its copies of the
+ * descriptors and mappings (closing a copy leaves the creator's open). No
+ * thread is joined or woken, no process signalled or waited for, no user
+ * callback run, and no lock taken or destroyed (a thread that does not exist
+ * here may have held one, or waited on a condition, when the host forked).
+ */
+static void exec__forget(exec_t *ex)
+{
+    if (ex->be->forget)
+        ex->be->forget(ex);
+    free(ex->be_priv);
+    free(ex->reorder);
+    free((void *)ex->opt.keep_fds);
+    if (ex->cons != ex->cons_inline)
+        free(ex->cons);
+    if (ex->efd >= 0)
+        close(ex->efd);
+    if (ex->mine)
+        munmap((void *)ex->mine, exec__page());
+    free(ex);
+}
+
 /* Frees what exec_create made; the backend is stopped already. */
 static void exec__free(exec_t *ex)
 {
@@ -298,6 +355,8 @@ static void exec__free(exec_t *ex)
         free(ex->cons);
     if (ex->efd >= 0)
         close(ex->efd);
+    if (ex->mine)
+        munmap((void *)ex->mine, exec__page());
     exec__mutex_destroy(&ex->submit_lock);
     exec__mutex_destroy(&ex->next_lock);
     exec__mutex_destroy(&ex->wait_lock);
@@ -373,6 +432,11 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
         exec__free(ex);
         return rc;
     }
+    rc = exec__mark(ex);
+    if (rc) {
+        exec__free(ex);
+        return rc;
+    }
 
     ex->early_max = exec__max_batches(ex) / 2;
     ex->batch_limit = o.batch;
@@ -405,7 +469,13 @@ int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx, exec_backend_t b
 
 void exec_destroy(exec_t *ex)
 {
-    if (!ex || exec__in_callback(ex))
+    if (!ex)
+        return;
+    if (exec__foreign(ex)) {
+        exec__forget(ex); /* a child of the creator: its own copy only */
+        return;
+    }
+    if (exec__in_callback(ex))
         return; /* from exec_map's own callbacks: refused, map goes on */
     exec__lock(&ex->swap_lock);
     ck_pr_store_8((uint8_t *)&ex->destroying, 1);
@@ -449,7 +519,7 @@ int exec_swap_context(exec_t *ex, void *new_ctx)
 {
     if (!ex)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
+    if (exec__refuse(ex))
         return EXEC_ESTATE;
     if (!ex->be->swap_prepare)
         return EXEC_ENOTSUP;
@@ -462,7 +532,7 @@ int exec_swap_spec(exec_t *ex, const char *spec, char *err, size_t errlen)
         err[0] = '\0';
     if (!ex || !spec)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
+    if (exec__refuse(ex))
         return EXEC_ESTATE;
     if (!ex->be->swap_spec)
         return EXEC_ENOTSUP;
@@ -478,7 +548,7 @@ int exec_stats(const exec_t *ex, exec_stats_t *st)
     if (!ex || !st)
         return EXEC_EINVAL;
     exec_t *e = (exec_t *)ex;
-    if (exec__in_callback(e))
+    if (exec__refuse(e))
         return EXEC_ESTATE;
     memset(st, 0, sizeof *st);
     st->backend = e->backend;
@@ -537,6 +607,8 @@ int exec_worker_stats(const exec_t *ex, unsigned i, exec_worker_stats_t *ws)
 {
     if (!ex || !ws || i >= ex->opt.workers)
         return EXEC_EINVAL;
+    if (exec__foreign(ex))
+        return EXEC_ESTATE;
     memset(ws, 0, sizeof *ws);
     ws->index = i;
     if (ex->be->worker_stats)

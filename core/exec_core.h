@@ -18,6 +18,8 @@
 
 #include "exec_internal.h"
 
+#include <unistd.h>
+
 /* How long a consumer looks for a result before it sleeps (see exec__ready). */
 #ifndef EXEC__SPIN_NS
 #define EXEC__SPIN_NS 20000u
@@ -75,6 +77,14 @@ struct exec {
     exec__mutex_t flight_lock;
     struct exec__batch *flight;
 
+    /* The creating process's mark, for a host that forks: a word on a page
+     * of the executor's own mapped with MADV_WIPEONFORK, EXEC__MINE here and
+     * 0 in a child of fork(), so that a call from another process than the
+     * creator is refused at the cost of one load. NULL where the kernel lacks
+     * MADV_WIPEONFORK (before Linux 4.14): pid is compared instead. */
+    const uint32_t *mine;
+    pid_t pid;
+
     /* exec_map() runs its callbacks in this thread: calls on ex from them
      * are refused (they would deadlock or free what map uses). */
     pthread_t map_thread;
@@ -131,6 +141,18 @@ int exec__ready(exec_t *ex, int timeout_ms);
 /* next_lock held; ex->cur has an undelivered record. me will hold its batch. */
 void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res);
 
+#define EXEC__MINE 0x656e696du /* "mine" */
+
+/* True in a process other than the one that created ex (a child of the
+ * host's fork()): every call on ex is refused with EXEC_ESTATE there, and
+ * exec_destroy() frees only that process's memory (exec.c). */
+static inline bool exec__foreign(const exec_t *ex)
+{
+    if (__builtin_expect(ex->mine != NULL, 1))
+        return *ex->mine != EXEC__MINE;
+    return getpid() != ex->pid;
+}
+
 /* True in the thread running exec_map()'s callbacks: calls on ex from there
  * are refused with EXEC_ESTATE. */
 static inline bool exec__in_callback(exec_t *ex)
@@ -141,11 +163,20 @@ static inline bool exec__in_callback(exec_t *ex)
            pthread_equal(__atomic_load_n(&ex->map_thread, __ATOMIC_RELAXED), pthread_self());
 }
 
-/* The stream calls' guard: EXEC_ESTATE from exec_map()'s own callbacks,
- * EXEC_EBUSY from other threads while exec_map()/exec_run_records() has the
- * executor, else 0. */
+/* The calls that are refused in exec_map()'s callbacks and in another
+ * process than the creator: EXEC_ESTATE, else 0. */
+static inline int exec__refuse(exec_t *ex)
+{
+    return exec__foreign(ex) || exec__in_callback(ex) ? EXEC_ESTATE : 0;
+}
+
+/* The stream calls' guard: EXEC_ESTATE from exec_map()'s own callbacks and
+ * from another process than the creator, EXEC_EBUSY from other threads while
+ * exec_map()/exec_run_records() has the executor, else 0. */
 static inline int exec__guard(exec_t *ex)
 {
+    if (exec__foreign(ex))
+        return EXEC_ESTATE;
     if (!__atomic_load_n(&ex->in_map, __ATOMIC_ACQUIRE))
         return 0;
     return pthread_equal(__atomic_load_n(&ex->map_thread, __ATOMIC_RELAXED), pthread_self())

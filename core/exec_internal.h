@@ -200,6 +200,12 @@ struct exec__backend {
      * EXEC_EOF back meanwhile, and the backend wakes the consumer
      * (exec__wake) once it is settled. Consumer (core's next lock held). */
     bool (*unsettled)(exec_t *ex);
+    /* Optional: exec_destroy() in a child of the creating process (the host
+     * forked): frees this process's copy of the backend's memory and closes
+     * its copies of descriptors and mappings; touches no worker, thread,
+     * lock or shared state (they are the creator's) and runs no user
+     * callback. Core frees the private state itself afterwards. */
+    void (*forget)(exec_t *ex);
 };
 
 /* Every backend built in, NULL-terminated (backends/registry.c). Core finds a

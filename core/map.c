@@ -185,7 +185,7 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg, exec_emit_fn emit
 {
     if (!ex || !read_cb || !emit_cb)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
+    if (exec__refuse(ex))
         return EXEC_ESTATE;
     exec__lock(&ex->submit_lock);
     int rc = exec__claim(ex, true);
@@ -204,7 +204,7 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_
 {
     if (!ex || (!recs && n) || !emit_cb)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
+    if (exec__refuse(ex))
         return EXEC_ESTATE;
     /* Every record is checked before any is submitted: all run, or none. */
     for (size_t i = 0; i < n; i++) {

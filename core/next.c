@@ -340,7 +340,7 @@ int exec_release(exec_t *ex)
 {
     if (!ex)
         return EXEC_EINVAL;
-    if (exec__in_callback(ex))
+    if (exec__refuse(ex))
         return EXEC_ESTATE;
     exec__lock(&ex->next_lock);
     pthread_t self = pthread_self();

@@ -18,6 +18,13 @@
  *     by side in one process.
  *   - The library never calls exit(), never installs a signal handler, and after
  *     exec_destroy() leaves no thread, process, file descriptor or mapping behind.
+ *   - An executor belongs to the process that created it. A host that forks may
+ *     do so at any time, records in flight or not, but the child's copy is not
+ *     an executor: every call on it there (all but exec_backend()) returns
+ *     EXEC_ESTATE, and exec_destroy() there frees only the child's memory (see
+ *     exec_destroy). The parent's executor goes on as if nothing happened.
+ *     The check costs one load per call (a word on a page mapped with
+ *     MADV_WIPEONFORK, zero in a child; before Linux 4.14, getpid()).
  *
  * The typical loop (one thread):
  *
@@ -334,7 +341,8 @@ typedef struct exec exec_t;
  * options.err), EXEC_ESTATE (EXEC_MPI: MPI not initialized, or with a thread
  * level below MPI_THREAD_SERIALIZED), EXEC_ENOMEM, or a
  * system call's -errno. On error *exp is NULL and nothing is left behind.
- * Thread-safe (it touches only what it creates).
+ * Thread-safe (it touches only what it creates). The executor is the calling
+ * process's: in a child of a later fork() its calls return EXEC_ESTATE.
  */
 int exec_create(exec_t **exp, const exec_ops_t *ops, void *ctx,
                 exec_backend_t backend, const exec_options_t *opts);
@@ -454,7 +462,8 @@ int exec_release(exec_t *ex);
  * readable, call exec_next(ex, &res, 0) until it returns EXEC_EAGAIN, then poll
  * again. Do not read, write or close it. Workers signal it in batches (after a
  * few batches, or when they run short of work), not once per record.
- * Returns the fd or EXEC_EINVAL.
+ * Returns the fd, EXEC_EINVAL (NULL) or EXEC_ESTATE (another process than the
+ * creator).
  */
 int exec_fd(const exec_t *ex);
 
@@ -585,7 +594,10 @@ typedef struct exec_stats {
     double utilisation; /* busy / (busy + idle), 0..1 */
 } exec_stats_t;
 
-/* Fills *st. Readable at any time from any thread without stopping the pool. */
+/* Fills *st. Readable at any time from any thread without stopping the pool.
+ * Once exec_next() returned EXEC_EOF the figures include every respawn the
+ * stream's records caused (EXEC_FORK holds EXEC_EOF back until a worker killed
+ * for a garbage result has been replaced). */
 int exec_stats(const exec_t *ex, exec_stats_t *st);
 
 /* One worker's figures. Times are wall-clock nanoseconds since it started. */
@@ -659,6 +671,17 @@ int exec_cancelled(exec_writer_t *out);
  * finishes first on EXEC_THREADS; an EXEC_FORK worker is killed).
  * Calls ops->ctx_release on the current context, and on swapped-out ones not
  * yet released. NULL is ignored. Must not run concurrently with other calls on ex.
+ *
+ * In a child of the creating process (the host called fork()), the workers,
+ * threads and shared memory belong to the parent, which keeps using them:
+ * exec_destroy() then only frees the child's copy of the executor's memory and
+ * closes the child's copies of its descriptors and mappings (the parent's stay
+ * open), and returns at once. It joins no thread (the executor's threads do
+ * not exist in the child), signals or waits for no process, writes nothing the
+ * parent shares, takes no lock, and calls no ops callback (no ctx_release, no
+ * worker_fini: worker states made by worker_init in the parent's threads are
+ * the parent's). A child that neither calls it nor execs keeps that memory
+ * until it exits, which is harmless.
  */
 void exec_destroy(exec_t *ex);
 

@@ -329,6 +329,55 @@ static void fk_stop(exec_t *ex)
     pthread_cond_destroy(&fk->cond);
 }
 
+/*
+ * exec_destroy() in a child of the host's fork(): the supervisor thread does
+ * not exist here, and the workers, zygotes and the region are the creator's.
+ * Only this process's copy goes: our heap, and our copies of the pidfds,
+ * sockets and mappings (the creator's stay open). Nothing is written to the
+ * region, signalled, waited for or locked. (The same frees as fk_gen_free()
+ * and fk_stop(), without their lock, figures and user callbacks.)
+ */
+static void fk_forget(exec_t *ex)
+{
+    struct fk *fk = exec__priv(ex);
+    if (!fk->ex)
+        return;
+    for (unsigned k = 0; k < FK_MAXGEN; k++) {
+        struct fk_gen *g = &fk->gens[k];
+        for (unsigned i = 0; g->w && i < g->nw; i++) {
+            struct fk_worker *wk = &g->w[i];
+            if (wk->p.pidfd >= 0)
+                close(wk->p.pidfd);
+            if (wk->s.pidfd >= 0)
+                close(wk->s.pidfd);
+            for (unsigned j = 0; wk->slots && j < g->nslot; j++) {
+                free(wk->slots[j].b.res);
+                free(wk->slots[j].rbuf);
+            }
+            free(wk->slots);
+            free(wk->q.fifo);
+            free(wk->freebuf);
+        }
+        free(g->w);
+        free(g->zpids);
+        if (g->base)
+            munmap(g->base, g->size);
+        if (g->zpidfd >= 0)
+            close(g->zpidfd);
+        if (g->zsock >= 0)
+            close(g->zsock);
+    }
+    free(fk->pfd);
+    free(fk->ptag);
+    free(fk->places);
+    free(fk->probe_data);
+    free(fk->slow);
+    if (fk->sup_efd >= 0)
+        close(fk->sup_efd);
+    if (fk->ctl)
+        munmap(fk->ctl, 4096);
+}
+
 const struct exec__backend exec__fork_backend = {
     .version = 1,
     .id = EXEC_FORK,
@@ -346,4 +395,5 @@ const struct exec__backend exec__fork_backend = {
     .worker_stats = fk_worker_stats,
     .stop = fk_stop,
     .unsettled = fk_unsettled,
+    .forget = fk_forget,
 };

@@ -30,6 +30,7 @@ __attribute__((visibility("default"))) const struct exec__backend exec__mpi_back
     .stop = mh_stop,
     .configure = mh_configure,
     .swap_spec = mh_swap_spec,
+    .forget = mh_forget,
 };
 
 int exec_mpi_check(int *rank, int *size)

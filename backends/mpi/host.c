@@ -428,6 +428,30 @@ void mh_worker_stats(exec_t *ex, unsigned i, exec_worker_stats_t *ws)
         ws->flags |= EXEC_WORKER_GONE;
 }
 
+/* exec_destroy() in a child of the host's fork(): MPI and the progress
+ * thread are the creator's; only this process's copy of our memory goes, and
+ * its copy of the wake-up descriptor. No MPI call is made. */
+void mh_forget(exec_t *ex)
+{
+    struct mh *h = exec__priv(ex);
+    if (!h->ex)
+        return;
+    for (uint32_t i = 0; i < h->nall; i++)
+        mh_free_batch(h->all[i]);
+    free(h->all);
+    free(h->inbuf);
+    free(h->outbuf);
+    free(h->unconf);
+    free(h->r);
+    free(h->scratch);
+    for (size_t i = 0; i < h->ngraves; i++)
+        free(h->graves[i]);
+    free(h->graves);
+    free(h->swap.spec);
+    if (h->wake_fd >= 0)
+        close(h->wake_fd);
+}
+
 void mh_stop(exec_t *ex)
 {
     struct mh *h = exec__priv(ex);

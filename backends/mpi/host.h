@@ -138,6 +138,7 @@ int mh_swap_spec(exec_t *ex, const char *spec, uint64_t generation, char *err, s
 void mh_swap_commit(exec_t *ex);
 void mh_worker_stats(exec_t *ex, unsigned i, exec_worker_stats_t *ws);
 void mh_stop(exec_t *ex);
+void mh_forget(exec_t *ex);
 struct mh_rank *mh_rank_of(struct mh *h, int rank);
 
 #endif /* EXEC_MPI_HOST_H */

@@ -202,6 +202,45 @@ static void thr_batch_put(exec_t *ex, struct exec__batch *b)
     ck_stack_push_upmc(&t->free, &tb->link);
 }
 
+/* The memory of the batches and rings (stop, and forget in a child). */
+static void thr_free_all(struct thr *t)
+{
+    for (uint32_t i = 0; i < t->nall; i++) {
+        free(t->all[i]->b.recs);
+        free(t->all[i]->b.res);
+        free(t->all[i]->b.data);
+        free(t->all[i]->b.rflags);
+        free(t->all[i]->w.buf);
+        free(t->all[i]);
+    }
+    if (t->w) {
+        for (unsigned i = 0; i < t->nw; i++) {
+            free(t->w[i].inbuf);
+            free(t->w[i].outbuf);
+        }
+    }
+    free(t->w);
+    free(t->all);
+    free(t->pending);
+    free(t->help_outbuf);
+}
+
+/* exec_destroy() in a child of the host's fork(): the worker and reclaimer
+ * threads do not exist here, and the contexts and worker states are the
+ * creator's; only this process's copy of our memory goes. */
+static void thr_forget(exec_t *ex)
+{
+    struct thr *t = exec__priv(ex);
+    if (!t->ex)
+        return;
+    free(t->cur);
+    for (struct exec__ctxref *r = t->rec_list, *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
+    thr_free_all(t);
+}
+
 static void thr_stop(exec_t *ex)
 {
     struct thr *t = exec__priv(ex);
@@ -230,24 +269,7 @@ static void thr_stop(exec_t *ex)
             t->ops->ctx_release(t->cur->ctx);
         free(t->cur);
     }
-    for (uint32_t i = 0; i < t->nall; i++) {
-        free(t->all[i]->b.recs);
-        free(t->all[i]->b.res);
-        free(t->all[i]->b.data);
-        free(t->all[i]->b.rflags);
-        free(t->all[i]->w.buf);
-        free(t->all[i]);
-    }
-    if (t->w) {
-        for (unsigned i = 0; i < t->nw; i++) {
-            free(t->w[i].inbuf);
-            free(t->w[i].outbuf);
-        }
-    }
-    free(t->w);
-    free(t->all);
-    free(t->pending);
-    free(t->help_outbuf);
+    thr_free_all(t);
     pthread_mutex_destroy(&t->init_lock);
     pthread_cond_destroy(&t->init_cond);
     pthread_mutex_destroy(&t->rec_lock);
@@ -285,4 +307,5 @@ const struct exec__backend exec__threads_backend = {
     .caller_joins = thr_caller_joins,
     .worker_stats = thr_worker_stats,
     .stop = thr_stop,
+    .forget = thr_forget,
 };
