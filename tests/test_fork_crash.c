@@ -2,6 +2,7 @@
  * chosen records; exactly those records report it, every other one is right,
  * every tag comes back once, and the stream goes on. */
 #include "forkutil.h"
+#include "testutil.h"
 #include "../backends/fork/fork_shm.h"
 
 #include <sys/mman.h>
@@ -384,6 +385,64 @@ static void test_stats_exact_at_eof(void **state)
     }
 }
 
+/*
+ * A crash-heavy stream: every other record aborts its worker, with 1 and 2
+ * workers. Each crash is a record's result, never a crash loop of the
+ * executor: the stream completes, every record exactly once, the aborting
+ * ones EXEC_ECRASHED (SIGABRT) and the rest right, no EXEC_EFATAL, no place
+ * given up on, a respawn per crash.
+ */
+static uint8_t plan_every_other(uint64_t i, void *arg)
+{
+    (void)arg;
+    return i % 2 ? FU_ABORT : FU_OK;
+}
+
+static void crash_heavy(unsigned workers, unsigned flags)
+{
+    struct fu_ctx ctx = {.salt = 0x99};
+    exec_options_t o = {.workers = workers, .flags = flags};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
+    const uint64_t n = fu_sanitized() ? 300 : 1000; /* ~1-3 ms a crash here */
+    struct fu_run r = {.n = n,
+                       .salt = ctx.salt,
+                       .plan = plan_every_other,
+                       .ordered = flags & EXEC_ORDERED};
+    uint64_t t0 = tu_now_ms();
+    assert_int_equal(fu_drive(ex, &r), 0);
+    uint64_t ms = tu_now_ms() - t0;
+    fu_assert_clean(&r);
+    assert_int_equal(r.ok, n / 2);
+    exec_stats_t st;
+    assert_int_equal(exec_stats(ex, &st), 0);
+    assert_int_equal(st.crashed, n / 2);
+    assert_int_equal(st.ok, n / 2);
+    assert_int_equal(st.worker_errors, 0);
+    assert_int_equal(st.respawns, n / 2);
+    for (unsigned i = 0; i < workers; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        assert_int_equal(ws.flags & EXEC_WORKER_GONE, 0);
+    }
+    print_message("crash-heavy, %u worker(s)%s: %" PRIu64 " crashes in %" PRIu64 " ms\n",
+                  workers, flags & EXEC_ORDERED ? ", ordered" : "", n / 2, ms);
+    exec_destroy(ex);
+}
+
+static void test_crash_heavy_one_worker(void **state)
+{
+    (void)state;
+    crash_heavy(1, 0);
+}
+
+static void test_crash_heavy_two_workers(void **state)
+{
+    (void)state;
+    crash_heavy(2, 0);
+    crash_heavy(2, EXEC_ORDERED);
+}
+
 static uint8_t plan_one_crash(uint64_t i, void *arg)
 {
     (void)arg;
@@ -453,6 +512,8 @@ int main(void)
         cmocka_unit_test(test_scribbled_busy_hang),
         cmocka_unit_test(test_crash_loop),
         cmocka_unit_test(test_stats_exact_at_eof),
+        cmocka_unit_test(test_crash_heavy_one_worker),
+        cmocka_unit_test(test_crash_heavy_two_workers),
     };
     if (getenv("FU_ONLY"))
         cmocka_set_test_filter(getenv("FU_ONLY"));
