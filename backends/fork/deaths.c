@@ -18,6 +18,7 @@
 #include "tsan.h"
 
 #include <ck_pr.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -135,6 +136,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     int wstatus = wk->p.wstatus, why = wk->p.kill_why;
     if (why == K_NONE && wk->w.soft_at)
         why = K_TIMEOUT; /* died of the SIGTERM (or soon after) */
+    if (why == K_OURS && !(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL))
+        why = K_NONE; /* it died of its own record before our SIGKILL landed: charge it */
     bool admitted = wk->p.admitted;
     /* A process that served a while proved its start works, whatever ended it. */
     bool lived = admitted && exec__now_ns() - wk->p.ready_at >= FK_LIVED_NS;
