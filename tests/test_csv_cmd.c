@@ -66,8 +66,10 @@ static int run(char *const argv[])
     posix_spawn_file_actions_destroy(&fa);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (!WIFEXITED(st))
-        fail_msg("%s died with signal %d", argv[0], WTERMSIG(st));
+    if (!WIFEXITED(st)) {
+        char *e = slurp(err_path, NULL);
+        fail_msg("%s died with signal %d; stderr was: %s", argv[0], WTERMSIG(st), e);
+    }
     return WEXITSTATUS(st);
 }
 

@@ -341,7 +341,7 @@ static void test_signal_stays_on_its_record(void **state)
         mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(sh != MAP_FAILED);
     memset(sh, 0, sizeof *sh);
-    exec_options_t o = {.workers = 1, .timeout_ms = 30, .grace_ms = 5000};
+    exec_options_t o = {.workers = 1, .timeout_ms = 200, .grace_ms = 5000};
     exec_t *ex;
     assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
     enum { PAIRS = 16 };
