@@ -223,6 +223,8 @@ static int server_stop(struct server *sv)
         server_wait(sv, 5000);
         fail_msg("executor-serve did not stop on SIGTERM; it said: %s", sv->err);
     }
+    if (rc != 0)
+        print_message("executor-serve exited %d; it said: %s\n", rc, sv->err);
     close(sv->err_fd);
     return rc;
 }

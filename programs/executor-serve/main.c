@@ -483,13 +483,14 @@ static int stop(struct serve *s, int code)
         event_base_free(s->base);
     free(s->conns);
     metrics_free(s);
-    exec_csv_header_free(s->hdr);
     free(s->header_row);
     free(s->spec);
     if (!joined) {
+        /* (The build still uses the header and the plugin.) */
         fflush(NULL);
         _exit(code);
     }
+    exec_csv_header_free(s->hdr);
     if (s->dl)
         dlclose(s->dl);
     return code;
