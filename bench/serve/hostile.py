@@ -168,10 +168,16 @@ def status_of(data):
 
 
 def read_reply(s, timeout=120):
+    """A reply's head and the start of its body (all of it with a Content-Length)."""
     s.settimeout(timeout)
     data = b""
     try:
-        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 40:
+        while True:
+            if b"\r\n\r\n" in data:
+                head, body = data.split(b"\r\n\r\n", 1)
+                m = re.search(rb"(?i)content-length: *(\d+)", head)
+                if (m and len(body) >= int(m.group(1))) or (not m and len(body) >= 40):
+                    break
             chunk = s.recv(65536)
             if not chunk:
                 break
@@ -228,6 +234,12 @@ def no_reader(build, records_cap):
 
 
 def slow_conns(build, count, secs):
+    import resource
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if count > limit - 200:
+        print(f"(the descriptor limit is {limit} and cannot be raised here: "
+              f"{limit - 200} connections instead of {count})")
+        count = limit - 200
     srv = Server(build, [])
     w = Watch(srv)
     time.sleep(0.5)
