@@ -39,6 +39,7 @@
 
 #define LINGER_MS 2000           /* after a refusal: read and drop, then close */
 #define REFUSE_LINGER_MS 500     /* the same for a connection over the cap */
+#define ADMIN_MAX 64             /* the admin listener's own cap (not --max-connections) */
 /* A connection with this much unread input is not read further: evhttp
  * keeps a body there until it is whole, and reads nothing while it answers
  * (pipelined requests wait there). */
@@ -344,6 +345,8 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
         s->writing--;
     if (c->refused)
         s->nrefusing--;
+    else if (c->admin)
+        s->nadmin--;
     struct req *r = c->cur;
     if (r) {
         r->conn = NULL;
@@ -462,12 +465,17 @@ struct bufferevent *conn_new(struct event_base *base, void *arg)
     }
     bufferevent_setwatermark(c->bev, EV_READ, 0, s->o.max_body + SOCK_IN_SLACK);
     *conn_find(s, c->bev) = c;
-    s->nconns++;
-    if (s->nconns - s->nrefusing > s->o.max_connections) {
+    /* The admin listener has a small cap of its own: clients that fill the
+     * public one do not lock the operator out. */
+    if (c->admin ? s->nadmin >= ADMIN_MAX
+                 : s->nconns - s->nrefusing - s->nadmin >= s->o.max_connections) {
         c->refused = true;
         s->nrefusing++;
         metrics_conn_refused(s);
+    } else if (c->admin) {
+        s->nadmin++;
     }
+    s->nconns++;
     /* Set up before any I/O of the connection: first priority, active now. */
     c->deadline = DL_SETUP;
     event_priority_set(c->ev_timer, 0);

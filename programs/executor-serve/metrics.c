@@ -255,8 +255,8 @@ void metrics_page(struct serve *s, struct evbuffer *b)
     head(b, "executor_serve_requests_open", "gauge", "Requests being answered.");
     evbuffer_add_printf(b, "executor_serve_requests_open %llu\n", (unsigned long long)s->open);
     head(b, "executor_serve_connections", "gauge",
-         "Client connections open (both listeners; not those refused over the cap).");
-    evbuffer_add_printf(b, "executor_serve_connections %u\n", s->nconns - s->nrefusing);
+         "Client connections open on the public listener (not those refused over the cap).");
+    evbuffer_add_printf(b, "executor_serve_connections %u\n", s->nconns - s->nrefusing - s->nadmin);
     head(b, "executor_serve_connections_max", "gauge", "--max-connections.");
     evbuffer_add_printf(b, "executor_serve_connections_max %u\n", s->o.max_connections);
     head(b, "executor_serve_connections_refused_total", "counter",

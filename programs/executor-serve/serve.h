@@ -218,7 +218,7 @@ struct serve {
     /* Connections. */
     struct conn **conns; /* open addressing, by bufferevent */
     uint32_t conns_mask;
-    uint32_t nconns, nrefusing;
+    uint32_t nconns, nrefusing, nadmin; /* all; over a cap (closing); admin ones */
 
     uint64_t accept_errors;
     unsigned ticks;
