@@ -3,10 +3,12 @@
  * them. evhttp is lenient where leniency lets a request be read two ways
  * (two Content-Length fields: the first wins; "+7"; bare LF line ends; folded
  * lines; a NUL that ends a value early), so every connection's bytes go
- * through this parser first (conn.c puts it in a filter bufferevent under
- * evhttp): a request reaches evhttp only once its header section is known to
- * be well formed, and its body only as framed here. What is refused gets its
- * status from conn.c (a reply of ours, then the connection is closed).
+ * through this parser first: conn.c runs it from a callback on the socket's
+ * input buffer, which libevent calls as bytes arrive, before evhttp's read
+ * callback looks at them. Each line is checked when its LF arrives (evhttp
+ * reads only whole lines), and a body is followed by its length; what is
+ * refused never reaches evhttp (conn.c drops it from the buffer and answers
+ * with a reply of its own, then closes the connection).
  *
  * Decisions, after RFC 9112 (and RFC 9110 for field values):
  *   - lines end with CRLF; a bare LF or bare CR is refused (2.2 allows a
