@@ -293,7 +293,8 @@ static void test_reader_that_never_reads(void **state)
     if (!built)
         skip();
     struct server sv;
-    const char *more[] = {"--max-records", "20000000", "--max-pending", "262144", NULL};
+    const char *more[] = {"--max-records", "20000000", "--max-pending", "262144",
+                          "--idle-timeout", "3", NULL};
     start(&sv, "threads", more);
     struct baseline b = baseline(&sv);
     size_t n = (SANITIZED ? 1u : 2u) << 20;
@@ -314,7 +315,15 @@ static void test_reader_that_never_reads(void **state)
     if (rss1 > rss0 + 8 * 1024)
         fail_msg("the server grew from %ld to %ld kB while its client read nothing", rss0, rss1);
     assert_true(metric(sv.port, "executor_serve_documents_paused_total ") >= 1);
-    /* It reads a little: the reply is a document, streamed. */
+    /* Reading nothing for --idle-timeout, it is cut off (499 in the log). */
+    uint64_t end = ms_now() + 10000;
+    while (metric(sv.port, "executor_serve_documents_unread_total ") != 1) {
+        if (ms_now() > end)
+            fail_msg("a client that reads nothing was never cut off");
+        usleep(100000);
+    }
+    assert_true(metric(sv.port, "executor_serve_requests_total{code=\"499\"} ") == 1);
+    /* What it got is a document, streamed. */
     struct reply r;
     char line[256];
     assert_true(hc_line(&c, line, sizeof line, ms_now() + 10000));

@@ -350,6 +350,15 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
     struct req *r = c->cur;
     if (r) {
         r->conn = NULL;
+        if (r->started && r->http) {
+            /* A document cut off: by its client, or for not reading its
+             * reply (evhttp's write timeout, with the document paused). */
+            r->code = 499; /* nginx's "client closed request" */
+            if (r->paused)
+                metrics_unread(s);
+            metrics_request(s, 499, serve_now_ns() - r->t0);
+            access_log_line(s, r, r->next_emit);
+        }
         /* A request evhttp took off the connection is ours to free (by a
          * reply call); one still on it goes with the connection. */
         if (r->http && evhttp_request_get_connection(r->http) == evcon)

@@ -50,7 +50,7 @@ struct metrics {
     uint64_t resp[NCAUSE];   /* respawns by cause, summed */
     uint64_t refused[R_N];
     uint64_t deadlines[2];   /* header, body */
-    uint64_t conns_refused, clients_gone, paused;
+    uint64_t conns_refused, clients_gone, paused, unread;
     /* Per second: records that ran well and records that failed (crashed,
      * timed out, worker errors; not the client's: user errors, too big). */
     uint64_t sec_ok[NSEC], sec_fail[NSEC];
@@ -144,6 +144,11 @@ void metrics_client_gone(struct serve *s)
 void metrics_paused(struct serve *s)
 {
     s->m->paused++;
+}
+
+void metrics_unread(struct serve *s)
+{
+    s->m->unread++;
 }
 
 void metrics_request(struct serve *s, int code, uint64_t ns)
@@ -285,6 +290,11 @@ void metrics_page(struct serve *s, struct evbuffer *b)
          "bytes of reply not yet read.");
     evbuffer_add_printf(b, "executor_serve_documents_paused_total %llu\n",
                         (unsigned long long)m->paused);
+    head(b, "executor_serve_documents_unread_total", "counter",
+         "Documents cut off while paused: their client read none of the reply for "
+         "--idle-timeout (logged as 499).");
+    evbuffer_add_printf(b, "executor_serve_documents_unread_total %llu\n",
+                        (unsigned long long)m->unread);
     char why[200];
     head(b, "executor_serve_healthy", "gauge", "1 when GET /healthz answers 200.");
     evbuffer_add_printf(b, "executor_serve_healthy %d\n",

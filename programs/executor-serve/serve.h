@@ -312,6 +312,7 @@ void metrics_deadline(struct serve *s, bool body);
 void metrics_conn_refused(struct serve *s);
 void metrics_client_gone(struct serve *s);
 void metrics_paused(struct serve *s);
+void metrics_unread(struct serve *s);
 void metrics_tick(struct serve *s);
 bool metrics_all_failing(struct serve *s, unsigned secs, uint64_t *failed);
 void metrics_page(struct serve *s, struct evbuffer *out);
