@@ -394,8 +394,10 @@ static void conn_setup(struct conn *c)
     bufferevent_getcb(c->bev, &rcb, NULL, NULL, &arg);
     struct evhttp_connection *evcon = arg;
     if (!rcb || !evcon || evhttp_connection_get_bufferevent(evcon) != c->bev) {
-        serve_log("this libevent does not give the evhttp connection to its bufferevent: "
-                  "connections are not checked");
+        /* Unknown to us from here on: its requests are refused (conn_of). */
+        if (!s->warned_evcon++)
+            serve_log("this libevent does not give a bufferevent its evhttp connection: "
+                      "requests are refused");
         c->dead = true;
         return;
     }

@@ -221,7 +221,7 @@ struct serve {
     uint32_t nconns, nrefusing, nadmin; /* all; over a cap (closing); admin ones */
 
     uint64_t accept_errors;
-    unsigned ticks;
+    unsigned ticks, warned_evcon;
     bool draining, fatal, stopping;
     int exit_code;
     uint64_t started_ns;
