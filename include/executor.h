@@ -518,7 +518,11 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n,
  * mix; records submitted after this returns see the new one; the old one gets
  * ops->ctx_release once no worker uses it. Workers never block on a swap, and
  * the call does not wait for the old context's readers.
- * EXEC_THREADS: publishes new_ctx with RCU. EXEC_FORK: forks a new generation of
+ * EXEC_THREADS: proves new_ctx first where ops->worker_init exists: the calling
+ * thread runs worker_init(new_ctx) once and, when it succeeds, worker_fini on
+ * that state at once (the workers keep the state they started with); a refusal
+ * returns EXEC_EINIT and changes nothing (new_ctx not released). Then new_ctx is
+ * published with RCU. EXEC_FORK: forks a new generation of
  * workers that inherit new_ctx, one canary worker first. The canary runs
  * worker_init, then replays up to 8 recent records that ran without error on
  * the current context (copies; their results are dropped, so process() runs
@@ -531,7 +535,7 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n,
  * released then. Either way no record is lost or run twice for a result.
  * Errors: EXEC_EINVAL, EXEC_ESTATE (after exec_destroy started), EXEC_ENOMEM,
  * EXEC_EBUSY (EXEC_FORK: 15 older generations still draining), and the
- * canary's: EXEC_EINIT (worker_init refused, crashed, or ran past
+ * canary's: EXEC_EINIT (worker_init refused; EXEC_FORK: or crashed, or ran past
  * start_timeout_ms), EXEC_ECRASHED (it died on a replayed record),
  * EXEC_ERECTIMEOUT (a replayed record ran past timeout_ms, or past
  * start_timeout_ms without one), EXEC_EWORKER (garbage results), EXEC_ENOTSUP

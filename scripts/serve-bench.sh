@@ -14,10 +14,11 @@
 #                    records; the same at 80% of each one's maximum; and the
 #                    reload runs
 #   --duration S     seconds per measured run (default 10; --short: 3)
-#   --connections N  wrk connections for the maximum runs (default 32)
-#   --worker-nice N  executor-serve --worker-nice for threads and fork (default 5:
-#                    on a machine with as many workers as cores, the event loop
-#                    then runs first; 0 measures without it)
+#   --connections N  wrk connections for the maximum runs (default 50)
+#   --worker-nice N  executor-serve --worker-nice for threads and fork (default:
+#                    the server's own default)
+#   --batch N        executor-serve --batch for threads and fork (default: the
+#                    server's own default)
 #   --parts LIST     of the default run, only these (default "max crossover reloads":
 #                    max = maximum and 80% at light and ~50 us records)
 #   --out DIR        where serve.csv goes (default bench-out)
@@ -28,8 +29,9 @@ cd "$(dirname "$0")/.."
 
 short=0
 duration=
-conns=32
-nice=5
+conns=50
+nice=
+batch=
 parts="max crossover reloads"
 out=bench-out
 while [ $# -gt 0 ]; do
@@ -38,9 +40,10 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift ;;
     --connections) conns=$2; shift ;;
     --worker-nice) nice=$2; shift ;;
+    --batch) batch=$2; shift ;;
     --parts) parts=$2; shift ;;
     --out) out=$2; shift ;;
-    -h | --help) sed -n '2,28s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,30s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "serve-bench.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -73,18 +76,18 @@ trap cleanup EXIT
 table=tests/data/words.txt
 spec_base="table=$table,column=text,id=id"
 
-# start BACKEND SPEC_EXTRA [ARGS...]: a server on a free port; sets port and server_pid.
-# Records of tens of microseconds go one to a batch (--batch 1): a batch goes to one
-# worker, and independent requests should not wait behind each other; light records
-# keep the library's batching, which is what their throughput needs.
+# start BACKEND SPEC_EXTRA: a server on a free port, with the server's default options
+# (but --worker-nice and --batch when given) and an admin listener on loopback; sets
+# port, admin_port and server_pid.
 start() {
-    local backend=$1 extra=$2 batch=()
-    case $extra in *cost_us=50*) batch=(--batch 1) ;; esac
+    local backend=$1 extra=$2 opts=()
+    [ -n "$nice" ] && opts+=(--worker-nice "$nice")
+    [ -n "$batch" ] && opts+=(--batch "$batch")
     : >"$tmp/server.err"
     "$build/programs/executor-serve" --plugin "$build/examples/libwordtable.so" \
         --spec "$spec_base$extra" --header id,text --listen 127.0.0.1:0 --backend "$backend" \
-        --workers 2 --worker-nice "$nice" "${batch[@]}" --window 4096 --start-timeout 2000 \
-        2>"$tmp/server.err" &
+        --workers 2 "${opts[@]}" --window 4096 --start-timeout 2000 \
+        --admin 127.0.0.1:0 --admin-spec 2>"$tmp/server.err" &
     server_pid=$!
     for _ in $(seq 200); do
         grep -q "listening on" "$tmp/server.err" && break
@@ -92,7 +95,9 @@ start() {
         sleep 0.05
     done
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/server.err")
-    [ -n "$port" ] || die "$backend server did not say its port: $(cat "$tmp/server.err")"
+    admin_port=$(sed -n 's/.*admin on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/server.err")
+    [ -n "$port" ] && [ -n "$admin_port" ] ||
+        die "$backend server did not say its ports: $(cat "$tmp/server.err")"
 }
 
 stop() {
@@ -205,14 +210,14 @@ reloads() {
             continue
         fi
         code=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary '' \
-            "http://127.0.0.1:$port/admin/reload")
+            "http://127.0.0.1:$admin_port/admin/reload")
         [ "$code" = 200 ] && ok=$((ok + 1)) || bad=$((bad + 1))
         sleep 0.01
     done
     local refused=skipped
     if [ "$fork" = 1 ]; then
         code=$(curl -s -o "$tmp/refused" -w '%{http_code}' -X POST \
-            --data-binary "$spec_base,init=crash" "http://127.0.0.1:$port/admin/reload")
+            --data-binary "$spec_base,init=crash" "http://127.0.0.1:$admin_port/admin/reload")
         refused=$code
     fi
     echo "ok=$ok bad=$bad refused=$refused" >"$tmp/reloads"
@@ -237,7 +242,7 @@ reload_run() {
     grep -q "ok=100 bad=0" <<<"$r" || die "reloads on $backend: $r"
     if [ "$backend" = fork ]; then
         grep -q "refused=422" <<<"$r" || die "fork canary did not refuse init=crash: $r $(cat "$tmp/refused")"
-        grep -q "reload refused by the canary" "$tmp/server.err" || die "no refusal in the server's log"
+        grep -q "reload refused: EXEC_EINIT" "$tmp/server.err" || die "no refusal in the server's log"
     fi
     curl -s "http://127.0.0.1:$port/healthz" | grep "generation 100," >/dev/null ||
         die "reloads on $backend: $(curl -s "http://127.0.0.1:$port/healthz")"

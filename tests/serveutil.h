@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,6 +83,7 @@ static int kill_servers(void **state)
 struct server {
     pid_t pid;
     int port;
+    int admin_port;  /* --admin 127.0.0.1:0: the port it took, else 0 */
     int err_fd;      /* its stderr, non-blocking */
     char err[65536]; /* what it said so far */
     size_t err_len;
@@ -119,7 +121,7 @@ static bool stat_of(const char *path, int *ppid, int *nice)
 
 /* The fork workers of server (processes whose parent's parent it is: the
  * zygote's children), at most max of them; how many. */
-static int fork_workers_of(pid_t server, pid_t *out, int max)
+static inline int fork_workers_of(pid_t server, pid_t *out, int max)
 {
     int n = 0;
     DIR *d = opendir("/proc");
@@ -184,6 +186,8 @@ static void server_start(struct server *sv, const char *const *args)
         fail_msg("executor-serve did not start; it said: %s", sv->err);
     sv->port = atoi(strstr(sv->err, "listening on 127.0.0.1:") + 23);
     assert_true(sv->port > 0);
+    const char *adm = strstr(sv->err, "admin on 127.0.0.1:"); /* said before listening */
+    sv->admin_port = adm ? atoi(adm + 19) : 0;
 }
 
 /* Waits up to ms for the server to exit: its exit status, or -1. */
@@ -219,6 +223,8 @@ static int server_stop(struct server *sv)
         server_wait(sv, 5000);
         fail_msg("executor-serve did not stop on SIGTERM; it said: %s", sv->err);
     }
+    if (rc != 0)
+        print_message("executor-serve exited %d; it said: %s\n", rc, sv->err);
     close(sv->err_fd);
     return rc;
 }
@@ -239,6 +245,16 @@ struct reply {
     char *body;
     size_t len;
 };
+
+/* A connection to a Unix socket (an admin listener). */
+static inline int hc_connect_unix(struct hc *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    return connect(c->fd, (struct sockaddr *)&a, sizeof a);
+}
 
 static int hc_connect(struct hc *c, int port)
 {
@@ -312,16 +328,20 @@ static bool hc_line(struct hc *c, char *out, size_t cap, uint64_t deadline)
     return true;
 }
 
+/* k bytes of body into r (in pieces: k may be larger than c->buf). */
 static bool hc_bytes(struct hc *c, struct reply *r, size_t k, uint64_t deadline)
 {
-    while (c->n < k)
-        if (!hc_fill(c, deadline))
-            return false;
     r->body = realloc(r->body, r->len + k + 1);
-    memcpy(r->body + r->len, c->buf, k);
-    r->len += k;
-    r->body[r->len] = '\0';
-    hc_take(c, k);
+    while (k) {
+        if (c->n == 0 && !hc_fill(c, deadline))
+            return false;
+        size_t m = c->n < k ? c->n : k;
+        memcpy(r->body + r->len, c->buf, m);
+        r->len += m;
+        r->body[r->len] = '\0';
+        hc_take(c, m);
+        k -= m;
+    }
     return true;
 }
 
@@ -351,6 +371,13 @@ static bool hc_reply(struct hc *c, struct reply *r, int ms)
             clen = atol(line + 15);
         if (strstr(line, "transfer-encoding:") == line && strstr(line, "chunked"))
             chunked = true;
+    }
+    if (!chunked && clen < 0 && strstr(r->head, "connection: close")) {
+        /* Delimited by the end of the connection. */
+        while (hc_fill(c, deadline) || c->n)
+            if (!hc_bytes(c, r, c->n, deadline))
+                return false;
+        return true;
     }
     if (!chunked)
         return hc_bytes(c, r, clen > 0 ? (size_t)clen : 0, deadline);
@@ -390,7 +417,8 @@ static void reply_free(struct reply *r)
 }
 
 /* A header's value in r ("" when absent). */
-static const char *reply_header(const struct reply *r, const char *name, char *out, size_t cap)
+static inline const char *reply_header(const struct reply *r, const char *name, char *out,
+                                       size_t cap)
 {
     char key[64];
     snprintf(key, sizeof key, "%s:", name);

@@ -29,6 +29,11 @@ static atomic_uint_fast64_t max_id_seen;
 static atomic_uint_fast64_t processed;
 static atomic_bool destroying;
 static bool sequential; /* one swapper: ctxs[k] goes in with the k-th swap */
+/* A swap proves the new context with worker_init on the swapping thread. */
+static _Thread_local bool swapping;
+static struct sctx *refuse; /* worker_init refuses this context */
+static atomic_uint proofs;
+static atomic_int fini_calls;
 
 static void reset(void)
 {
@@ -44,18 +49,34 @@ static void reset(void)
     atomic_store(&max_id_seen, 0);
     atomic_store(&processed, 0);
     atomic_store(&destroying, false);
+    atomic_store(&proofs, 0);
+    refuse = NULL;
+    atomic_store(&fini_calls, 0);
     sequential = true;
 }
 
+
 static int sw_init(void *ctx, void **ws)
 {
-    (void)ctx;
+    *ws = NULL;
+    if (swapping) {
+        atomic_fetch_add(&proofs, 1);
+        return ctx == refuse ? -1 : 0;
+    }
     unsigned i = atomic_fetch_add(&nworkers, 1);
     TU_WCHECK(i < 64);
     if (i < 64)
         worker_tids[i] = pthread_self();
-    *ws = NULL;
     return 0;
+}
+
+
+static void sw_fini(void *ctx, void *ws)
+{
+    (void)ctx;
+    TU_WCHECK(ws == NULL);
+    if (swapping)
+        atomic_fetch_add(&fini_calls, 1);
 }
 
 /* A record: [tag 8][least generation it may see 8]. Its result: [ctx id 8][tag 8]. */
@@ -112,6 +133,7 @@ static const exec_ops_t sw_ops = {
     .name = "swap",
     .process = sw_process,
     .worker_init = sw_init,
+    .worker_fini = sw_fini,
     .ctx_release = sw_release,
 };
 
@@ -129,7 +151,10 @@ static exec_t *mk(unsigned workers, unsigned flags)
 static int swap_to(exec_t *ex, unsigned k)
 {
     atomic_fetch_add(&swaps_started, 1);
-    return exec_swap_context(ex, &ctxs[k]);
+    swapping = true;
+    int rc = exec_swap_context(ex, &ctxs[k]);
+    swapping = false;
+    return rc;
 }
 
 static void destroy(exec_t *ex)
@@ -413,6 +438,48 @@ static void test_swap_without_release(void **s)
     tu_wfail_check();
 }
 
+/* A context whose worker_init refuses is refused by the swap (EXEC_EINIT): the
+ * old one keeps serving, the refused one is not released, a later swap works. */
+static void test_swap_refused_by_worker_init(void **s)
+{
+    (void)s;
+    exec_t *ex = mk(2, 0);
+    refuse = &ctxs[1];
+    atomic_fetch_add(&swaps_started, 1);
+    swapping = true;
+    assert_int_equal(exec_swap_context(ex, &ctxs[1]), EXEC_EINIT);
+    swapping = false;
+    assert_int_equal(atomic_load(&proofs), 1);
+    assert_int_equal(atomic_load(&fini_calls), 0); /* a refused init has no state to undo */
+    exec_stats_t st;
+    assert_int_equal(exec_stats(ex, &st), 0);
+    assert_int_equal(st.swaps, 0);
+    assert_int_equal(st.generation, 0);
+    submit_rec(ex, 1, 0);
+    exec_result_t r;
+    assert_int_equal(exec_next(ex, &r, -1), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.generation, 0);
+    uint64_t id;
+    memcpy(&id, r.data, 8);
+    assert_int_equal(id, 0); /* the old context served it */
+    assert_int_equal(atomic_load(&ctxs[1].release_calls), 0);
+    /* The next context is proved, accepted, and its proof state undone. */
+    assert_int_equal(swap_to(ex, 2), 0);
+    assert_int_equal(atomic_load(&proofs), 2);
+    assert_int_equal(atomic_load(&fini_calls), 1);
+    submit_rec(ex, 2, 2);
+    assert_int_equal(exec_next(ex, &r, -1), 0);
+    assert_int_equal(r.generation, 1);
+    memcpy(&id, r.data, 8);
+    assert_int_equal(id, 2);
+    destroy(ex);
+    assert_int_equal(atomic_load(&ctxs[1].release_calls), 0);
+    assert_int_equal(atomic_load(&ctxs[0].release_calls), 1);
+    assert_int_equal(atomic_load(&ctxs[2].release_calls), 1);
+    tu_wfail_check();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -422,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_destroy_after_swaps),
         cmocka_unit_test(test_concurrent_swappers),
         cmocka_unit_test(test_swap_without_release),
+        cmocka_unit_test(test_swap_refused_by_worker_init),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -60,10 +60,22 @@ void *thr_reclaim_main(void *arg)
     return NULL;
 }
 
-/* Swap, first step: nothing is published yet. */
+/*
+ * Swap, first step: nothing is published yet. Workers never run worker_init
+ * on a context swapped in (their state outlives contexts), so the proof a
+ * fork canary gives is made here, on the swapping thread: worker_init must
+ * accept new_ctx, and its state is undone at once with worker_fini.
+ */
 int thr_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation)
 {
     struct thr *t = exec__priv(ex);
+    if (t->ops->worker_init) {
+        void *ws = NULL;
+        if (t->ops->worker_init(new_ctx, &ws) != 0)
+            return EXEC_EINIT;
+        if (t->ops->worker_fini)
+            t->ops->worker_fini(new_ctx, ws);
+    }
     struct exec__ctxref *ref = exec__calloc(1, sizeof *ref);
     if (!ref)
         return EXEC_ENOMEM;

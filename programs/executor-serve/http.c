@@ -1,10 +1,9 @@
 /*
- * The HTTP side, on libevent's evhttp: routes, the body of POST /classify cut
- * into records, replies (one result, or a document streamed line by line in
- * input order with chunked encoding), the mapping of a record's outcome to a
- * status code, and the book-keeping of client connections (a connection that
- * closes while its request is in flight; replies still being written when
- * the server drains).
+ * The HTTP side, on libevent's evhttp: routes (the public listener's and the
+ * admin listener's), replies (one result, or a document streamed line by
+ * line in input order with chunked encoding), and the mapping of a record's
+ * outcome to a status code. Bodies are cut into records by body.c; the
+ * connections themselves (limits, deadlines, framing) are conn.c's.
  */
 #include "serve.h"
 
@@ -170,8 +169,10 @@ void http_doc_line(struct serve *s, struct req *r, uint32_t idx, int status, int
         h->exit_status = exit_status;
         h->len = len;
         h->data = NULL;
-        if (data && len && (h->data = malloc(len)))
+        if (data && len && (h->data = malloc(len))) {
             memcpy(h->data, data, len);
+            r->held_bytes += len;
+        }
         return;
     }
     doc_append(s, r, idx, status, user_code, sig, exit_status, data, len);
@@ -182,6 +183,8 @@ void http_doc_line(struct serve *s, struct req *r, uint32_t idx, int status, int
             break;
         doc_append(s, r, r->next_emit, h->status, h->user_code, h->sig, h->exit_status, h->data,
                    h->len);
+        if (h->data)
+            r->held_bytes -= h->len;
         free(h->data);
         h->data = NULL;
         h->have = false;
@@ -198,27 +201,21 @@ void http_doc_line(struct serve *s, struct req *r, uint32_t idx, int status, int
 /*
  * Sends a document's ready lines; ends the reply after its last record.
  * HTTP/1.0 has no chunked encoding, and evhttp frames a streamed reply to a
- * 1.0 keep-alive client with "Content-Length: 0": such a client gets the
- * whole document at once, when its last record is done.
+ * 1.0 keep-alive client with "Content-Length: 0": such a client's keep-alive
+ * is dropped, and its document streams to the end of the connection.
  */
 void http_doc_flush(struct serve *s, struct req *r)
 {
     struct evhttp_request *http = r->http;
     if (!http)
         return;
-    if (http->major == 1 && http->minor == 0) {
-        if (r->next_emit < r->nrec)
-            return;
-        struct evkeyvalq *h = evhttp_request_get_output_headers(http);
-        char n[16];
-        snprintf(n, sizeof n, "%u", r->nrec);
-        evhttp_add_header(h, "X-Records", n);
-        reply_buf(s, r, 200, content_type(s), r->out);
-        return;
-    }
     if (!r->started) {
         r->started = true;
         struct evkeyvalq *h = evhttp_request_get_output_headers(http);
+        if (http->major == 1 && http->minor == 0) {
+            evhttp_remove_header(evhttp_request_get_input_headers(http), "Connection");
+            evhttp_add_header(h, "Connection", "close");
+        }
         char n[16];
         snprintf(n, sizeof n, "%u", r->nrec);
         evhttp_add_header(h, "X-Records", n);
@@ -238,100 +235,32 @@ void http_doc_flush(struct serve *s, struct req *r)
 }
 
 /* ------------------------------------------------------------------------- */
-/* Bodies                                                                    */
+/* Routes                                                                    */
 /* ------------------------------------------------------------------------- */
 
-/* The end of the record that starts at p: its LF, or e. CSV looks at quotes
- * (an LF inside quotes belongs to the record); *open says one never closed. */
-static const char *record_end(const char *p, const char *e, bool csv, bool *open)
+static void classify(struct serve *s, struct req *r)
 {
-    if (!csv) {
-        const char *q = memchr(p, '\n', (size_t)(e - p));
-        return q ? q : e;
+    if (s->fatal) {
+        http_reply_text(s, r, 503, "%s: %s\n", exec_err_name(EXEC_EFATAL),
+                        exec_strerror(EXEC_EFATAL));
+        return;
     }
-    for (;;) {
-        const char *lf = memchr(p, '\n', (size_t)(e - p));
-        const char *lim = lf ? lf : e;
-        const char *quote = memchr(p, '"', (size_t)(lim - p));
-        if (!quote)
-            return lim;
-        const char *close = memchr(quote + 1, '"', (size_t)(e - quote - 1));
-        if (!close) {
-            *open = true;
-            return e;
-        }
-        p = close + 1;
-    }
+    if (body_start(s, r) != 0)
+        return;
+    pump_step(s, r); /* cut into records from the next loop turn on */
 }
 
-/*
- * Cuts the body into records. One record, without the header row: a single
- * classification (r->doc false). A body that starts with the header row, or
- * holds several records: a document. 0, or an HTTP status with r answered.
- */
-static int split(struct serve *s, struct req *r, const char *b, size_t n)
+/* r's body is cut into records: they go in. */
+void http_body_ready(struct serve *s, struct req *r)
 {
-    const bool csv = s->o.format == SF_CSV;
-    const char *p = b, *e = b + n;
-    uint32_t cap = 0;
-    bool first = true, open = false;
-    while (p < e) {
-        const char *end = record_end(p, e, csv, &open);
-        if (open) {
-            http_reply_text(s, r, 400, "%s: %s (the record at byte %zu)\n",
-                            exec_err_name(EXEC_EUNTERMINATED), exec_strerror(EXEC_EUNTERMINATED),
-                            (size_t)(p - b));
-            return 400;
-        }
-        size_t len = (size_t)(end - p);
-        if (len && p[len - 1] == '\r')
-            len--;
-        if (first && s->header_row && len == s->header_len &&
-            memcmp(p, s->header_row, len) == 0) {
-            r->doc = true; /* a document, as a file would be: the header row first */
-        } else {
-            if (r->nrec == cap) {
-                cap = cap ? 2 * cap : 1;
-                struct span *ns = realloc(r->recs, cap * sizeof *ns);
-                if (!ns) {
-                    http_reply_text(s, r, 500, "out of memory\n");
-                    return 500;
-                }
-                r->recs = ns;
-            }
-            r->recs[r->nrec].off = (uint32_t)(p - b);
-            r->recs[r->nrec].len = (uint32_t)len;
-            r->nrec++;
-        }
-        first = false;
-        p = end < e ? end + 1 : e;
-    }
     if (r->nrec > 1)
         r->doc = true;
     if (r->nrec == 0 && !r->doc) {
         http_reply_text(s, r, 400,
                         "empty body: POST one record, or a document of records%s\n",
                         s->header_row ? " under the header row" : "");
-        return 400;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------- */
-/* Routes                                                                    */
-/* ------------------------------------------------------------------------- */
-
-static void classify(struct serve *s, struct req *r)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->http);
-    size_t n = evbuffer_get_length(in);
-    r->body = n ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (n && !r->body) {
-        http_reply_text(s, r, 500, "out of memory\n");
         return;
     }
-    if (split(s, r, r->body, n) != 0)
-        return;
     if (s->fatal) {
         http_reply_text(s, r, 503, "%s: %s\n", exec_err_name(EXEC_EFATAL),
                         exec_strerror(EXEC_EFATAL));
@@ -377,11 +306,14 @@ static void classify(struct serve *s, struct req *r)
 
 static void health(struct serve *s, struct req *r)
 {
+    char why[200];
     if (s->fatal)
         http_reply_text(s, r, 503, "fatal: %s: %s\n", exec_err_name(EXEC_EFATAL),
                         exec_strerror(EXEC_EFATAL));
     else if (s->draining)
         http_reply_text(s, r, 503, "draining: shutting down\n");
+    else if (serve_unhealthy(s, why, sizeof why))
+        http_reply_text(s, r, 503, "unhealthy: %s\n", why);
     else
         http_reply_text(s, r, 200, "ok: backend %s, generation %llu, %llu records in flight\n",
                         s->inl ? "inline" : exec_backend_name(exec_backend(s->ex)),
@@ -402,17 +334,32 @@ static void metrics(struct serve *s, struct req *r)
     req_settle(s, r);
 }
 
+#define SPEC_MAX 4096
+
+/* POST /admin/reload (the admin listener only): the operator's --spec, or
+ * with --admin-spec the spec in the body. */
 static void reload(struct serve *s, struct req *r)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->http);
     size_t n = evbuffer_get_length(in);
+    if (n && !s->o.admin_spec) {
+        http_reply_text(s, r, 403,
+                        "forbidden: a spec in the body needs --admin-spec; an empty body "
+                        "rebuilds the context from --spec\n");
+        return;
+    }
+    if (n > SPEC_MAX) {
+        http_reply_text(s, r, 413, "a spec is %d bytes at most\n", SPEC_MAX);
+        return;
+    }
     const char *spec = n ? (const char *)evbuffer_pullup(in, -1) : NULL;
     while (n && (spec[n - 1] == '\n' || spec[n - 1] == '\r'))
         n--;
-    if (n && memchr(spec, '\0', n)) {
-        http_reply_text(s, r, 400, "bad spec: it holds a NUL byte\n");
-        return;
-    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)spec[i] < 0x20 || spec[i] == 0x7f) {
+            http_reply_text(s, r, 400, "bad spec: it holds a control character\n");
+            return;
+        }
     reload_request(s, n ? spec : NULL, n, r);
 }
 
@@ -441,18 +388,21 @@ static void not_allowed(struct serve *s, struct req *r, const char *allow)
 static void on_request(struct evhttp_request *http, void *arg)
 {
     struct serve *s = arg;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(http);
+    struct conn *c = conn_of(s, evcon);
+    if (!c) {
+        /* Not a connection of ours (out of memory when it came): no checks
+         * were made on it, so nothing of it is served. */
+        evhttp_send_error(http, 503, "Service Unavailable");
+        return;
+    }
     struct req *r = req_new(s, http);
     if (!r) {
         evhttp_send_error(http, 500, "out of memory");
         return;
     }
-    struct evhttp_connection *evcon = evhttp_request_get_connection(http);
-    r->conn = conn_of(s, evcon);
-    if (!r->conn) {
-        http_reply_text(s, r, 500, "out of memory\n");
-        return;
-    }
-    r->conn->cur = r;
+    r->conn = c;
+    c->cur = r;
     enum evhttp_cmd_type m = evhttp_request_get_command(http);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(http);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
@@ -462,13 +412,16 @@ static void on_request(struct evhttp_request *http, void *arg)
         char *peer = NULL;
         ev_uint16_t port = 0;
         evhttp_connection_get_peer(evcon, &peer, &port);
-        snprintf(r->line, sizeof r->line, "%s:%u \"%s %.100s\"", peer ? peer : "-", port,
-                 method_name(m), evhttp_request_get_uri(http));
+        const char *target = evhttp_request_get_uri(http);
+        char esc[128];
+        snprintf(r->line, sizeof r->line, "%s%s:%u \"%s %s\"", c->admin ? "admin " : "",
+                 peer ? peer : "-", port, method_name(m),
+                 serve_escape(esc, sizeof esc, target, strlen(target)));
     }
     bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
     if (s->draining) {
         http_reply_text(s, r, 503, "shutting down\n");
-    } else if (strcmp(path, "/classify") == 0) {
+    } else if (!c->admin && strcmp(path, "/classify") == 0) {
         if (m == EVHTTP_REQ_POST)
             classify(s, r);
         else
@@ -483,32 +436,35 @@ static void on_request(struct evhttp_request *http, void *arg)
             health(s, r);
         else
             not_allowed(s, r, "GET, HEAD");
-    } else if (s->o.admin && strcmp(path, "/admin/reload") == 0) {
+    } else if (c->admin && strcmp(path, "/admin/reload") == 0) {
         if (m == EVHTTP_REQ_POST)
             reload(s, r);
         else
             not_allowed(s, r, "POST");
     } else {
-        http_reply_text(s, r, 404, "not found: %s (try POST /classify, GET /metrics, GET /healthz%s)\n",
-                        path, s->o.admin ? ", POST /admin/reload" : "");
+        char esc[128];
+        http_reply_text(s, r, 404, "not found: %s (try %s)\n",
+                        serve_escape(esc, sizeof esc, path, strlen(path)),
+                        c->admin ? "POST /admin/reload, GET /metrics, GET /healthz"
+                                 : "POST /classify, GET /metrics, GET /healthz");
     }
 }
 
 /* Out of descriptors, accept() fails while the connection waits in the
  * backlog: the listener rests 100 ms rather than spin (as nginx does). The
- * listener is evhttp's, and so is its callbacks' argument. */
+ * listeners are evhttp's, and so are their callbacks' arguments. */
 static struct serve *listening;
 
 static void on_accept_rested(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct serve *s = arg;
-    if (s->bound)
-        evconnlistener_enable(evhttp_bound_socket_get_listener(s->bound));
+    struct listener *l = arg;
+    if (l->bound)
+        evconnlistener_enable(evhttp_bound_socket_get_listener(l->bound));
 }
 
-static void on_accept_error(struct evconnlistener *l, void *arg)
+static void on_accept_error(struct evconnlistener *el, void *arg)
 {
     (void)arg;
     struct serve *s = listening;
@@ -517,32 +473,35 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
         serve_log("accept: %s%s (%llu times so far); new connections wait", strerror(err),
                   err == EMFILE || err == ENFILE ? ": too many open descriptors" : "",
                   (unsigned long long)s->accept_errors);
-    evconnlistener_disable(l);
+    struct listener *l = s->adm.bound && evhttp_bound_socket_get_listener(s->adm.bound) == el
+                             ? &s->adm
+                             : &s->pub;
+    evconnlistener_disable(el);
     struct timeval tv = {0, 100000};
-    event_base_once(s->base, -1, EV_TIMEOUT, on_accept_rested, s, &tv);
+    event_base_once(s->base, -1, EV_TIMEOUT, on_accept_rested, l, &tv);
 }
 
-int http_start(struct serve *s, int listen_fd)
+int http_start(struct serve *s, struct listener *l, int listen_fd)
 {
-    s->http = evhttp_new(s->base);
-    if (!s->http)
+    l->s = s;
+    l->http = evhttp_new(s->base);
+    if (!l->http)
         return -1;
-    evhttp_set_gencb(s->http, on_request, s);
+    evhttp_set_gencb(l->http, on_request, s);
+    evhttp_set_bevcb(l->http, conn_new, l);
     /* Every method reaches on_request, which answers 405 itself. */
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+    evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)s->o.max_body);
-    evhttp_set_max_headers_size(s->http, 64 * 1024);
-    evhttp_set_timeout(s->http, (int)s->o.idle_timeout_s);
-    /* A body over --max-body is read to its end before the 413 goes out, so
-     * that the client sees the reply rather than a reset. */
-    evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
-    s->bound = evhttp_accept_socket_with_handle(s->http, listen_fd);
-    if (!s->bound)
+    /* (conn.c refuses a body over --max-body from its header, before evhttp.) */
+    evhttp_set_max_body_size(l->http, (ev_ssize_t)s->o.max_body);
+    evhttp_set_max_headers_size(l->http, 64 * 1024);
+    evhttp_set_timeout(l->http, (int)s->o.idle_timeout_s);
+    l->bound = evhttp_accept_socket_with_handle(l->http, listen_fd);
+    if (!l->bound)
         return -1;
     listening = s;
-    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->bound), on_accept_error);
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(l->bound), on_accept_error);
     return 0;
 }

@@ -2,12 +2,14 @@
  * executor-serve: a classifier plugin as an HTTP service.
  *
  *     executor-serve --plugin ./libwordtable.so --spec table=words.txt,column=text,id=id \
- *                    --header id,text --listen 127.0.0.1:8080 --backend fork --workers 4
+ *                    --header id,text --listen 127.0.0.1:8080 --backend fork --workers 4 \
+ *                    --admin unix:/run/executor-serve/admin.sock
  *
- * This file owns the start (plugin, context, executor, listening socket), the
- * event loop with its signals, and the shutdown; options.c the command line
- * and the manual. One thread runs the loop; the library's workers run the
- * records; a reload thread builds and swaps contexts (reload.c).
+ * This file owns the start (plugin, context, executor, the public listener
+ * and the admin one), the event loop with its signals, the health verdict,
+ * and the shutdown; options.c the command line and the manual. One thread
+ * runs the loop; the library's workers run the records; a reload thread
+ * builds and swaps contexts (reload.c).
  */
 #include "serve.h"
 #include "parse_num.h"
@@ -22,6 +24,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,12 +46,77 @@ void serve_log(const char *fmt, ...)
     fprintf(stderr, PROG ": %s\n", line);
 }
 
+/*
+ * Untrusted text (a client's target, a spec from a request, a plugin's
+ * message about it) as it may go into a log line: printable ASCII as it is,
+ * backslash and every other byte as \xNN, cut to fit cap (with "..."). A
+ * newline in it cannot forge a line of the log.
+ */
+const char *serve_escape(char *buf, size_t cap, const char *text, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && text; i++) {
+        unsigned char c = (unsigned char)text[i];
+        bool plain = c >= 0x20 && c < 0x7f && c != '\\';
+        if (o + (plain ? 1 : 4) + 4 > cap) {
+            if (cap >= 4) {
+                memcpy(buf + (o < cap - 4 ? o : cap - 4), "...", 4);
+                return buf;
+            }
+            break;
+        }
+        if (plain)
+            buf[o++] = (char)c;
+        else
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
+    }
+    if (cap)
+        buf[o < cap ? o : cap - 1] = '\0';
+    return buf;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Listening                                                                 */
 /* ------------------------------------------------------------------------- */
 
+/*
+ * A Unix socket at path, reachable by our user only (0600; its directory
+ * decides who reaches it: a systemd RuntimeDirectory=, say). A socket left
+ * there by an earlier run is replaced; any other file is not touched.
+ */
+static int listen_unix(struct listener *l, const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path) {
+        serve_log("--admin unix:%s: the path is too long", path);
+        return -1;
+    }
+    strcpy(a.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            serve_log("--admin unix:%s: a file is there and it is not a socket", path);
+            return -1;
+        }
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    mode_t old = umask(0177);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&a, sizeof a);
+    umask(old);
+    if (rc != 0 || listen(fd, 64) != 0) {
+        serve_log("--admin unix:%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    l->unix_path = strdup(path);
+    snprintf(l->name, sizeof l->name, "unix:%s", path);
+    return fd;
+}
+
 /* Binds HOST:PORT ([V6]:PORT, :PORT, PORT). The socket, or -1 with a message. */
-static int listen_on(struct serve *s, const char *spec)
+static int listen_on(struct listener *l, const char *opt, const char *spec)
 {
     char host[256] = "127.0.0.1", port[16];
     const char *colon = strrchr(spec, ':');
@@ -61,7 +130,7 @@ static int listen_on(struct serve *s, const char *spec)
             hl -= 2;
         }
         if (hl >= sizeof host) {
-            serve_log("--listen: host too long: %s", spec);
+            serve_log("--%s: host too long: %s", opt, spec);
             return -1;
         }
         if (hl) {
@@ -72,7 +141,7 @@ static int listen_on(struct serve *s, const char *spec)
     }
     unsigned long long p;
     if (prog_parse_uint(port, 65535, &p) != 0) {
-        serve_log("--listen: expected HOST:PORT with a port in 0..65535, not '%s'", spec);
+        serve_log("--%s: expected HOST:PORT with a port in 0..65535, not '%s'", opt, spec);
         return -1;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -91,7 +160,7 @@ static int listen_on(struct serve *s, const char *spec)
         int e = errno;
         serve_log("cannot listen on %s: %s%s", spec, strerror(e),
                   e == EADDRINUSE    ? " (another server listens there: stop it, or pick "
-                                       "another --listen)"
+                                       "another address)"
                   : e == EACCES      ? " (ports below 1024 need privileges)"
                   : e == EADDRNOTAVAIL ? " (not an address of this machine)"
                                      : "");
@@ -107,11 +176,23 @@ static int listen_on(struct serve *s, const char *spec)
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
         getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof hbuf, pbuf, sizeof pbuf,
                     NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(s->listen_name, sizeof s->listen_name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
-                 hbuf, pbuf);
+        snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", hbuf,
+                 pbuf);
     else
-        snprintf(s->listen_name, sizeof s->listen_name, "%s", spec);
+        snprintf(l->name, sizeof l->name, "%s", spec);
     return fd;
+}
+
+static void listener_close(struct listener *l)
+{
+    if (l->bound) {
+        /* shutdown() first: with --inherit-fds a worker process forked from
+         * us holds a copy of the listening socket, and only this stops it
+         * listening for all. */
+        shutdown(evhttp_bound_socket_get_fd(l->bound), SHUT_RDWR);
+        evhttp_del_accept_socket(l->http, l->bound);
+        l->bound = NULL;
+    }
 }
 
 /* ------------------------------------------------------------------------- */
@@ -140,14 +221,9 @@ void serve_drain_start(struct serve *s, const char *why)
     if (s->draining)
         return;
     s->draining = true;
-    if (s->bound) {
-        /* shutdown() first: with --inherit-fds a worker process forked from
-         * us holds a copy of the listening socket, and only this stops it
-         * listening for all. */
-        shutdown(evhttp_bound_socket_get_fd(s->bound), SHUT_RDWR);
-        evhttp_del_accept_socket(s->http, s->bound);
-        s->bound = NULL;
-    }
+    listener_close(&s->pub);
+    listener_close(&s->adm);
+    reload_drain(s);
     serve_log("shutting down (%s): %llu requests in flight", why, (unsigned long long)s->open);
     struct timeval tv = {(time_t)s->o.graceful_timeout_s, 0};
     s->ev_deadline = evtimer_new(s->base, on_deadline, s);
@@ -174,12 +250,55 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     serve_drain_start(s, sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+/* ------------------------------------------------------------------------- */
+/* Health                                                                    */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * Why the server is not healthy, or NULL: a reload running past
+ * --reload-timeout; every worker holding a record and none finished for
+ * --unhealthy-after seconds; every record of the last --unhealthy-after
+ * seconds failed (at least 10: crashed, timed out, worker errors).
+ */
+const char *serve_unhealthy(struct serve *s, char *buf, size_t cap)
+{
+    double secs;
+    uint64_t now = serve_now_ns(), failed;
+    if (reload_stuck(s, &secs)) {
+        snprintf(buf, cap, "a reload has run for %.0f s, past --reload-timeout (%u s)", secs,
+                 s->o.reload_timeout_s);
+        return buf;
+    }
+    uint64_t limit = (uint64_t)s->o.unhealthy_after_s * 1000000000u;
+    if (s->busy_since && now - s->busy_since >= limit &&
+        (!s->last_result || now - s->last_result >= limit)) {
+        snprintf(buf, cap, "no worker has been free for %.0f s (%llu records in flight)",
+                 (double)(now - s->busy_since) / 1e9,
+                 (unsigned long long)s->records_in_flight);
+        return buf;
+    }
+    if (metrics_all_failing(s, s->o.unhealthy_after_s, &failed)) {
+        snprintf(buf, cap, "all of the last %llu records failed (in %u s)",
+                 (unsigned long long)failed, s->o.unhealthy_after_s);
+        return buf;
+    }
+    return NULL;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct serve *s = arg;
-    metrics_tick(s);
+    if (s->ticks++ % 4 == 0)
+        metrics_tick(s); /* each second: it reads every fork worker's smaps */
+    pump_timeouts(s);
+    /* Every worker busy: as many records in flight as workers. */
+    bool busy = s->workers && s->records_in_flight >= s->workers;
+    if (!busy)
+        s->busy_since = 0;
+    else if (!s->busy_since)
+        s->busy_since = serve_now_ns();
     if (s->wait_head)
         pump_kick(s); /* room is made by results, which wake the loop; this is a spare */
 }
@@ -276,14 +395,15 @@ static int start_classifier(struct serve *s)
     return -1;
 }
 
-static int start_loop(struct serve *s, int listen_fd)
+static int start_loop(struct serve *s, int listen_fd, int admin_fd)
 {
     s->base = event_base_new();
     /* Three priorities: results (0) before connections and the rest (1, the
      * default); 2 is unused. */
     if (s->base && event_base_priority_init(s->base, 3) != 0)
         return -1;
-    if (!s->base || http_start(s, listen_fd) != 0 || metrics_create(s) != 0 ||
+    if (!s->base || http_start(s, &s->pub, listen_fd) != 0 ||
+        (admin_fd >= 0 && http_start(s, &s->adm, admin_fd) != 0) || metrics_create(s) != 0 ||
         reload_start(s) != 0)
         return -1;
     pump_start(s);
@@ -293,7 +413,7 @@ static int start_loop(struct serve *s, int listen_fd)
         if (!s->ev_sig[i] || event_add(s->ev_sig[i], NULL) != 0)
             return -1;
     }
-    struct timeval sec = {1, 0};
+    struct timeval sec = {0, 250000};
     s->ev_tick = event_new(s->base, -1, EV_PERSIST, on_tick, s);
     if (!s->ev_tick || event_add(s->ev_tick, &sec) != 0)
         return -1;
@@ -304,28 +424,42 @@ static int start_loop(struct serve *s, int listen_fd)
     return 0;
 }
 
-/* Everything but the exit: the loop is over. */
-static void stop(struct serve *s)
+/*
+ * The end, with exit status code. A reload thread that cannot be joined (a
+ * plugin's ctx_build that never returned) is left running: everything else
+ * is let go (not the plugin, whose code it runs), and the process ends with
+ * _exit(). A swap still running (the loop only ends then past
+ * --graceful-timeout, or on a second signal) keeps the executor: the
+ * process ends without destroying it (fork workers die with their parent).
+ */
+static int stop(struct serve *s, int code)
 {
-    bool stuck = reload_busy(s) && s->exit_code;
-    if (stuck) {
-        /* A reload thread still busy (a plugin's ctx_build that hangs) cannot
-         * be joined; exec_destroy() must not run beside its swap. */
-        serve_log("a reload is still running: leaving without stopping the workers");
+    s->stopping = true;
+    if (reload_in_swap(s)) {
+        serve_log("a reload is still swapping contexts: leaving without stopping the workers");
         access_log_close(s);
+        if (s->adm.unix_path)
+            unlink(s->adm.unix_path);
         fflush(NULL);
-        _exit(s->exit_code);
+        _exit(code);
     }
-    if (s->http)
-        evhttp_free(s->http); /* closes every connection */
-    conn_forget_all(s);
-    reload_stop(s);
+    if (s->pub.http)
+        evhttp_free(s->pub.http); /* closes every connection (their conns go with them) */
+    if (s->adm.http)
+        evhttp_free(s->adm.http);
+    if (s->adm.unix_path)
+        unlink(s->adm.unix_path);
+    free(s->adm.unix_path);
+    bool joined = reload_stop(s);
+    if (!joined)
+        serve_log("a reload's context build has not returned: leaving it running");
     exec_destroy(s->ex); /* releases the context serving now */
     inline_destroy(s->inl);
     for (uint32_t i = 0; i < s->nslots; i++) {
         struct req *r = s->slots[i];
         if (r) {
             free(r->recs);
+            body_free(r);
             if (r->out)
                 evbuffer_free(r->out);
             if (r->held)
@@ -341,18 +475,35 @@ static void stop(struct serve *s)
     for (int i = 0; i < 3; i++)
         if (s->ev_sig[i])
             event_free(s->ev_sig[i]);
-    struct event *evs[] = {s->ev_exec, s->ev_flush, s->ev_tick, s->ev_deadline};
+    struct event *evs[] = {s->ev_exec, s->ev_flush, s->ev_tick, s->ev_deadline, s->ev_step};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
     if (s->base)
         event_base_free(s->base);
+    free(s->conns);
     metrics_free(s);
-    exec_csv_header_free(s->hdr);
     free(s->header_row);
     free(s->spec);
+    if (!joined) {
+        /* (The build still uses the header and the plugin.) */
+        fflush(NULL);
+        _exit(code);
+    }
+    exec_csv_header_free(s->hdr);
     if (s->dl)
         dlclose(s->dl);
+    return code;
+}
+
+/* --max-connections by default: what the descriptor limit leaves after the
+ * server's own (the executor's, the log's, the listeners'). */
+static unsigned default_max_connections(const struct serve *s, rlim_t nofile)
+{
+    unsigned workers = s->o.workers ? s->o.workers : 64;
+    rlim_t reserve = 64 + 8 * (rlim_t)workers;
+    rlim_t n = nofile > reserve + 16 ? nofile - reserve : 16;
+    return n > 1000000 ? 1000000 : (unsigned)n;
 }
 
 int main(int argc, char **argv)
@@ -396,35 +547,49 @@ int main(int argc, char **argv)
         nofile.rlim_cur = nofile.rlim_max;
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
+    if (!s->o.max_connections)
+        s->o.max_connections =
+            default_max_connections(s, getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024);
 
-    /* The port first: a port in use fails before a large context is built. */
-    int fd = listen_on(s, s->o.listen);
-    if (fd < 0 || start_classifier(s) != 0) {
+    /* The ports first: a port in use fails before a large context is built. */
+    int fd = listen_on(&s->pub, "listen", s->o.listen), afd = -1;
+    if (fd >= 0 && s->o.admin) {
+        afd = strncmp(s->o.admin, "unix:", 5) == 0 ? listen_unix(&s->adm, s->o.admin + 5)
+                                                   : listen_on(&s->adm, "admin", s->o.admin);
+        s->adm.admin = true;
+    }
+    if (fd < 0 || (s->o.admin && afd < 0) || start_classifier(s) != 0) {
         if (fd >= 0)
             close(fd);
-        stop(s);
-        return 1;
+        if (afd >= 0)
+            close(afd);
+        return stop(s, 1);
     }
-    rc = start_loop(s, fd);
+    rc = start_loop(s, fd, afd);
     if (rc) {
         if (rc == -1)
             serve_log("cannot start the event loop: %s", strerror(errno));
-        if (!s->http)
+        if (!s->pub.bound)
             close(fd);
-        stop(s);
-        return 1;
+        if (afd >= 0 && !s->adm.bound)
+            close(afd);
+        return stop(s, 1);
     }
     exec_options_t eo;
-    if (s->ex)
+    if (s->ex) {
         exec_get_options(s->ex, &eo);
-    serve_log("listening on %s (plugin %s, backend %s, %u workers, window %u)", s->listen_name,
-              s->pl->name ? s->pl->name : s->o.plugin,
+        s->workers = eo.workers;
+    }
+    if (s->adm.bound)
+        serve_log("admin on %s (POST /admin/reload%s)", s->adm.name,
+                  s->o.admin_spec ? ", a spec in the body allowed" : "");
+    serve_log("listening on %s (plugin %s, backend %s, %u workers, window %u, timeout %u ms, "
+              "max %u connections)",
+              s->pub.name, s->pl->name ? s->pl->name : s->o.plugin,
               s->inl ? "inline" : exec_backend_name(exec_backend(s->ex)), s->ex ? eo.workers : 0,
-              s->o.window);
+              s->o.window, s->o.timeout_ms, s->o.max_connections);
     event_base_dispatch(s->base);
     if (!s->exit_code && s->draining)
         serve_log("all requests answered: bye");
-    int code = s->exit_code;
-    stop(s);
-    return code;
+    return stop(s, s->exit_code);
 }

@@ -11,6 +11,7 @@
  */
 #include "serve.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,8 +30,12 @@ static const char *const outcome_names[O_N] = {
     "ok", "user_error", "crashed", "timeout", "result_too_big", "cancelled", "worker_error",
     "record_too_big", "rejected"};
 
-static const char *const reload_results[] = {"ok", "bad_spec", "refused", "error"};
-#define NRELOAD 4
+static const char *const reload_results[] = {"ok", "bad_spec", "refused", "error", "timeout",
+                                             "busy"};
+#define NRELOAD 6
+static const char *const refusal_names[R_N] = {"framing", "body_too_large", "header_too_large",
+                                               "too_many_records"};
+#define NSEC 64 /* seconds of record outcomes kept for /healthz */
 #define NCAUSE 4
 
 struct metrics {
@@ -43,6 +48,13 @@ struct metrics {
     unsigned workers;
     uint64_t *last;          /* per worker and cause: the figure seen last */
     uint64_t resp[NCAUSE];   /* respawns by cause, summed */
+    uint64_t refused[R_N];
+    uint64_t deadlines[2];   /* header, body */
+    uint64_t conns_refused, clients_gone, paused, unread;
+    /* Per second: records that ran well and records that failed (crashed,
+     * timed out, worker errors; not the client's: user errors, too big). */
+    uint64_t sec_ok[NSEC], sec_fail[NSEC];
+    uint64_t sec_now; /* the second the current slot counts */
 };
 
 struct access_log {
@@ -78,7 +90,65 @@ void metrics_free(struct serve *s)
 
 void metrics_record(struct serve *s, enum outcome o)
 {
-    s->m->records[o]++;
+    struct metrics *m = s->m;
+    m->records[o]++;
+    uint64_t sec = serve_now_ns() / 1000000000u;
+    if (sec != m->sec_now) {
+        for (uint64_t k = m->sec_now + 1; k <= sec && k <= m->sec_now + NSEC; k++)
+            m->sec_ok[k % NSEC] = m->sec_fail[k % NSEC] = 0;
+        m->sec_now = sec;
+    }
+    if (o == O_OK)
+        m->sec_ok[sec % NSEC]++;
+    else if (o == O_CRASHED || o == O_TIMEOUT || o == O_WORKER || o == O_RESULT2BIG)
+        m->sec_fail[sec % NSEC]++;
+}
+
+/* True when in the last secs seconds at least 10 records failed and none ran
+ * well (*failed: how many failed). */
+bool metrics_all_failing(struct serve *s, unsigned secs, uint64_t *failed)
+{
+    struct metrics *m = s->m;
+    uint64_t sec = serve_now_ns() / 1000000000u, ok = 0, bad = 0;
+    if (secs >= NSEC)
+        secs = NSEC - 1;
+    for (uint64_t k = sec - secs; k <= sec; k++)
+        if (k > m->sec_now - NSEC && k <= m->sec_now) {
+            ok += m->sec_ok[k % NSEC];
+            bad += m->sec_fail[k % NSEC];
+        }
+    *failed = bad;
+    return ok == 0 && bad >= 10;
+}
+
+void metrics_refused(struct serve *s, enum refusal why)
+{
+    s->m->refused[why]++;
+}
+
+void metrics_deadline(struct serve *s, bool body)
+{
+    s->m->deadlines[body]++;
+}
+
+void metrics_conn_refused(struct serve *s)
+{
+    s->m->conns_refused++;
+}
+
+void metrics_client_gone(struct serve *s)
+{
+    s->m->clients_gone++;
+}
+
+void metrics_paused(struct serve *s)
+{
+    s->m->paused++;
+}
+
+void metrics_unread(struct serve *s)
+{
+    s->m->unread++;
 }
 
 void metrics_request(struct serve *s, int code, uint64_t ns)
@@ -153,8 +223,11 @@ void metrics_page(struct serve *s, struct evbuffer *b)
     head(b, "executor_serve_info", "gauge", "The server: plugin, backend, workers, window.");
     evbuffer_add_printf(b, "executor_serve_info{plugin=\"");
     label(b, s->pl->name ? s->pl->name : s->o.plugin);
-    evbuffer_add_printf(b, "\",backend=\"%s\",workers=\"%u\",window=\"%u\",version=\"%s\"} 1\n",
-                        backend, s->inl ? 1 : m->workers, s->o.window, EXEC_VERSION_STRING);
+    evbuffer_add_printf(b,
+                        "\",backend=\"%s\",workers=\"%u\",window=\"%u\",timeout_ms=\"%u\","
+                        "version=\"%s\"} 1\n",
+                        backend, s->inl ? 1 : m->workers, s->o.window, s->o.timeout_ms,
+                        EXEC_VERSION_STRING);
     head(b, "executor_serve_start_time_seconds", "gauge", "When the server started (Unix time).");
     evbuffer_add_printf(b, "executor_serve_start_time_seconds %.3f\n",
                         (double)s->started_ns / 1e9);
@@ -186,10 +259,50 @@ void metrics_page(struct serve *s, struct evbuffer *b)
                             outcome_names[o], (unsigned long long)m->records[o]);
     head(b, "executor_serve_requests_open", "gauge", "Requests being answered.");
     evbuffer_add_printf(b, "executor_serve_requests_open %llu\n", (unsigned long long)s->open);
-    head(b, "executor_serve_connections", "gauge", "Client connections that sent a request.");
-    evbuffer_add_printf(b, "executor_serve_connections %u\n", s->nconns);
+    head(b, "executor_serve_connections", "gauge",
+         "Client connections open on the public listener (not those refused over the cap).");
+    evbuffer_add_printf(b, "executor_serve_connections %u\n", s->nconns - s->nrefusing - s->nadmin);
+    head(b, "executor_serve_connections_max", "gauge", "--max-connections.");
+    evbuffer_add_printf(b, "executor_serve_connections_max %u\n", s->o.max_connections);
+    head(b, "executor_serve_connections_refused_total", "counter",
+         "Connections answered 503 and closed at once: --max-connections were open.");
+    evbuffer_add_printf(b, "executor_serve_connections_refused_total %llu\n",
+                        (unsigned long long)m->conns_refused);
+    head(b, "executor_serve_deadlines_total", "counter",
+         "Requests cut off (408, connection closed): the header section not in within "
+         "--header-timeout, or the body within --body-timeout.");
+    evbuffer_add_printf(b, "executor_serve_deadlines_total{phase=\"header\"} %llu\n"
+                           "executor_serve_deadlines_total{phase=\"body\"} %llu\n",
+                        (unsigned long long)m->deadlines[0], (unsigned long long)m->deadlines[1]);
+    head(b, "executor_serve_requests_refused_total", "counter",
+         "Requests refused before they ran, by reason (framing: 400/501/505; body_too_large: "
+         "413, over --max-body; header_too_large: 414/431; too_many_records: 413, over "
+         "--max-records).");
+    for (int i = 0; i < R_N; i++)
+        evbuffer_add_printf(b, "executor_serve_requests_refused_total{reason=\"%s\"} %llu\n",
+                            refusal_names[i], (unsigned long long)m->refused[i]);
+    head(b, "executor_serve_clients_gone_total", "counter",
+         "Clients that hung up while their request ran: its records were cancelled.");
+    evbuffer_add_printf(b, "executor_serve_clients_gone_total %llu\n",
+                        (unsigned long long)m->clients_gone);
+    head(b, "executor_serve_documents_paused_total", "counter",
+         "Times a document stopped feeding records: its client had more than --max-pending "
+         "bytes of reply not yet read.");
+    evbuffer_add_printf(b, "executor_serve_documents_paused_total %llu\n",
+                        (unsigned long long)m->paused);
+    head(b, "executor_serve_documents_unread_total", "counter",
+         "Documents cut off while paused: their client read none of the reply for "
+         "--idle-timeout (logged as 499).");
+    evbuffer_add_printf(b, "executor_serve_documents_unread_total %llu\n",
+                        (unsigned long long)m->unread);
+    char why[200];
+    head(b, "executor_serve_healthy", "gauge", "1 when GET /healthz answers 200.");
+    evbuffer_add_printf(b, "executor_serve_healthy %d\n",
+                        !s->fatal && !s->draining && !serve_unhealthy(s, why, sizeof why));
     head(b, "executor_serve_reloads_total", "counter",
-         "Reloads by result (refused: the new context failed its canary; the old one serves).");
+         "Reloads by result (refused: the new context failed its proof; timeout: abandoned "
+         "past --reload-timeout; busy: refused, another reload was running; the old context "
+         "serves but after ok).");
     for (int i = 0; i < NRELOAD; i++)
         evbuffer_add_printf(b, "executor_serve_reloads_total{result=\"%s\"} %llu\n",
                             reload_results[i], (unsigned long long)m->reloads[i]);
@@ -341,6 +454,50 @@ void access_log_line(struct serve *s, const struct req *r, uint32_t records)
                         ts.tv_nsec / 1000000, r->line[0] ? r->line : "-", r->code, r->bytes,
                         (double)(serve_now_ns() - r->t0) / 1e9, records,
                         (unsigned long long)r->generation);
+    if (!evtimer_pending(l->ev, NULL)) {
+        struct timeval tv = {0, 100000};
+        event_add(l->ev, &tv);
+    }
+}
+
+/* A request refused by conn.c (no evhttp request behind it). */
+void access_log_refusal(struct serve *s, const struct conn *c, int code, const char *why)
+{
+    struct access_log *l = s->log;
+    if (!l)
+        return;
+    if (evbuffer_get_length(l->buf) > LOG_MAX) {
+        l->dropped++;
+        return;
+    }
+    char peer[INET6_ADDRSTRLEN + 8] = "-";
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char host[INET6_ADDRSTRLEN] = "";
+        unsigned port = 0;
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        } else {
+            snprintf(host, sizeof host, "unix");
+        }
+        snprintf(peer, sizeof peer, "%s:%u", host, port);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    evbuffer_add_printf(l->buf, "%s.%03ldZ %s%s \"-\" %d 0 0 refused=\"%s\"\n", when,
+                        ts.tv_nsec / 1000000, c->admin ? "admin " : "", peer, code, why);
     if (!evtimer_pending(l->ev, NULL)) {
         struct timeval tv = {0, 100000};
         event_add(l->ev, &tv);

@@ -8,6 +8,14 @@
  * drain that runs when exec_fd() polls readable and once at the end of every
  * loop pass in which records were submitted. Every call into the executor
  * here is non-blocking (exec_try_submit, exec_next_many with a zero timeout).
+ *
+ * A document also stops feeding records while its connection has more than
+ * --max-pending bytes of reply not yet written (a client that does not
+ * read), and goes on when they drain. Work that is long for one loop turn
+ * (cutting a body into records, the error lines of a document the executor
+ * gave up on) is done a slice per turn from the step queue. A request whose
+ * client leaves has its records cancelled; on EXEC_THREADS, where the
+ * library has no record timeout, a record past --timeout is cancelled here.
  */
 #include "serve.h"
 
@@ -120,6 +128,7 @@ struct req *req_new(struct serve *s, struct evhttp_request *http)
 
 static void req_free(struct serve *s, struct req *r)
 {
+    body_free(r);
     if (r->held) {
         for (uint32_t i = 0; i < s->hold_cap; i++)
             free(r->held[i].data);
@@ -143,7 +152,7 @@ static void req_free(struct serve *s, struct req *r)
  */
 void req_settle(struct serve *s, struct req *r)
 {
-    if (r->in_flight || r->waiting || r->dirty)
+    if (r->in_flight || r->waiting || r->dirty || r->stepping || r->reloading)
         return;
     if (r->conn && r->http)
         return; /* still to be answered */
@@ -172,7 +181,7 @@ void pump_kick(struct serve *s)
 /* r waits for room, behind the requests that wait already. */
 static void wait_push(struct serve *s, struct req *r)
 {
-    if (r->waiting)
+    if (r->waiting || r->paused)
         return;
     r->waiting = true;
     if (!r->doc)
@@ -185,23 +194,66 @@ static void wait_push(struct serve *s, struct req *r)
     s->wait_tail = r;
 }
 
+/* A document's reply bytes held for its connection: not yet written, waiting
+ * their turn, or lines not yet handed to evhttp. */
+static size_t doc_pending(const struct req *r)
+{
+    return conn_pending(r->conn) + r->held_bytes + (r->out ? evbuffer_get_length(r->out) : 0);
+}
+
+/* Stops r (a document) while its client has too much to read: true if so. */
+static bool doc_pause(struct serve *s, struct req *r)
+{
+    if (doc_pending(r) <= s->o.max_pending)
+        return false;
+    r->paused = true;
+    metrics_paused(s);
+    return true;
+}
+
+/* The connection wrote some of r's reply: r goes on once below half the bound. */
+void pump_output_drained(struct serve *s, struct req *r)
+{
+    if (!r->paused || !r->conn || doc_pending(r) > s->o.max_pending / 2)
+        return;
+    r->paused = false;
+    if (r->abort_code)
+        pump_step(s, r);
+    else if (r->next_submit < r->nrec) {
+        wait_push(s, r);
+        pump_kick(s);
+    }
+}
+
 /*
  * Submits what r may submit now: every record (a single record), or up to
  * s->hold_cap records ahead of the first unanswered one (a document). Returns
  * 0, EXEC_EAGAIN (window full: r->next_submit says how far it got), or the
  * code that refused the next record (a single record's EXEC_E2BIG, EXEC_EFATAL).
  * A document's records larger than --max-record get their error line and are
- * skipped.
+ * skipped; a document whose client is slow to read pauses (r->paused).
  */
 int pump_submit(struct serve *s, struct req *r)
 {
     int rc = 0;
     bool sent = false;
+    if (r->doc && r->conn && doc_pause(s, r))
+        return 0;
+    uint64_t now = serve_now_ns();
     while (r->conn && r->next_submit < r->nrec && r->next_submit - r->next_emit < s->hold_cap) {
         const struct span *sp = &r->recs[r->next_submit];
         uint64_t tag = (uint64_t)r->slot << 32 | r->next_submit;
         rc = be_try_submit(s, r->body + sp->off, sp->len, tag);
         if (rc == 0) {
+            if (r->doc) {
+                if (!r->held && !(r->held = calloc(s->hold_cap, sizeof *r->held))) {
+                    rc = EXEC_ENOMEM; /* (cannot happen but under memory pressure) */
+                    break;
+                }
+                r->held[r->next_submit % s->hold_cap].sent = now;
+            } else {
+                r->sent = now;
+            }
             r->next_submit++;
             r->in_flight++;
             s->records_in_flight++;
@@ -212,6 +264,8 @@ int pump_submit(struct serve *s, struct req *r)
             metrics_record(s, O_TOO_BIG);
             http_doc_line(s, r, r->next_submit++, EXEC_E2BIG, 0, 0, 0, NULL, sp->len);
             rc = 0;
+            if ((r->next_submit & 63) == 0 && doc_pause(s, r))
+                break;
             continue;
         }
         if (rc == EXEC_EFATAL)
@@ -223,16 +277,31 @@ int pump_submit(struct serve *s, struct req *r)
     return rc;
 }
 
+#define ABORT_SLICE 4096u /* error lines of an aborted document per turn */
+
+/* A slice of an aborted document's error lines: true when done. */
+static bool doc_abort_step(struct serve *s, struct req *r)
+{
+    if (!r->conn)
+        return true;
+    for (unsigned k = 0; k < ABORT_SLICE && r->next_emit < r->nrec; k++)
+        http_doc_line(s, r, r->next_emit, r->abort_code, 0, 0, 0, NULL, 0);
+    if (r->next_emit < r->nrec && doc_pause(s, r))
+        return true; /* the drain of its output steps it again */
+    return r->next_emit == r->nrec;
+}
+
 /* Ends a document on the executor's failure: each record without a result
- * gets an error line (one line per record, whatever happens). */
+ * gets an error line (one line per record, whatever happens), a slice per
+ * loop turn. */
 static void doc_abort(struct serve *s, struct req *r, int code)
 {
     s->records_in_flight -= r->in_flight;
     r->in_flight = 0;
-    if (r->conn)
-        for (uint32_t k = r->next_emit; k < r->nrec; k = r->next_emit)
-            http_doc_line(s, r, k, code, 0, 0, 0, NULL, 0);
     r->next_submit = r->nrec;
+    r->abort_code = code;
+    if (r->conn && r->next_emit < r->nrec)
+        pump_step(s, r);
 }
 
 /* Gives waiting requests the room that results made. True if any record went in. */
@@ -293,20 +362,29 @@ int pump_request(struct serve *s, struct req *r)
 static void deliver(struct serve *s, const exec_result_t *res)
 {
     uint32_t slot = (uint32_t)(res->tag >> 32), idx = (uint32_t)res->tag;
-    metrics_record(s, outcome_of(res->status));
     struct req *r = slot < s->nslots ? s->slots[slot] : NULL;
     if (!r || !r->in_flight)
         return; /* cannot happen: every slot waits for its records */
     r->in_flight--;
     s->records_in_flight--;
+    s->last_result = serve_now_ns();
+    /* Cancelled here at --timeout (threads): a timeout for the client. */
+    bool timed_out = r->doc ? r->held && r->held[idx % s->hold_cap].timed_out : r->timed_out;
+    int status = res->status == EXEC_ECANCELLED && timed_out ? EXEC_ERECTIMEOUT : res->status;
+    if (r->doc && r->held)
+        r->held[idx % s->hold_cap].timed_out = false;
+    metrics_record(s, outcome_of(status));
     if (res->generation > r->generation)
         r->generation = res->generation;
     if (r->conn) {
-        if (!r->doc)
-            http_reply_result(s, r, res);
-        else
-            http_doc_line(s, r, idx, res->status, res->user_code, res->signal,
-                          res->exit_status, res->data, res->len);
+        if (!r->doc) {
+            exec_result_t copy = *res;
+            copy.status = status;
+            http_reply_result(s, r, &copy);
+        } else {
+            http_doc_line(s, r, idx, status, res->user_code, res->signal, res->exit_status,
+                          res->data, res->len);
+        }
     }
     /* A document below its share submits more (through the queue, so that
      * documents take turns). */
@@ -369,8 +447,111 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     drain(s);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Work a slice per loop turn                                                */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * r has work for the coming turns (its body to cut, its error lines). The
+ * step queue runs from a zero timeout: a timer fires once per loop turn,
+ * after the loop has polled the connections, so every slice lets the others
+ * in (an event made active again from its own callback would run before
+ * any new I/O was read).
+ */
+void pump_step(struct serve *s, struct req *r)
+{
+    if (r->stepping)
+        return;
+    r->stepping = true;
+    r->next_step = NULL;
+    if (s->step_tail)
+        s->step_tail->next_step = r;
+    else
+        s->step_head = r;
+    s->step_tail = r;
+    if (!evtimer_pending(s->ev_step, NULL)) {
+        struct timeval zero = {0, 0};
+        evtimer_add(s->ev_step, &zero);
+    }
+}
+
+static void on_step(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct serve *s = arg;
+    struct req *list = s->step_head;
+    s->step_head = s->step_tail = NULL;
+    while (list) {
+        struct req *r = list;
+        list = r->next_step;
+        /* (Still stepping meanwhile: a reply made in the step frees nothing.) */
+        bool done = r->scanning ? body_step(s, r) : doc_abort_step(s, r);
+        r->stepping = false;
+        if (!done)
+            pump_step(s, r);
+        else
+            req_settle(s, r);
+    }
+    flush_dirty(s);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Clients that leave, records that run too long                             */
+/* ------------------------------------------------------------------------- */
+
+/* Cancels r's records in flight (its client is gone): their results come
+ * back cancelled, and r is let go then. */
+void pump_client_gone(struct serve *s, struct req *r)
+{
+    if (!s->ex || !r->in_flight)
+        return;
+    if (!r->doc) {
+        exec_cancel(s->ex, (uint64_t)r->slot << 32);
+        return;
+    }
+    for (uint32_t k = r->next_emit; k < r->next_submit; k++)
+        if (!r->held || !r->held[k % s->hold_cap].have)
+            exec_cancel(s->ex, (uint64_t)r->slot << 32 | k);
+}
+
+/*
+ * EXEC_THREADS has no record timeout of its own (a thread cannot be stopped):
+ * a record in flight past --timeout is cancelled, so that its process() sees
+ * exec_cancelled() and may return early; its result reads EXEC_ERECTIMEOUT.
+ * One that does not look holds its worker until it returns (/healthz says
+ * so when no worker is left). Called from the loop's tick.
+ */
+void pump_timeouts(struct serve *s)
+{
+    if (!s->ex || !s->o.timeout_ms || exec_backend(s->ex) != EXEC_THREADS ||
+        !s->records_in_flight)
+        return;
+    uint64_t now = serve_now_ns(), limit = (uint64_t)s->o.timeout_ms * 1000000u;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        struct req *r = s->slots[i];
+        if (!r || !r->in_flight)
+            continue;
+        if (!r->doc) {
+            if (!r->timed_out && now - r->sent >= limit) {
+                r->timed_out = true;
+                exec_cancel(s->ex, (uint64_t)r->slot << 32);
+            }
+            continue;
+        }
+        for (uint32_t k = r->next_emit; r->held && k < r->next_submit; k++) {
+            struct held *h = &r->held[k % s->hold_cap];
+            if (!h->have && !h->timed_out && now - h->sent >= limit) {
+                h->timed_out = true;
+                exec_cancel(s->ex, (uint64_t)r->slot << 32 | k);
+            }
+        }
+    }
+}
+
 void pump_start(struct serve *s)
 {
+    s->ev_step = evtimer_new(s->base, on_step, s);
     /* Activated by pump_kick(): it joins the tail of the active queue, so it
      * runs after the requests read in this pass, and their records go out in
      * as few batches as the library makes of them. */
@@ -403,7 +584,7 @@ void pump_fail_all(struct serve *s, int code)
     s->waiting_singles = 0;
     for (uint32_t i = 0; i < s->nslots; i++) {
         struct req *r = s->slots[i];
-        if (!r || (!r->in_flight && r->next_submit == r->nrec))
+        if (!r || r->scanning || (!r->in_flight && r->next_submit == r->nrec))
             continue;
         if (r->doc) {
             doc_abort(s, r, code);

@@ -1,18 +1,32 @@
 /*
- * Live reload: SIGHUP and POST /admin/reload rebuild the context from the
- * spec (or a new one) and swap it in while requests are in flight.
+ * Live reload: SIGHUP and POST /admin/reload (the admin listener's) rebuild
+ * the context and swap it in while requests are in flight. The spec is the
+ * operator's (--spec) unless the operator allowed a spec in the request's
+ * body (--admin-spec).
  *
  * Building a context (a table to load) and exec_swap_context() (on EXEC_FORK:
  * a new generation of workers, proved by a canary first, which may take up
- * to --start-timeout) can take long, so both run on a thread of their own,
- * one reload at a time; the loop is told of each outcome through an eventfd
- * and answers the request that asked for it. A refused context is freed and
- * the old one keeps serving.
+ * to --start-timeout; on EXEC_THREADS: worker_init run once as a proof) can
+ * take long, so both run on a thread of their own, and the loop is told of
+ * each outcome through an eventfd. One reload at a time: another asked for
+ * while one runs is refused (409), and SIGHUPs meanwhile are coalesced into
+ * one reload after it. A refused context is freed and the old one keeps
+ * serving.
+ *
+ * A reload has --reload-timeout. A plugin's ctx_build cannot be stopped (the
+ * context cannot cross a process boundary, and a thread cannot be killed),
+ * so one that runs past it is abandoned: its request is answered 504, the
+ * old context keeps serving, /healthz says the server is unhealthy (so that
+ * it gets restarted) and new reloads are refused (503) until the build
+ * returns, when what it built is freed unused. SIGTERM still drains and
+ * exits 0: the process ends the thread. A swap in progress is never
+ * abandoned (it holds the executor): the shutdown waits for it.
  */
 #include "serve.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,25 +38,33 @@
 #define RL_BAD_SPEC 1 /* ctx_build() refused the spec */
 
 struct job {
-    char *spec;    /* NULL: the spec serving now */
-    struct req *r; /* the request to answer (POST /admin/reload), or NULL (SIGHUP) */
-    void *ctx;     /* --backend inline: the new context, for the loop to swap in */
-    int rc;        /* 0, RL_BAD_SPEC, or exec_swap_context()'s code */
+    char *spec;
+    struct req *r;  /* the request to answer (POST /admin/reload), or NULL */
+    void *ctx;      /* --backend inline: the new context, for the loop to swap in */
+    int rc;         /* 0, RL_BAD_SPEC, or exec_swap_context()'s code */
+    bool abandoned; /* past --reload-timeout, or the server stops: no swap */
     char err[512];
     double ms;
-    struct job *next;
 };
 
 struct reloader {
     pthread_t th;
-    bool started, stop;
+    bool started;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct job *todo, *todo_tail, *done, *done_tail;
-    unsigned queued; /* jobs queued or running */
-    char *spec_now;  /* the thread's copy of the spec serving now */
+    /* Under lock. */
+    struct job *todo;    /* given to the thread */
+    struct job *running; /* the thread's */
+    struct job *done;    /* back to the loop */
+    bool stop;
+    bool in_swap; /* the thread is in exec_swap_context() */
+    /* The loop's. */
+    struct job *cur;     /* the reload in progress, from request to answer */
+    uint64_t cur_start;  /* ns */
+    bool timed_out;      /* cur ran past --reload-timeout */
+    bool again;          /* a SIGHUP came meanwhile */
     int efd;
-    struct event *ev;
+    struct event *ev, *ev_timeout;
 };
 
 /* The plugin frees a context the executor lets go of (a swapped-out one,
@@ -75,14 +97,10 @@ void ops_wrap(struct serve *s)
         s->ops.worker_init = worker_init; /* inline: the loop is the worker */
 }
 
-static void push(struct job **head, struct job **tail, struct job *j)
+static void job_free(struct job *j)
 {
-    j->next = NULL;
-    if (*tail)
-        (*tail)->next = j;
-    else
-        *head = j;
-    *tail = j;
+    free(j->spec);
+    free(j);
 }
 
 static void *reload_main(void *arg)
@@ -95,26 +113,27 @@ static void *reload_main(void *arg)
             pthread_cond_wait(&rl->cond, &rl->lock);
         if (!rl->todo)
             break;
-        struct job *j = rl->todo;
-        rl->todo = j->next;
-        if (!rl->todo)
-            rl->todo_tail = NULL;
-        if (!j->spec)
-            j->spec = strdup(rl->spec_now);
+        struct job *j = rl->running = rl->todo;
+        rl->todo = NULL;
         pthread_mutex_unlock(&rl->lock);
 
         uint64_t t0 = serve_now_ns();
         void *ctx = NULL;
-        if (!j->spec) {
-            j->rc = RL_BAD_SPEC;
-            snprintf(j->err, sizeof j->err, "out of memory");
-        } else if (s->pl->ctx_build(j->spec, s->hdr, &ctx, j->err, sizeof j->err) != 0) {
+        bool built = s->pl->ctx_build(j->spec, s->hdr, &ctx, j->err, sizeof j->err) == 0;
+        if (!built) {
             j->rc = RL_BAD_SPEC;
             if (!j->err[0])
                 snprintf(j->err, sizeof j->err, "(no reason given)");
-        } else if (s->inl) {
+        }
+        pthread_mutex_lock(&rl->lock);
+        bool go = built && !j->abandoned && !rl->stop;
+        rl->in_swap = go && !s->inl;
+        pthread_mutex_unlock(&rl->lock);
+        if (built && !go) {
+            s->pl->ctx_free(ctx); /* abandoned: never swapped in */
+        } else if (go && s->inl) {
             j->ctx = ctx;
-        } else {
+        } else if (go) {
             /* EXEC_EBUSY: older generations still draining; they go soon. */
             for (int tries = 0; tries < 250; tries++) {
                 j->rc = exec_swap_context(s->ex, ctx);
@@ -129,14 +148,9 @@ static void *reload_main(void *arg)
         j->ms = (double)(serve_now_ns() - t0) / 1e6;
 
         pthread_mutex_lock(&rl->lock);
-        if (j->rc == 0 && j->spec && strcmp(j->spec, rl->spec_now) != 0) {
-            char *copy = strdup(j->spec);
-            if (copy) {
-                free(rl->spec_now);
-                rl->spec_now = copy;
-            }
-        }
-        push(&rl->done, &rl->done_tail, j);
+        rl->in_swap = false;
+        rl->running = NULL;
+        rl->done = j;
         pthread_mutex_unlock(&rl->lock);
         uint64_t one = 1;
         ssize_t w = write(rl->efd, &one, sizeof one);
@@ -147,53 +161,98 @@ static void *reload_main(void *arg)
     return NULL;
 }
 
+static void answer(struct serve *s, struct job *j, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Answers j's request (if it still waits) with code and text. */
+static void answer(struct serve *s, struct job *j, int code, const char *fmt, ...)
+{
+    struct req *r = j->r;
+    if (!r)
+        return;
+    j->r = NULL;
+    r->reloading = false;
+    if (r->conn) {
+        char text[800];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        http_reply_text(s, r, code, "%s", text);
+    } else {
+        req_settle(s, r); /* its client left */
+    }
+}
+
 /* In the loop: what the thread did. */
 static void finish(struct serve *s, struct job *j)
 {
-    int code;
-    char text[800];
-    unsigned long long gen;
+    char esc[600], spec[300];
+    unsigned long long gen = (unsigned long long)s->generation;
+    serve_escape(spec, sizeof spec, j->spec, strlen(j->spec));
     if (j->rc == 0) {
         if (s->inl)
             inline_swap(s->inl, j->ctx);
         s->generation++;
-        if (j->spec && strcmp(j->spec, s->spec) != 0) {
+        gen = (unsigned long long)s->generation;
+        if (strcmp(j->spec, s->spec) != 0) {
             free(s->spec);
             s->spec = j->spec;
             j->spec = NULL;
         }
-        gen = (unsigned long long)s->generation;
         metrics_reload(s, "ok");
         serve_log("reloaded%s: generation %llu (spec %s) in %.1f ms", j->r ? "" : " on SIGHUP",
-                  gen, s->spec, j->ms);
-        code = 200;
-        snprintf(text, sizeof text, "reloaded: generation %llu\n", gen);
+                  gen, spec, j->ms);
+        answer(s, j, 200, "reloaded: generation %llu\n", gen);
     } else if (j->rc == RL_BAD_SPEC) {
-        gen = (unsigned long long)s->generation;
         metrics_reload(s, "bad_spec");
-        serve_log("reload failed: bad spec '%s': %s; still serving generation %llu",
-                  j->spec ? j->spec : "", j->err, gen);
-        code = 400;
-        snprintf(text, sizeof text, "bad spec: %s; still serving generation %llu\n", j->err, gen);
+        serve_log("reload failed: bad spec '%s': %s; still serving generation %llu", spec,
+                  serve_escape(esc, sizeof esc, j->err, strlen(j->err)), gen);
+        /* The plugin's reason may name files: it stays in the log. */
+        answer(s, j, 400,
+               "bad spec: the plugin refused it (the reason is in the server's log); still "
+               "serving generation %llu\n",
+               gen);
     } else {
-        gen = (unsigned long long)s->generation;
         bool refused = j->rc == EXEC_EINIT || j->rc == EXEC_ECRASHED ||
                        j->rc == EXEC_ERECTIMEOUT || j->rc == EXEC_EWORKER;
         metrics_reload(s, refused ? "refused" : "error");
-        serve_log("reload %s: %s: %s; still serving generation %llu (spec %s)",
-                  refused ? "refused by the canary" : "failed", exec_err_name(j->rc),
-                  exec_strerror(j->rc), gen, s->spec);
-        code = refused ? 422 : j->rc == EXEC_EBUSY ? 503 : 500;
-        snprintf(text, sizeof text, "%s: %s: %s; still serving generation %llu\n",
-                 refused ? "refused" : "failed", exec_err_name(j->rc), exec_strerror(j->rc), gen);
+        serve_log("reload %s: %s: %s; still serving generation %llu", refused ? "refused" : "failed",
+                  exec_err_name(j->rc), exec_strerror(j->rc), gen);
+        answer(s, j, refused ? 422 : j->rc == EXEC_EBUSY ? 503 : 500,
+               "%s: %s: %s; still serving generation %llu\n", refused ? "refused" : "failed",
+               exec_err_name(j->rc), exec_strerror(j->rc), gen);
     }
-    struct req *r = j->r;
-    free(j->spec);
-    free(j);
-    if (r && r->conn)
-        http_reply_text(s, r, code, "%s", text);
-    else if (r)
-        req_settle(s, r); /* its client left */
+}
+
+static void start_job(struct serve *s, struct job *j)
+{
+    struct reloader *rl = s->rl;
+    rl->cur = j;
+    rl->cur_start = serve_now_ns();
+    rl->timed_out = false;
+    struct timeval tv = {(time_t)s->o.reload_timeout_s, 0};
+    event_add(rl->ev_timeout, &tv);
+    pthread_mutex_lock(&rl->lock);
+    rl->todo = j;
+    pthread_cond_signal(&rl->cond);
+    pthread_mutex_unlock(&rl->lock);
+}
+
+/* Queues a SIGHUP's reload of --spec; false when out of memory. */
+static bool start_sighup(struct serve *s)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (j && !(j->spec = strdup(s->o.spec))) {
+        free(j);
+        j = NULL;
+    }
+    if (!j) {
+        serve_log("SIGHUP: no reload (out of memory)");
+        return false;
+    }
+    start_job(s, j);
+    return true;
 }
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
@@ -204,21 +263,57 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     uint64_t v;
     ssize_t n = read(fd, &v, sizeof v);
     (void)n;
-    for (;;) {
-        pthread_mutex_lock(&rl->lock);
-        struct job *j = rl->done;
-        if (j) {
-            rl->done = j->next;
-            if (!rl->done)
-                rl->done_tail = NULL;
-            rl->queued--;
-        }
-        pthread_mutex_unlock(&rl->lock);
-        if (!j)
-            break;
+    pthread_mutex_lock(&rl->lock);
+    struct job *j = rl->done;
+    rl->done = NULL;
+    pthread_mutex_unlock(&rl->lock);
+    if (!j)
+        return;
+    event_del(rl->ev_timeout);
+    rl->cur = NULL;
+    if (j->abandoned) {
+        serve_log("the reload abandoned after --reload-timeout returned after %.1f s; what it "
+                  "built was freed",
+                  j->ms / 1e3);
+    } else {
+        if (rl->timed_out)
+            serve_log("the reload past --reload-timeout ended after %.1f s", j->ms / 1e3);
         finish(s, j);
     }
+    job_free(j);
+    if (rl->again && !s->draining) {
+        rl->again = false;
+        start_sighup(s);
+    }
     serve_maybe_exit(s);
+}
+
+/* --reload-timeout passed: the build is abandoned (a swap is waited for). */
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct serve *s = arg;
+    struct reloader *rl = s->rl;
+    struct job *j = rl->cur;
+    if (!j)
+        return;
+    rl->timed_out = true;
+    pthread_mutex_lock(&rl->lock);
+    bool swapping = rl->in_swap;
+    if (!swapping)
+        j->abandoned = true;
+    pthread_mutex_unlock(&rl->lock);
+    unsigned long long gen = (unsigned long long)s->generation;
+    metrics_reload(s, "timeout");
+    serve_log("reload: still running after --reload-timeout (%u s)%s; still serving generation "
+              "%llu; unhealthy until it returns",
+              s->o.reload_timeout_s,
+              swapping ? " in its swap (waited for)" : ": the context build is abandoned", gen);
+    answer(s, j, 504,
+           "reload timed out: still running after --reload-timeout (%u s)%s; still serving "
+           "generation %llu; the server reports unhealthy until it returns\n",
+           s->o.reload_timeout_s, swapping ? " (in its swap)" : " and abandoned", gen);
 }
 
 int reload_start(struct serve *s)
@@ -228,13 +323,13 @@ int reload_start(struct serve *s)
         return -1;
     s->rl = rl;
     rl->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    rl->spec_now = strdup(s->spec);
-    if (rl->efd < 0 || !rl->spec_now)
+    if (rl->efd < 0)
         return -1;
     pthread_mutex_init(&rl->lock, NULL);
     pthread_cond_init(&rl->cond, NULL);
     rl->ev = event_new(s->base, rl->efd, EV_READ | EV_PERSIST, on_done, s);
-    if (!rl->ev || event_add(rl->ev, NULL) != 0)
+    rl->ev_timeout = evtimer_new(s->base, on_timeout, s);
+    if (!rl->ev || !rl->ev_timeout || event_add(rl->ev, NULL) != 0)
         return -1;
     /* The loop's thread takes the signals (through libevent): none here. */
     sigset_t all, old;
@@ -249,88 +344,143 @@ int reload_start(struct serve *s)
 }
 
 /*
- * Queues a reload: spec (spec_len bytes) or, when NULL, the spec serving when
- * its turn comes. r is answered when it is done; SIGHUPs (r NULL) that find
- * one of theirs still queued add nothing.
+ * A reload: of spec (spec_len bytes), or of --spec when NULL. r is answered
+ * when it is done (r NULL: a SIGHUP). One at a time.
  */
 void reload_request(struct serve *s, const char *spec, size_t spec_len, struct req *r)
 {
     struct reloader *rl = s->rl;
+    if (rl->cur) {
+        double secs = (double)(serve_now_ns() - rl->cur_start) / 1e9;
+        if (!r) {
+            if (!rl->again)
+                serve_log("SIGHUP while a reload runs (%.1f s so far): one more reload follows it",
+                          secs);
+            rl->again = !rl->timed_out;
+            return;
+        }
+        metrics_reload(s, "busy");
+        if (rl->timed_out)
+            http_reply_text(s, r, 503,
+                            "a reload is stuck: running for %.0f s, past --reload-timeout; "
+                            "restart the server\n",
+                            secs);
+        else
+            http_reply_text(s, r, 409,
+                            "a reload is running (for %.1f s): try again when it is done\n",
+                            secs);
+        return;
+    }
     struct job *j = calloc(1, sizeof *j);
-    if (j && spec && !(j->spec = strndup(spec, spec_len))) {
+    if (j && !(j->spec = spec ? strndup(spec, spec_len) : strdup(s->o.spec))) {
         free(j);
         j = NULL;
     }
     if (!j) {
         if (r)
             http_reply_text(s, r, 500, "out of memory\n");
+        else
+            serve_log("SIGHUP: no reload (out of memory)");
         return;
     }
     j->r = r;
-    pthread_mutex_lock(&rl->lock);
-    bool dup = false;
-    if (!r && !spec)
-        for (struct job *q = rl->todo; q && !dup; q = q->next)
-            dup = !q->r && !q->spec;
-    if (!dup) {
-        push(&rl->todo, &rl->todo_tail, j);
-        rl->queued++;
-        pthread_cond_signal(&rl->cond);
-    }
-    pthread_mutex_unlock(&rl->lock);
-    if (dup)
-        free(j);
+    if (r)
+        r->reloading = true; /* req_settle() lets it be until it is answered */
+    start_job(s, j);
 }
 
+/* True while a swap runs: the executor cannot be destroyed meanwhile. */
 bool reload_busy(const struct serve *s)
 {
     struct reloader *rl = s->rl;
     if (!rl || !rl->started)
         return false;
     pthread_mutex_lock((pthread_mutex_t *)&rl->lock);
-    bool busy = rl->queued > 0;
+    bool busy = rl->in_swap;
+    pthread_mutex_unlock((pthread_mutex_t *)&rl->lock);
+    return busy || (rl->cur && !rl->timed_out && !s->draining);
+}
+
+bool reload_in_swap(const struct serve *s)
+{
+    struct reloader *rl = s->rl;
+    if (!rl || !rl->started)
+        return false;
+    pthread_mutex_lock((pthread_mutex_t *)&rl->lock);
+    bool busy = rl->in_swap;
     pthread_mutex_unlock((pthread_mutex_t *)&rl->lock);
     return busy;
 }
 
-/* Stops the thread after the reload it is running; queued ones are dropped. */
-void reload_stop(struct serve *s)
+/* A reload running past --reload-timeout (*secs: for how long). */
+bool reload_stuck(const struct serve *s, double *secs)
+{
+    struct reloader *rl = s->rl;
+    if (!rl || !rl->cur || !rl->timed_out)
+        return false;
+    *secs = (double)(serve_now_ns() - rl->cur_start) / 1e9;
+    return true;
+}
+
+/* The server drains: a reload not yet swapping is abandoned now (its request
+ * gets 503), and no SIGHUP follows. */
+void reload_drain(struct serve *s)
+{
+    struct reloader *rl = s->rl;
+    if (!rl || !rl->cur)
+        return;
+    rl->again = false;
+    pthread_mutex_lock(&rl->lock);
+    bool swapping = rl->in_swap;
+    if (!swapping)
+        rl->cur->abandoned = true;
+    pthread_mutex_unlock(&rl->lock);
+    if (!swapping)
+        answer(s, rl->cur, 503, "shutting down: the reload is abandoned\n");
+}
+
+/*
+ * Stops the thread. False when it cannot be joined (a build that has not
+ * returned): it is left running, with what it uses, for the process's exit.
+ */
+bool reload_stop(struct serve *s)
 {
     struct reloader *rl = s->rl;
     if (!rl)
-        return;
+        return true;
     if (rl->started) {
         pthread_mutex_lock(&rl->lock);
         rl->stop = true;
-        struct job *j = rl->todo;
-        rl->todo = rl->todo_tail = NULL;
+        bool running = rl->running != NULL;
+        if (rl->running)
+            rl->running->abandoned = true;
+        struct job *todo = rl->todo;
+        rl->todo = NULL;
         pthread_cond_signal(&rl->cond);
         pthread_mutex_unlock(&rl->lock);
-        while (j) {
-            struct job *next = j->next;
-            free(j->spec);
-            free(j);
-            j = next;
-        }
+        if (todo && todo != rl->cur)
+            job_free(todo);
+        if (running)
+            return false;
         pthread_join(rl->th, NULL);
     }
-    for (struct job *j = rl->done; j;) {
-        struct job *next = j->next;
+    struct job *j = rl->done ? rl->done : rl->cur;
+    if (j) {
         if (j->rc == 0 && j->ctx)
             s->pl->ctx_free(j->ctx);
-        free(j->spec);
-        free(j);
-        j = next;
+        job_free(j);
     }
     if (rl->ev)
         event_free(rl->ev);
+    if (rl->ev_timeout)
+        event_free(rl->ev_timeout);
     if (rl->efd >= 0)
         close(rl->efd);
-    free(rl->spec_now);
     if (rl->started) {
         pthread_mutex_destroy(&rl->lock);
         pthread_cond_destroy(&rl->cond);
     }
     free(rl);
     s->rl = NULL;
+    return true;
 }
