@@ -17,6 +17,7 @@
  * latency.c and swap.c, what they all use in harness.c.
  */
 #include "harness.h"
+#include "real.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -65,6 +66,10 @@ static void usage(FILE *f)
         "                    the successor ready first): compare with a run without\n"
         "  --init-ms N       libexecutor's worker_init sleeps N ms (a slow start, as\n"
         "                    when a model is loaded), e.g. with --recycle\n"
+        "  --workloads LIST  which workloads, from: synthetic (the table above), regex\n"
+        "                    (PCRE2), lua (an interpreter per record) (default: all). The\n"
+        "                    real ones run in a short form: ~0.03 s of loop work a run\n"
+        "  --full            the real workloads at full size (~0.15 s a run, 5 runs)\n"
         "  --quick           a tiny data set and one short run: a sanity check\n"
         "  --help            this text\n"
         "\n"
@@ -149,6 +154,7 @@ int main(int argc, char **argv)
         {"out", required_argument, NULL, 'o'},      {"latency", no_argument, NULL, 'L'},
         {"swap", no_argument, NULL, 'S'},           {"quick", no_argument, NULL, 'q'},
         {"recycle", required_argument, NULL, 'R'},  {"init-ms", required_argument, NULL, 'I'},
+        {"workloads", required_argument, NULL, 'W'}, {"full", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -214,6 +220,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'W': o.workloads = optarg; break;
+        case 'F': o.real_full = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -224,6 +232,20 @@ int main(int argc, char **argv)
     }
     if (o.executors && select_executors(o.executors) != 0)
         return 2;
+    if (o.workloads) {
+        for (const char *s = o.workloads; *s;) {
+            size_t len = strcspn(s, ",");
+            if (!((len == 9 && !strncmp(s, "synthetic", 9)) || (len == 5 && !strncmp(s, "regex", 5)) ||
+                  (len == 3 && !strncmp(s, "lua", 3)))) {
+                fprintf(stderr, "executor-bench: unknown workload '%.*s' (synthetic, regex, lua)\n",
+                        (int)len, s);
+                return 2;
+            }
+            s += len + (s[len] == ',');
+        }
+    }
+    o.records_set = records_set;
+    o.runs_set = o.runs > 0;
 
     unsigned cpus = ncpus();
     if (!weights_set) {
@@ -320,8 +342,9 @@ int main(int argc, char **argv)
     if (o.swap)
         run_swap_mode(&o, &d, o.out);
     if (!o.latency && !o.swap) {
-        if (run_throughput(&o, &d) != 0)
+        if ((!o.workloads || strstr(o.workloads, "synthetic")) && run_throughput(&o, &d) != 0)
             return 1;
+        run_real(&o);
     } else {
         say("\nwrote %s/table.txt", o.out);
         if (o.latency)

@@ -35,6 +35,9 @@ struct opts {
     int quick;
     unsigned recycle;
     unsigned init_ms;
+    const char *workloads; /* synthetic,regex,lua: which to run (NULL: all) */
+    int real_full;         /* the real workloads at full size */
+    int records_set, runs_set;
 };
 
 /* The data set: the context's table and the records (dataset.c). */

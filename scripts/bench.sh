@@ -31,7 +31,7 @@ if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
         scripts/deps.sh
     else
         pkgs=(build-essential cmake pkg-config liburcu-dev libck-dev libcmocka-dev
-              libglib2.0-dev libtbb-dev gnuplot-nox)
+              libglib2.0-dev libtbb-dev gnuplot-nox libpcre2-dev liblua5.4-dev)
         missing=()
         for p in "${pkgs[@]}"; do
             st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
