@@ -53,7 +53,10 @@ static void usage(FILE *f)
         "  --ordered         libexecutor delivers results in input order (peers do not)\n"
         "  --executors LIST  which to run, from: static,threads,threads-map,threads-submit,\n"
         "                    fork,fork-map,\n"
-        "                    mutex,glib,omp-for,omp-task,tbb (default: all)\n"
+        "                    mutex,glib,omp-for,omp-task,tbb (default: all); for the real\n"
+        "                    workloads threads and fork mean every path of the backend,\n"
+        "                    or name one: threads-run, -map, -submit, -source, fork-run,\n"
+        "                    fork-map, -submit, -source, -recycled\n"
         "  --runs K          each figure is the median of K runs, with min and max (default 3)\n"
         "  --out DIR         where results.csv, table.txt and efficiency.png go\n"
         "                    (default ./bench-out)\n"
@@ -300,19 +303,23 @@ int main(int argc, char **argv)
     /* The data set and the context. */
     struct dataset d;
     memset(&d, 0, sizeof d);
-    progress("building the context");
-    if (build_table(&d, o.quick ? 1u << 14 : 1u << 20, 42) != 0) {
-        fprintf(stderr, "executor-bench: out of memory building the context\n");
-        return 1;
+    /* The synthetic data set: only where something runs on it. */
+    const int synthetic = o.latency || o.swap || !o.workloads || strstr(o.workloads, "synthetic");
+    if (synthetic) {
+        progress("building the context");
+        if (build_table(&d, o.quick ? 1u << 14 : 1u << 20, 42) != 0) {
+            fprintf(stderr, "executor-bench: out of memory building the context\n");
+            return 1;
+        }
+        progress("building the records");
+        if (o.file ? load_file(&d, o.file, o.records) != 0 : build_records(&d, o.records, 7) != 0) {
+            if (!o.file)
+                fprintf(stderr, "executor-bench: out of memory building the records\n");
+            return 1;
+        }
+        progress("calibrating");
+        calibrate(&d.table, d.recs, d.nrecs);
     }
-    progress("building the records");
-    if (o.file ? load_file(&d, o.file, o.records) != 0 : build_records(&d, o.records, 7) != 0) {
-        if (!o.file)
-            fprintf(stderr, "executor-bench: out of memory building the records\n");
-        return 1;
-    }
-    progress("calibrating");
-    calibrate(&d.table, d.recs, d.nrecs);
 
     char host[256] = "?";
     gethostname(host, sizeof host - 1);
@@ -323,16 +330,18 @@ int main(int argc, char **argv)
         say("warning: the machine is busy (load average %.1f on %u CPUs): other programs take "
             "CPU time, so the\nfigures will be low and noisy; the CPU ns column is the steadier "
             "one\n", load_start, cpus);
-    say("records: %zu %s; context: %.1f MB hash table (%u words); classify without weight "
-        "%.0f ns/record, weight loop %.3f ns/iteration\n",
-        d.nrecs, o.file ? o.file : "built-in rows of 8 words", (double)d.table.bytes / (1 << 20),
-        d.nwords, base_ns, ns_per_iter);
-    say("each figure: median of %d run%s [min-max]; eff = rate / (workers x sequential rate); "
-        "ovh ns = (1/rate - 1/ideal) x workers;\nCPU ns = CPU time of the whole process per "
-        "record (fork workers not counted); +RSS MB = peak RSS during a run less RSS before "
-        "it%s\n",
-        o.runs, o.runs > 1 ? "s" : "",
-        o.ordered ? "; libexecutor in ordered mode, peers unordered" : "");
+    if (synthetic) {
+        say("records: %zu %s; context: %.1f MB hash table (%u words); classify without weight "
+            "%.0f ns/record, weight loop %.3f ns/iteration\n",
+            d.nrecs, o.file ? o.file : "built-in rows of 8 words", (double)d.table.bytes / (1 << 20),
+            d.nwords, base_ns, ns_per_iter);
+        say("each figure: median of %d run%s [min-max]; eff = rate / (workers x sequential rate); "
+            "ovh ns = (1/rate - 1/ideal) x workers;\nCPU ns = CPU time of the whole process per "
+            "record (fork workers not counted); +RSS MB = peak RSS during a run less RSS before "
+            "it%s\n",
+            o.runs, o.runs > 1 ? "s" : "",
+            o.ordered ? "; libexecutor in ordered mode, peers unordered" : "");
+    }
 
     if (o.quick)
         say("--quick: a sanity check of the checksums; its figures mean nothing\n");
@@ -342,7 +351,7 @@ int main(int argc, char **argv)
     if (o.swap)
         run_swap_mode(&o, &d, o.out);
     if (!o.latency && !o.swap) {
-        if ((!o.workloads || strstr(o.workloads, "synthetic")) && run_throughput(&o, &d) != 0)
+        if (synthetic && run_throughput(&o, &d) != 0)
             return 1;
         run_real(&o);
     } else {

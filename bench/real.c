@@ -472,20 +472,32 @@ static double rs_med(const double *v, int n)
     return stat_of(v, n).med;
 }
 
+int real_path_known(const char *name, size_t len)
+{
+    for (unsigned i = 0; i < RP_N; i++)
+        if (strlen(rpaths[i].name) == len && !strncmp(rpaths[i].name, name, len))
+            return 1;
+    return 0;
+}
+
+/* --executors names the synthetic bench's executors and the real paths: a
+ * path runs when it is named, or its family is (omp-for; threads and fork:
+ * every path of the backend). The loop always runs. */
 static int path_selected(const struct opts *o, const struct rpath *p)
 {
-    if (!o->executors)
+    if (!o->executors || p->how == RP_LOOP)
         return 1;
-    /* --executors names the synthetic bench's executors; the real paths
-     * follow them: omp-for, threads and fork (every path of each). */
-    const char *name = p->how == RP_LOOP ? NULL
-                       : p->how == RP_OMP ? "omp-for"
-                       : p->backend == EXEC_THREADS ? "threads"
-                                                      : "fork";
-    if (!name)
-        return 1;
-    int e = find_executor(name, strlen(name));
-    return e >= 0 && executors[e].selected;
+    const char *family = p->how == RP_OMP ? "omp-for"
+                         : p->backend == EXEC_THREADS ? "threads"
+                                                        : "fork";
+    for (const char *s = o->executors; *s;) {
+        size_t len = strcspn(s, ",");
+        if ((len == strlen(family) && !strncmp(s, family, len)) ||
+            (len == strlen(p->name) && !strncmp(s, p->name, len)))
+            return 1;
+        s += len + (s[len] == ',');
+    }
+    return 0;
 }
 
 static void real_report(const struct opts *o, struct real_load *l, const struct rl_data *d,
@@ -628,6 +640,7 @@ int run_real(const struct opts *o)
 {
     static int (*const opens[])(struct real_load *, char *, size_t) = {real_regex_open,
                                                                         real_lua_open};
+    static const char *const names[] = {"regex", "lua"};
     char path[4096];
     snprintf(path, sizeof path, "%s/real.csv", o->out);
     FILE *csv = fopen(path, "w");
@@ -643,14 +656,14 @@ int run_real(const struct opts *o)
         struct real_load l;
         char err[160];
         memset(&l, 0, sizeof l);
+        if (o->workloads && !strstr(o->workloads, names[i]))
+            continue;
         if (opens[i](&l, err, sizeof err) != 0) {
             say("not run: %s\n", err);
             continue;
         }
-        if (!o->workloads || strstr(o->workloads, l.name)) {
-            real_one(o, &l, csv);
-            ran++;
-        }
+        real_one(o, &l, csv);
+        ran++;
         l.destroy(&l);
     }
     if (csv) {

@@ -49,5 +49,7 @@ size_t real_line(uint64_t i, char *buf, size_t cap);
 /* Runs the real workloads (real.c): the tables on stdout and real.csv. */
 struct opts;
 int run_real(const struct opts *o);
+/* True when name[0..len) is one of the real paths (threads-run, fork-source...). */
+int real_path_known(const char *name, size_t len);
 
 #endif /* BENCH_REAL_H */

@@ -18,6 +18,8 @@
 
 #include "exec_internal.h"
 
+#include <ck_pr.h>
+#include <string.h>
 #include <unistd.h>
 
 /* How long a consumer looks for a result before it sleeps (see exec__ready). */
@@ -125,6 +127,33 @@ void exec__flight_remove(exec_t *ex, struct exec__batch *b);
  * alive until its result is delivered; the backend must have refs): 0,
  * EXEC_EAGAIN (no room: window or batches), EXEC_ESTATE, EXEC_EFATAL. */
 int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref);
+/* submit_lock held. exec__append() of a copied record, inline, for the common
+ * case only: the open batch has room for it and nothing is to be decided
+ * (the record that may fill the batch, every 8th one, and any record while a
+ * worker idles go through exec__append(), which decides whether the batch
+ * goes out). False when exec__append() must do it. */
+static inline bool exec__append_quick(exec_t *ex, const void *rec, size_t len, uint64_t tag)
+{
+    struct exec__batch *b = ex->open;
+    if (!b || (b->n & 7) == 0 || b->n + 1 >= b->cap ||
+        b->n + 1 >= ck_pr_load_32(&ex->batch_limit) || b->data_cap - b->data_len < len ||
+        ck_pr_load_32(&ex->idle) || ex->submitted - ck_pr_load_64(&ex->collected) >= ex->opt.window)
+        return false;
+    struct exec__rec *r = &b->recs[b->n];
+    r->tag = tag;
+    r->len = (uint32_t)len;
+    r->p = b->data + b->data_len;
+    if (len)
+        memcpy(b->data + b->data_len, rec, len);
+    b->data_len += len;
+    if (b->rflags)
+        __atomic_store_n(&b->rflags[b->n], 0, __ATOMIC_RELAXED);
+    b->n++;
+    ex->next_rec_seq++;
+    ck_pr_store_64(&ex->submitted, ex->submitted + 1);
+    return true;
+}
+
 /* submit_lock held. Appends recs[0..n) in runs that fill the open batch;
  * *taken gets how many. 0 when all were, else exec__append's codes. */
 int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_ref,
@@ -136,10 +165,18 @@ size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *
  * (NULL: out of memory). */
 struct exec__consumer *exec__consumer_begin(exec_t *ex);
 /* next_lock held. Makes ex->cur a batch with a record left to deliver (0), or
- * returns EXEC_EOF, EXEC_EFATAL, EXEC_EAGAIN (timeout_ms 0) or EXEC_ETIMEDOUT. */
+ * returns EXEC_EOF, EXEC_EFATAL, EXEC_EAGAIN (timeout_ms 0) or EXEC_ETIMEDOUT.
+ * timeout_ms EXEC__LOOK: only looks (EXEC_EAGAIN when nothing is ready):
+ * sends no open batch and arms no wake-up (no lock, no system call), for a
+ * whole-stream call that has other work at hand. */
+#define EXEC__LOOK (-2)
 int exec__ready(exec_t *ex, int timeout_ms);
-/* next_lock held; ex->cur has an undelivered record. me will hold its batch. */
-void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res);
+/* The same in two steps: fill writes the results (me holds the batch), and
+ * commit hands out the first k of them (k <= what fill wrote): they count,
+ * leave the window and move the cursor. In between, the caller may hand
+ * them to a callback one by one and commit only as many as it took. */
+size_t exec__fill(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max);
+void exec__commit(exec_t *ex, const exec_result_t *res, size_t k);
 
 #define EXEC__MINE 0x656e696du /* "mine" */
 

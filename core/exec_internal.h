@@ -16,6 +16,7 @@
 #include <ck_ec.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define EXEC__MAX_WORKERS 1024u
@@ -26,13 +27,19 @@
 /* One record inside a batch. Its bytes are in the batch's data area, or
  * (a backend with refs) where the caller keeps them for the call. EXEC_FORK's
  * regions sit at the same address in the parent and its workers, so a
- * pointer into one means the same bytes to both. */
-struct exec__rec {
-    uint64_t tag;
+ * pointer into one means the same bytes to both. Laid out as exec_record_t
+ * (and allowed to alias it): exec_run_records() on a backend with refs hands
+ * workers runs of the caller's own array (batch views), copying nothing. */
+struct __attribute__((may_alias)) exec__rec {
     const char *p;
-    uint32_t len;
-    uint32_t pad;
+    size_t len;
+    uint64_t tag;
 };
+_Static_assert(sizeof(struct exec__rec) == sizeof(exec_record_t) &&
+                   offsetof(struct exec__rec, p) == offsetof(exec_record_t, data) &&
+                   offsetof(struct exec__rec, len) == offsetof(exec_record_t, len) &&
+                   offsetof(struct exec__rec, tag) == offsetof(exec_record_t, tag),
+               "struct exec__rec is laid out as exec_record_t");
 
 /* One record's outcome: bytes at batch->rdata + off. */
 struct exec__res {
@@ -63,7 +70,9 @@ struct exec__batch {
     uint32_t worker;   /* set by the backend */
     uint32_t cursor;   /* core: next record to deliver */
     uint64_t generation; /* set by the backend: the context it ran against */
-    struct exec__rec *recs;
+    struct exec__rec *recs; /* the batch's records: recs_buf, or a view (core) */
+    struct exec__rec *recs_buf; /* the backend's own room for them; NULL: recs is
+                                   always that room (no views) */
     char *data;
     size_t data_len, data_cap;
     struct exec__res *res;
@@ -88,6 +97,8 @@ struct exec_writer {
     size_t start; /* where this record's result begins */
     size_t len;   /* end of what was written */
     size_t max;   /* max_result */
+    size_t end;   /* this record's room ends here: min(cap, start + max), or 0
+                     after an overflow (set by exec__writer_begin and the writer) */
     bool overflow;
     bool nomem;           /* ... because the area could not grow */
     bool saw_cancel;      /* exec_cancelled() returned true */

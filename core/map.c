@@ -35,22 +35,27 @@ static int exec__drain(exec_t *ex, const struct exec__emitter *em, bool wait, bo
     exec_result_t res[EXEC__EMIT_CHUNK];
     exec__lock(&ex->next_lock);
     struct exec__consumer *me = exec__consumer_begin(ex);
-    int rc = me ? exec__ready(ex, wait ? -1 : 0) : EXEC_ENOMEM;
+    int rc = me ? exec__ready(ex, wait ? -1 : EXEC__LOOK) : EXEC_ENOMEM;
     while (rc == 0) {
         if (em->many) {
             size_t k = exec__deliver_many(ex, me, res, EXEC__EMIT_CHUNK);
             *delivered += k;
             *stop = em->many(em->arg, res, k);
         } else {
-            exec__deliver(ex, me, &res[0]);
-            ++*delivered;
-            *stop = em->one(em->arg, &res[0]);
+            /* One by one to the callback, the bookkeeping once for all: a
+             * stop hands out only the results it was given. */
+            size_t k = exec__fill(ex, me, res, EXEC__EMIT_CHUNK), j = 0;
+            while (j < k && !(*stop = em->one(em->arg, &res[j])))
+                j++;
+            j += j < k; /* the one it stopped at was handed out too */
+            exec__commit(ex, res, j);
+            *delivered += j;
         }
         if (*stop)
             break;
         if (one && ex->cur->cursor == ex->cur->n)
             break;
-        rc = exec__ready(ex, 0);
+        rc = exec__ready(ex, EXEC__LOOK);
     }
     exec__unlock(&ex->next_lock);
     return rc == EXEC_EAGAIN ? 0 : rc;
@@ -153,6 +158,8 @@ static int exec__map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
             rc = EXEC_E2BIG;
             break;
         }
+        if (exec__append_quick(ex, rec, len, tag))
+            continue;
         while ((r = exec__append(ex, rec, len, tag, false)) == EXEC_EAGAIN) {
             exec__unlock(&ex->submit_lock);
             r = exec__make_room(ex, em, &stop);

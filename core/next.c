@@ -122,12 +122,7 @@ static void exec__lat_sample(exec_t *ex, const struct exec__batch *b)
     ck_pr_store_64(&ex->lat_hist[k], ex->lat_hist[k] + 1);
 }
 
-void exec__deliver(exec_t *ex, struct exec__consumer *me, exec_result_t *res)
-{
-    exec__deliver_many(ex, me, res, 1);
-}
-
-size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max)
+size_t exec__fill(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max)
 {
     EXEC__ASSERT_HELD(&ex->next_lock);
     struct exec__batch *b = ex->cur;
@@ -139,40 +134,57 @@ size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *
     }
     uint32_t i0 = b->cursor; /* NOLINT(clang-analyzer-core.NullDereference): ex->cur is set */
     size_t k = b->n - i0 < max ? b->n - i0 : max;
+    const struct exec__res *r = &b->res[i0];
+    const struct exec__rec *in = &b->recs[i0];
+    const uint64_t seq0 = b->rec_seq0 + i0, gen = b->generation;
+    const unsigned worker = b->worker;
+    for (size_t j = 0; j < k; j++) {
+        exec_result_t *o = &res[j];
+        const bool data = r[j].status == 0 || r[j].status == EXEC_EUSER;
+        *o = (exec_result_t){.tag = in[j].tag,
+                             .status = r[j].status,
+                             .user_code = r[j].user_code,
+                             .signal = r[j].signal,
+                             .exit_status = r[j].exit_status,
+                             .data = data ? b->rdata + r[j].off : NULL,
+                             .len = data ? r[j].len : 0,
+                             .seq = seq0 + j,
+                             .generation = gen,
+                             .worker = worker,
+                             .flags = r[j].flags & EXEC_RESULT_EARLY};
+    }
+    return k;
+}
+
+void exec__commit(exec_t *ex, const exec_result_t *res, size_t k)
+{
+    EXEC__ASSERT_HELD(&ex->next_lock);
+    struct exec__batch *b = ex->cur;
+    EXEC__ASSERT(b && k <= b->n - b->cursor);
     uint64_t ok = 0;
     for (size_t j = 0; j < k; j++) {
-        const struct exec__res *r = &b->res[i0 + j];
-        exec_result_t *o = &res[j];
-        o->tag = b->recs[i0 + j].tag;
-        o->status = r->status;
-        o->user_code = r->user_code;
-        o->signal = r->signal;
-        o->exit_status = r->exit_status;
-        if (r->status == 0 || r->status == EXEC_EUSER) {
-            o->data = b->rdata + r->off;
-            o->len = r->len;
-        } else {
-            o->data = NULL;
-            o->len = 0;
-        }
-        o->seq = b->rec_seq0 + i0 + j;
-        o->generation = b->generation;
-        o->worker = b->worker;
-        o->flags = r->flags & EXEC_RESULT_EARLY;
-        if (r->status == 0)
+        if (res[j].status == 0)
             ok++;
         else
-            exec__count(ex, r->status);
+            exec__count(ex, res[j].status);
     }
     if (ok)
         ck_pr_store_64(&ex->ok, ex->ok + ok);
-    if (i0 == 0)
+    if (b->cursor == 0 && k)
         exec__lat_sample(ex, b);
-    b->cursor = i0 + (uint32_t)k;
+    b->cursor += (uint32_t)k;
     /* Window room comes back with each result handed out (the bytes stay the
-     * holder's until its next call). */
+     * holder's until its next call). While a whole-stream call has the
+     * executor, its thread is the only submitter, and it is here. */
     ck_pr_store_64(&ex->collected, ex->collected + k);
-    exec__wake_submitters(ex);
+    if (!__atomic_load_n(&ex->in_map, __ATOMIC_RELAXED))
+        exec__wake_submitters(ex);
+}
+
+size_t exec__deliver_many(exec_t *ex, struct exec__consumer *me, exec_result_t *res, size_t max)
+{
+    size_t k = exec__fill(ex, me, res, max);
+    exec__commit(ex, res, k);
     return k;
 }
 
@@ -260,6 +272,8 @@ int exec__ready(exec_t *ex, int timeout_ms)
             return EXEC_EOF;
         if (ck_pr_load_32(&ex->fatal))
             return EXEC_EFATAL;
+        if (timeout_ms == EXEC__LOOK)
+            return EXEC_EAGAIN;
         /* Nothing ready: make sure the open batch is not what we wait for,
          * then arm the wake-up and look once more before sleeping. */
         exec__flush_consumer(ex);

@@ -76,6 +76,36 @@ int exec__flush_idle(exec_t *ex)
     return sent;
 }
 
+/* submit_lock held. A fresh batch becomes the open one: NULL with *err set to
+ * EXEC_EAGAIN when none is free now, or the backend's error when none will
+ * come back to reuse. */
+static struct exec__batch *exec__open_batch(exec_t *ex, int *err)
+{
+    EXEC__ASSERT_HELD(&ex->submit_lock);
+    int e = 0;
+    struct exec__batch *b = ex->be->batch_get(ex, &e);
+    if (!b) {
+        /* Out of memory with no batch out: none will come back to reuse. */
+        *err = e && ex->batches == ck_pr_load_64(&ex->batches_put) ? e : EXEC_EAGAIN;
+        return NULL;
+    }
+    if (b->recs_buf)
+        b->recs = b->recs_buf; /* it may have been a view */
+    b->n = 0;
+    b->cursor = 0;
+    b->data_len = 0;
+    b->rdata_len = 0;
+    b->generation = 0;
+    b->progress = 0;
+    b->holders = 0;
+    b->spent = false;
+    b->t_open = exec__now_ns();
+    b->seq = ex->next_batch_seq++;
+    b->rec_seq0 = ex->next_rec_seq;
+    ex->open = b;
+    return b;
+}
+
 int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref)
 {
     EXEC__ASSERT_HELD(&ex->submit_lock);
@@ -94,30 +124,13 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
         b = NULL;
     }
     if (!b) {
-        err = 0;
-        b = ex->be->batch_get(ex, &err);
-        if (!b) {
-            /* Out of memory with no batch out: none will come back to reuse. */
-            if (err && ex->batches == ck_pr_load_64(&ex->batches_put))
-                return err;
-            return EXEC_EAGAIN;
-        }
-        b->n = 0;
-        b->cursor = 0;
-        b->data_len = 0;
-        b->rdata_len = 0;
-        b->generation = 0;
-        b->progress = 0;
-        b->holders = 0;
-        b->spent = false;
-        b->t_open = exec__now_ns();
-        b->seq = ex->next_batch_seq++;
-        b->rec_seq0 = ex->next_rec_seq;
-        ex->open = b;
+        b = exec__open_batch(ex, &err);
+        if (!b)
+            return err;
     }
     struct exec__rec *r = &b->recs[b->n];
     r->tag = tag;
-    r->len = (uint32_t)len;
+    r->len = len;
     if (by_ref) {
         r->p = rec;
     } else {
@@ -144,6 +157,22 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
     return 0;
 }
 
+/* submit_lock held. How many of `left` records go into b in one run: as
+ * many as fit, the window allows, and the batch size the backend asks for. */
+static size_t exec__run_size(exec_t *ex, const struct exec__batch *b, size_t left,
+                             uint64_t inflight)
+{
+    uint32_t lim = ck_pr_load_32(&ex->batch_limit);
+    size_t k = b->cap - b->n;
+    if (k > left)
+        k = left;
+    if (k > ex->opt.window - inflight)
+        k = (size_t)(ex->opt.window - inflight);
+    if (exec__spare(ex) && lim > b->n && k > lim - b->n)
+        k = lim - b->n;
+    return k;
+}
+
 int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_ref,
                       size_t *taken)
 {
@@ -165,6 +194,23 @@ int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_r
             exec__dispatch_open(ex);
             b = NULL;
         }
+        if (by_ref && (!b || b->n == 0)) {
+            /* A view: the batch's records are a run of the caller's array,
+             * where they are (nothing copied); it goes out at once. */
+            if (!b && !(b = exec__open_batch(ex, &rc)))
+                break;
+            if (b->recs_buf) {
+                size_t k = exec__run_size(ex, b, n - i, inflight);
+                b->recs = (struct exec__rec *)(uintptr_t)(recs + i); /* only read */
+                memset(b->rflags, 0, k);
+                b->n = (uint32_t)k;
+                i += k;
+                ex->next_rec_seq += k;
+                ck_pr_store_64(&ex->submitted, ex->submitted + k);
+                exec__dispatch_open(ex);
+                continue;
+            }
+        }
         if (!b) {
             /* The single-record path opens a batch (and says when none is free). */
             rc = exec__append(ex, recs[i].data, recs[i].len, recs[i].tag, by_ref);
@@ -172,23 +218,16 @@ int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_r
                 i++;
             continue;
         }
-        /* A run of records into the open batch: as many as fit, the window
-         * allows, and the batch size the backend asks for. */
+        /* A run of records into the open batch. */
         bool spare = exec__spare(ex);
         uint32_t lim = ck_pr_load_32(&ex->batch_limit);
-        size_t k = b->cap - b->n;
-        if (k > n - i)
-            k = n - i;
-        if (k > ex->opt.window - inflight)
-            k = (size_t)(ex->opt.window - inflight);
-        if (spare && lim > b->n && k > lim - b->n)
-            k = lim - b->n;
+        size_t k = exec__run_size(ex, b, n - i, inflight);
         struct exec__rec *r = &b->recs[b->n];
         size_t j;
         for (j = 0; j < k; j++) {
             const exec_record_t *x = &recs[i + j];
             r[j].tag = x->tag;
-            r[j].len = (uint32_t)x->len;
+            r[j].len = x->len;
             if (by_ref) {
                 r[j].p = x->data;
             } else {

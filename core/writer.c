@@ -7,10 +7,17 @@
 #include <stdio.h>
 #include <string.h>
 
-void exec__writer_begin(struct exec_writer *w)
+/* Where this record's room ends: the area's end or max_result, the nearer. */
+static inline void exec__writer_end(struct exec_writer *w)
+{
+    w->end = w->cap - w->start < w->max ? w->cap : w->start + w->max;
+}
+
+inline void exec__writer_begin(struct exec_writer *w)
 {
     w->start = w->len;
     w->overflow = w->nomem = false;
+    exec__writer_end(w);
 }
 
 /* Room for n more bytes of this record's result, or an error: the slow
@@ -21,25 +28,26 @@ static __attribute__((noinline)) int exec__writer_room_slow(struct exec_writer *
         return EXEC_ERESULT2BIG;
     if (n > w->max || w->len - w->start > w->max - n) {
         w->overflow = true;
+        w->end = 0;
         return EXEC_ERESULT2BIG;
     }
     if (w->cap - w->len < n || !w->buf) {
         if (!w->grow || w->grow(w, w->len + n) != 0) {
             w->overflow = true;
+            w->end = 0;
             w->nomem = w->grow != NULL;
             return w->nomem ? EXEC_ENOMEM : EXEC_ERESULT2BIG;
         }
+        exec__writer_end(w);
     }
     return 0;
 }
 
 static inline __attribute__((always_inline)) int exec__writer_room(struct exec_writer *w, size_t n)
 {
-    /* The common case in one test: room in the area, under max_result. */
-    size_t used = w->len - w->start;
-    if (__builtin_expect(!w->overflow && w->buf && used <= w->max && n <= w->max - used &&
-                             n <= w->cap - w->len,
-                         1))
+    /* The common case in one test: 0 < n <= the room left (end is 0 after an
+     * overflow, and n == 0 takes the slow path, which reports one). */
+    if (__builtin_expect(w->len <= w->end && n - 1 < w->end - w->len, 1))
         return 0;
     return exec__writer_room_slow(w, n);
 }
@@ -118,6 +126,7 @@ void exec_write_reset(exec_writer_t *w)
     if (w) {
         w->len = w->start;
         w->overflow = w->nomem = false;
+        exec__writer_end(w);
     }
 }
 
@@ -211,11 +220,13 @@ int exec_writer_run(exec_writer_t *w, const exec_ops_t *ops, void *ctx, void *wo
     return status;
 }
 
-uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
-                         struct exec__batch *b, uint32_t from, struct exec_writer *w,
-                         size_t max_result, struct exec__run_hooks *hooks)
+/* The loop, inlined twice: for a growable area without hooks (EXEC_THREADS:
+ * nothing else to look at per record) and for the rest. */
+static inline __attribute__((always_inline)) uint32_t
+exec__run_loop(const exec_ops_t *ops, void *ctx, void *wstate, struct exec__batch *b,
+               uint32_t from, struct exec_writer *w, size_t max_result,
+               struct exec__run_hooks *hooks, const bool fixed)
 {
-    const bool fixed = !w->grow;
     const uint32_t n = b->n;
     uint32_t i;
     if (hooks)
@@ -235,8 +246,7 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         }
         if (hooks && hooks->on_record)
             hooks->on_record(hooks->arg, i);
-        w->start = w->len;
-        w->overflow = w->nomem = false;
+        exec__writer_begin(w);
         int32_t status, code = 0;
         uint32_t flags = 0;
         if (__atomic_load_n(rf, __ATOMIC_RELAXED) & EXEC__RF_CANCEL) {
@@ -285,4 +295,13 @@ uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
         __atomic_store_n(&b->progress, i + 1, __ATOMIC_RELEASE);
     }
     return i;
+}
+
+uint32_t exec__run_batch(const exec_ops_t *ops, void *ctx, void *wstate,
+                         struct exec__batch *b, uint32_t from, struct exec_writer *w,
+                         size_t max_result, struct exec__run_hooks *hooks)
+{
+    if (!hooks && w->grow)
+        return exec__run_loop(ops, ctx, wstate, b, from, w, max_result, NULL, false);
+    return exec__run_loop(ops, ctx, wstate, b, from, w, max_result, hooks, !w->grow);
 }

@@ -32,6 +32,8 @@ struct rsetup {
     const void *base; /* the caller's record bytes, for the zero-copy check */
     size_t span;
     uint64_t spin_ns; /* work per record */
+    bool init_waits;  /* the caller's worker_init waits for workers' records */
+    bool init_saw;    /* ... and saw them */
 };
 
 static struct rsetup R;
@@ -74,8 +76,16 @@ static int r_init(void *ctx, void **ws)
 {
     (void)ctx;
     *ws = NULL;
-    if (pthread_equal(pthread_self(), R.caller))
+    if (pthread_equal(pthread_self(), R.caller)) {
         atomic_fetch_add(&R.sh->inits_caller, 1);
+        /* A slow worker_init in the caller (a model loading): do the
+         * workers go on meanwhile? Two batches' worth of records, within 10 s. */
+        uint64_t c0 = atomic_load(&R.sh->calls);
+        for (int ms = 0; R.init_waits && ms < 10000 && !R.init_saw; ms++) {
+            R.init_saw = atomic_load(&R.sh->calls) - c0 >= 128;
+            usleep(1000);
+        }
+    }
     return 0;
 }
 
@@ -102,12 +112,21 @@ static const exec_ops_t r_ops = {
     .ctx_release = r_release,
 };
 
+/* r_ops without worker_init: the caller has its worker state at once. */
+static const exec_ops_t r_ops_noinit = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+    .name = "run",
+    .process = r_process,
+};
+
 static void r_begin(void)
 {
     R.sh = mmap(NULL, sizeof *R.sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(R.sh != MAP_FAILED);
     memset(R.sh, 0, sizeof *R.sh);
     R.caller = pthread_self();
+    R.init_waits = R.init_saw = false;
     R.base = NULL;
     R.span = 0;
     R.spin_ns = 0;
@@ -205,9 +224,10 @@ static void run_chunks(exec_backend_t be, unsigned flags)
     if (be == EXEC_THREADS) {
         assert_int_equal(atomic_load(&R.sh->in_place), n);
         assert_true(atomic_load(&R.sh->by_caller) > 0);
-        /* worker_init/fini ran in the caller for each call in which it worked. */
-        assert_int_equal(atomic_load(&R.sh->inits_caller), atomic_load(&R.sh->finis_caller));
-        assert_true(atomic_load(&R.sh->inits_caller) >= 1);
+        /* The caller's worker state was made once, for every call, and is
+         * kept until exec_destroy gives it worker_fini. */
+        assert_int_equal(atomic_load(&R.sh->inits_caller), 1);
+        assert_int_equal(atomic_load(&R.sh->finis_caller), 0);
     } else {
         assert_int_equal(atomic_load(&R.sh->in_place), 0);
         assert_int_equal(atomic_load(&R.sh->by_caller), 0); /* never process() in the host */
@@ -219,6 +239,8 @@ static void run_chunks(exec_backend_t be, unsigned flags)
     assert_int_equal(exec_next(ex, &res, 10000), 0);
     assert_int_equal(res.tag, 5);
     exec_destroy(ex);
+    if (be == EXEC_THREADS)
+        assert_int_equal(atomic_load(&R.sh->finis_caller), 1);
     free(c.seen);
     free(recs);
     free(bytes);
@@ -371,7 +393,9 @@ static void *submit_other(void *arg)
  * workers = 1 means one runner, as OpenMP with one thread: while the caller
  * runs batches in exec_run_records() or exec_map(), the one worker thread
  * rests. It may have taken one batch before it saw that (at most `batch`
- * records a call); beyond that every record runs in the caller.
+ * records a call); beyond that every record runs in the caller. (No
+ * worker_init here: while the caller makes its worker state, the worker goes
+ * on, see test_caller_init_worker_goes_on.)
  */
 static void one_worker(bool use_map, unsigned flags)
 {
@@ -379,7 +403,7 @@ static void one_worker(bool use_map, unsigned flags)
     struct rctx ctx = {.salt = 21};
     exec_options_t o = {.workers = 1, .batch = 64, .flags = flags};
     exec_t *ex;
-    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_THREADS, &o), 0);
+    assert_int_equal(exec_create(&ex, &r_ops_noinit, &ctx, EXEC_THREADS, &o), 0);
     R.spin_ns = 1000;
     const uint64_t n = 20000;
     const unsigned calls = 4;
@@ -409,6 +433,46 @@ static void one_worker(bool use_map, unsigned flags)
     free(bytes);
     r_end();
 }
+
+/* The caller makes its worker state the first time it has a batch to run;
+ * the worker it will stand in for runs meanwhile, however long worker_init
+ * takes (it rests from then on). Later calls reuse the state. */
+static void caller_init_worker_goes_on(bool use_map)
+{
+    r_begin();
+    struct rctx ctx = {.salt = 23};
+    exec_options_t o = {.workers = 1, .batch = 64};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_THREADS, &o), 0);
+    R.spin_ns = 1000;
+    R.init_waits = true;
+    const uint64_t n = 20000;
+    uint64_t *bytes;
+    exec_record_t *recs = r_records(n, &bytes);
+    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ctxs = &ctx, .nctx = 1};
+    assert_non_null(c.seen);
+    if (use_map) {
+        struct mapper m = {.n = n, .c = &c};
+        assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
+    } else {
+        assert_int_equal(exec_run_records(ex, recs, n / 2, r_emit, &c), 0);
+        assert_int_equal(exec_run_records(ex, recs + n / 2, n / 2, r_emit, &c), 0);
+    }
+    assert_true(R.init_saw);
+    assert_int_equal(atomic_load(&R.sh->inits_caller), 1);
+    assert_int_equal(c.got, n);
+    assert_int_equal(c.bad, 0);
+    assert_true(atomic_load(&R.sh->by_caller) > 0);
+    exec_destroy(ex);
+    assert_int_equal(atomic_load(&R.sh->finis_caller), 1);
+    free(c.seen);
+    free(recs);
+    free(bytes);
+    r_end();
+}
+
+static void test_caller_init_worker_goes_on_run(void **s) { (void)s; caller_init_worker_goes_on(false); }
+static void test_caller_init_worker_goes_on_map(void **s) { (void)s; caller_init_worker_goes_on(true); }
 
 static void test_one_worker_run(void **s) { (void)s; one_worker(false, 0); }
 static void test_one_worker_run_ordered(void **s) { (void)s; one_worker(false, EXEC_ORDERED); }
@@ -524,6 +588,8 @@ int main(void)
         cmocka_unit_test(test_one_worker_run),
         cmocka_unit_test(test_one_worker_run_ordered),
         cmocka_unit_test(test_one_worker_map),
+        cmocka_unit_test(test_caller_init_worker_goes_on_run),
+        cmocka_unit_test(test_caller_init_worker_goes_on_map),
         cmocka_unit_test(test_run_misuse),
         cmocka_unit_test(test_map_other_threads_busy),
     };

@@ -115,8 +115,10 @@ static void mh_send(struct mh *h, struct mh_batch *mb, struct mh_rank *rk)
     mb->rank = rk->rank;
     memcpy(p + 4 * (size_t)n, b->rflags, n);
     pthread_mutex_unlock(&h->lock);
-    for (uint32_t i = 0; i < n; i++)
-        memcpy(p + 4 * (size_t)i, &b->recs[i].len, 4);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = (uint32_t)b->recs[i].len; /* <= max_record */
+        memcpy(p + 4 * (size_t)i, &len, 4);
+    }
     mb->sends++;
     mb->id = mb->index | (uint64_t)mb->sends << 32;
     struct mx_batch m = {.h.session = h->session, .id = mb->id, .generation = b->generation,

@@ -13,8 +13,9 @@
  * read under RCU. It publishes the ref it uses in a hazard pointer, checks
  * the ref is still current, and the reclaimer waits for the hazard to move
  * before it releases a context. One worker rests while the caller works
- * (parked), and the caller runs worker_init/worker_fini in its own thread
- * around the call, as any worker does.
+ * (parked). The caller runs worker_init in its own thread the first time it
+ * has a batch to run, and keeps that state for later calls (a long input
+ * run chunk by chunk pays for it once); stop gives it worker_fini.
  */
 #define _LGPL_SOURCE
 #include "threads.h"
@@ -123,28 +124,41 @@ static void thr_hazard_drop(struct thr *t)
     ck_pr_store_ptr(&t->help_hazard, NULL);
 }
 
+/* The worker the caller stands in for rests (one, with one worker: the
+ * caller then runs every batch). */
+static void thr_park(struct thr *t)
+{
+    ck_pr_store_32(&t->parked, t->nw);
+}
+
+static void thr_unpark(struct thr *t)
+{
+    unsigned p = ck_pr_load_32(&t->parked);
+    if (p) {
+        ck_pr_store_32(&t->parked, 0);
+        ck_ec32_inc(&t->w[p - 1].ec, &exec__ec_threads);
+    }
+}
+
 bool thr_help(exec_t *ex)
 {
     struct thr *t = exec__priv(ex);
     if (!t->help_joined || !pthread_equal(t->help_thread, pthread_self()))
         return false;
     struct exec__ctxref *ref;
-    if (!t->help_inited) {
-        t->help_inited = true;
-        if (t->ops->worker_init) {
-            ref = thr_hazard_take(t);
-            t->help_init_rc = t->ops->worker_init(ref->ctx, &t->help_ws);
-            thr_hazard_drop(t);
-        }
-        if (t->help_init_rc) {
-            /* It refused: the caller only submits and collects. */
-            ck_pr_store_32(&t->parked, 0);
-            for (unsigned i = 0; i < t->nw; i++)
-                ck_ec32_inc(&t->w[i].ec, &exec__ec_threads);
-        }
+    if (!t->help_ready) {
+        if (t->help_tried)
+            return false; /* it refused: the caller only submits and collects */
+        t->help_tried = true;
+        /* Every worker works meanwhile: worker_init may take long. */
+        thr_unpark(t);
+        ref = thr_hazard_take(t);
+        t->help_ready = t->ops->worker_init(ref->ctx, &t->help_ws) == 0;
+        thr_hazard_drop(t);
+        if (!t->help_ready)
+            return false; /* it refused: the caller only submits and collects */
+        thr_park(t);
     }
-    if (t->help_init_rc)
-        return false;
     struct thr_batch *tb;
     if (!thr_steal(t, NULL, &tb))
         return false;
@@ -163,23 +177,24 @@ void thr_caller_joins(exec_t *ex, bool joins)
     if (joins) {
         t->help_thread = pthread_self();
         t->help_joined = true;
-        t->help_inited = false;
-        t->help_init_rc = 0;
-        t->help_ws = NULL;
+        t->help_tried = false;
+        if (!t->ops->worker_init)
+            t->help_ready = true;
         /* P workers mean P runners: one worker rests while the caller works
-         * (the only one, with one: the caller then runs every batch). */
-        ck_pr_store_32(&t->parked, t->nw);
+         * (but not while the caller makes its worker state, see thr_help). */
+        thr_park(t);
         return;
     }
-    if (t->help_inited && t->help_init_rc == 0 && t->ops->worker_fini) {
-        struct exec__ctxref *ref = thr_hazard_take(t);
-        t->ops->worker_fini(ref->ctx, t->help_ws);
-        thr_hazard_drop(t);
-    }
     t->help_joined = false;
-    if (ck_pr_load_32(&t->parked)) {
-        unsigned i = ck_pr_load_32(&t->parked) - 1;
-        ck_pr_store_32(&t->parked, 0);
-        ck_ec32_inc(&t->w[i].ec, &exec__ec_threads);
+    thr_unpark(t);
+}
+
+/* stop: the callers' worker state goes (every worker is gone). */
+void thr_help_fini(struct thr *t)
+{
+    if (t->help_ready && t->ops->worker_init && t->ops->worker_fini) {
+        exec__tsan_acquire(t->cur);
+        t->ops->worker_fini(t->cur->ctx, t->help_ws);
     }
+    t->help_ready = false;
 }

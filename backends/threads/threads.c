@@ -127,6 +127,7 @@ static struct exec__batch *thr_batch_get(exec_t *ex, int *err)
         *err = EXEC_ENOMEM;
         return NULL;
     }
+    tb->b.recs_buf = tb->b.recs; /* views of a caller's array come and go */
     tb->b.data_cap = dcap;
     tb->w.max = o->max_result;
     tb->w.grow = thr_grow;
@@ -206,7 +207,7 @@ static void thr_batch_put(exec_t *ex, struct exec__batch *b)
 static void thr_free_all(struct thr *t)
 {
     for (uint32_t i = 0; i < t->nall; i++) {
-        free(t->all[i]->b.recs);
+        free(t->all[i]->b.recs_buf);
         free(t->all[i]->b.res);
         free(t->all[i]->b.data);
         free(t->all[i]->b.rflags);
@@ -264,6 +265,7 @@ static void thr_stop(exec_t *ex)
     }
     /* Every worker is gone: the current context has no reader left. */
     if (t->cur) {
+        thr_help_fini(t);
         exec__tsan_acquire(t->cur);
         if (t->ops->ctx_release && exec__started(ex))
             t->ops->ctx_release(t->cur->ctx);

@@ -88,10 +88,13 @@ struct thr {
      * its results go over a ring of their own to the consumer (itself). */
     struct ck_ring help_out;
     ck_ring_buffer_t *help_outbuf;
-    pthread_t help_thread; /* the caller that joined, whose worker state is help_ws */
+    pthread_t help_thread; /* the caller that joined */
     struct exec__ctxref *help_hazard; /* the ref the caller reads (ck_pr), or NULL */
-    bool help_joined, help_inited;
-    int help_init_rc;
+    bool help_joined;
+    /* The callers' worker state: made by the first call that runs a batch,
+     * kept for the next ones (a chunked input pays worker_init once) and
+     * given worker_fini by stop. help_tried: this call tried to make it. */
+    bool help_ready, help_tried;
     void *help_ws;
 
     /* Reclaimer. */
@@ -117,5 +120,6 @@ int thr_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation);
 void thr_swap_commit(exec_t *ex);
 bool thr_help(exec_t *ex);
 void thr_caller_joins(exec_t *ex, bool joins);
+void thr_help_fini(struct thr *t);
 
 #endif /* EXEC_THREADS_H */
