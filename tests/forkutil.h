@@ -393,19 +393,6 @@ static inline int fu_descendants(pid_t *out, int max)
 /* Mappings of a memfd region (shown as "/memfd:" in /proc/self/maps). */
 static inline int fu_memfd_maps(void) { return tu_res__memfd_maps(); }
 
-static inline bool fu_sanitized(void)
-{
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    return true;
-#else
-    return false;
-#endif
-#else
-    return false;
-#endif
-}
+static inline bool fu_sanitized(void) { return tu_sanitized(); }
 
 #endif /* EXEC_FORKUTIL_H */
