@@ -944,7 +944,8 @@ int exec_map_fd(exec_t *ex, exec_source_t *src, int out_fd, const exec_map_optio
 
 /*
  * Plugins: a shared object for the executor-map command (and any host) exports
- * one symbol, EXEC_PLUGIN_SYMBOL, a const exec_plugin_t:
+ * one symbol, EXEC_PLUGIN_SYMBOL, a const exec_plugin_t (exec_plugin_open()
+ * loads and checks one):
  *
  *     const exec_plugin_t exec_plugin_v1 = {
  *         .abi = EXEC_PLUGIN_ABI, .name = "wordtable", .ops = &wordtable_ops,
@@ -973,6 +974,25 @@ typedef struct exec_plugin {
                      char *err, size_t errlen);
     void (*ctx_free)(void *ctx);
 } exec_plugin_t;
+
+/*
+ * Loads a plugin from the shared object at path: dlopen(path, RTLD_NOW |
+ * RTLD_LOCAL), then EXEC_PLUGIN_SYMBOL, checked: abi is EXEC_PLUGIN_ABI,
+ * ops, ops->process, ctx_build and ctx_free are set, ops->version is
+ * EXEC_OPS_VERSION. *plugin stays valid until exec_plugin_close(*plugin),
+ * which must come after every executor over it was destroyed and every
+ * context it built was freed. err (may be NULL) gets why it failed,
+ * NUL-terminated, at most errlen bytes: "cannot load plugin: <dlerror()>",
+ * "<path>: not a plugin (no symbol exec_plugin_v1)", "<path>: plugin ABI
+ * ...". On error *plugin is NULL and nothing stays loaded.
+ * Errors: EXEC_EINVAL (NULL plugin or path; no such symbol; ops, process,
+ * ctx_build or ctx_free missing), EXEC_ENOENT (dlopen failed: no such file,
+ * not a shared object, a library it needs is missing), EXEC_EVERSION (abi
+ * or ops->version is another), EXEC_ENOMEM. Thread-safe.
+ */
+int exec_plugin_open(const exec_plugin_t **plugin, const char *path, char *err, size_t errlen);
+/* Unloads a plugin from exec_plugin_open() (and only such). NULL is ignored. */
+void exec_plugin_close(const exec_plugin_t *plugin);
 
 #pragma GCC visibility pop
 

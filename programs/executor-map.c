@@ -26,7 +26,6 @@
 #include <mpi.h>
 #endif
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -224,27 +223,11 @@ int main(int argc, char **argv)
     }
 
     /* The plugin. */
-    void *dl = NULL;
     const exec_plugin_t *pl = NULL;
     if (plugin_path) {
-        dl = dlopen(plugin_path, RTLD_NOW | RTLD_LOCAL);
-        if (!dl) {
-            fprintf(stderr, PROG ": cannot load plugin: %s\n", dlerror());
-            return mpi_fail(backend, 1);
-        }
-        pl = dlsym(dl, EXEC_PLUGIN_SYMBOL);
-        if (!pl) {
-            fprintf(stderr, PROG ": %s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")\n",
-                    plugin_path);
-            dlclose(dl);
-            return mpi_fail(backend, 1);
-        }
-        if (pl->abi != EXEC_PLUGIN_ABI || !pl->ops || !pl->ctx_build || !pl->ctx_free) {
-            fprintf(stderr, PROG ": %s: plugin ABI %u, this program speaks %u%s\n", plugin_path,
-                    pl->abi, EXEC_PLUGIN_ABI,
-                    pl->abi == EXEC_PLUGIN_ABI ? " (but ops, ctx_build or ctx_free is missing)"
-                                               : "");
-            dlclose(dl);
+        char why[512];
+        if (exec_plugin_open(&pl, plugin_path, why, sizeof why) != 0) {
+            fprintf(stderr, PROG ": %s\n", why);
             return mpi_fail(backend, 1);
         }
     }
@@ -253,20 +236,18 @@ int main(int argc, char **argv)
         if (pl)
             printf("\nplugin %s: spec %s\n", pl->name ? pl->name : plugin_path,
                    pl->usage ? pl->usage : "(not described)");
-        if (dl)
-            dlclose(dl);
+        exec_plugin_close(pl);
         return 0;
     }
     if (!plugin_path || !spec) {
         fprintf(stderr, PROG ": --plugin and --spec are required\n");
         fprintf(stderr, "Try '" PROG " --help'.\n");
-        if (dl)
-            dlclose(dl);
+        exec_plugin_close(pl);
         return mpi_fail(backend, 2);
     }
     if (backend == EXEC_MPI && rank != 0) {
         int status = mpi_serve(pl, rank);
-        dlclose(dl);
+        exec_plugin_close(pl);
         return status;
     }
 
@@ -383,7 +364,6 @@ out:
         pl->ctx_free(ctx);
     exec_csv_header_free(hdr);
     exec_source_close(src);
-    if (dl)
-        dlclose(dl);
+    exec_plugin_close(pl);
     return mpi_end(backend, !session, status);
 }

@@ -1,0 +1,90 @@
+/*
+ * Plugins from shared objects: one loader for every host (executor-map,
+ * executor-serve, the Python module), so that each checks the same things
+ * and says the same things when a file is not a plugin. A loaded plugin is a
+ * copy of the object's exec_plugin_t, kept beside its dlopen handle: the
+ * caller holds a plain const exec_plugin_t * and gives it back to close.
+ */
+#include "executor.h"
+#include "rec_alloc.h"
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct plugin_lib {
+    exec_plugin_t pl; /* first: the caller's pointer */
+    void *dl;
+};
+
+static __attribute__((format(printf, 3, 4))) void plugin_say(char *err, size_t errlen,
+                                                           const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+int exec_plugin_open(const exec_plugin_t **plugin, const char *path, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (plugin)
+        *plugin = NULL;
+    if (!plugin || !path) {
+        plugin_say(err, errlen, "no plugin path");
+        return EXEC_EINVAL;
+    }
+    void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
+        const char *why = dlerror();
+        plugin_say(err, errlen, "cannot load plugin: %s", why ? why : path);
+        return EXEC_ENOENT;
+    }
+    int rc = 0;
+    dlerror();
+    const exec_plugin_t *pl = dlsym(dl, EXEC_PLUGIN_SYMBOL);
+    if (!pl) {
+        plugin_say(err, errlen, "%s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")", path);
+        rc = EXEC_EINVAL;
+    } else if (pl->abi != EXEC_PLUGIN_ABI) {
+        plugin_say(err, errlen, "%s: plugin ABI %u, this library speaks %u", path, pl->abi,
+                   EXEC_PLUGIN_ABI);
+        rc = EXEC_EVERSION;
+    } else if (!pl->ops || !pl->ops->process || !pl->ctx_build || !pl->ctx_free) {
+        plugin_say(err, errlen,
+                   "%s: plugin ABI %u, but ops, process, ctx_build or ctx_free is missing", path,
+                   pl->abi);
+        rc = EXEC_EINVAL;
+    } else if (pl->ops->version != EXEC_OPS_VERSION) {
+        plugin_say(err, errlen, "%s: plugin ops version %u, this library speaks %u", path,
+                   pl->ops->version, EXEC_OPS_VERSION);
+        rc = EXEC_EVERSION;
+    }
+    struct plugin_lib *lib = rc ? NULL : rec_malloc(sizeof *lib);
+    if (!rc && !lib) {
+        plugin_say(err, errlen, "out of memory");
+        rc = EXEC_ENOMEM;
+    }
+    if (rc) {
+        dlclose(dl);
+        return rc;
+    }
+    lib->pl = *pl;
+    lib->dl = dl;
+    *plugin = &lib->pl;
+    return 0;
+}
+
+void exec_plugin_close(const exec_plugin_t *plugin)
+{
+    if (!plugin)
+        return;
+    struct plugin_lib *lib = (struct plugin_lib *)((char *)plugin - offsetof(struct plugin_lib, pl));
+    dlclose(lib->dl);
+    free(lib);
+}
