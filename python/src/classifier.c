@@ -242,6 +242,15 @@ static int lx_init_failed(void)
     return 1;
 }
 
+/* Drops the exception set now; a KeyboardInterrupt (a handler that ran in
+ * Python code called here) is asked for again, so that Ctrl-C is not lost. */
+static void lx_err_drop(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        PyErr_SetInterruptEx(SIGINT);
+    PyErr_Clear();
+}
+
 static void lx_flush_std(void)
 {
     static const char *const names[] = {"stdout", "stderr"};
@@ -249,10 +258,11 @@ static void lx_flush_std(void)
         PyObject *f = PySys_GetObject(names[i]); /* borrowed */
         if (f && f != Py_None) {
             PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+            if (!r)
+                lx_err_drop();
             Py_XDECREF(r);
         }
     }
-    PyErr_Clear();
 }
 
 static int lx_init_fork(void *ctx, void **ws)
@@ -372,7 +382,7 @@ static PyObject *lx_gc(const char *name)
     PyObject *r = gc ? PyObject_CallMethod(gc, name, NULL) : NULL;
     Py_XDECREF(gc);
     if (!r)
-        PyErr_Clear();
+        lx_err_drop();
     return r;
 }
 

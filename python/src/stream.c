@@ -349,6 +349,8 @@ static int lx_submit(StreamObject *s)
 {
     ExecutorObject *ex = s->ex;
     while (s->istage < s->nstage) {
+        if (lx_ex_usable(ex) < 0) /* closed by another thread meanwhile */
+            return -1;
         size_t acc = 0, n = s->nstage - s->istage;
         exec_record_t *r = s->recs + s->istage;
         exec_t *e = ex->ex;
@@ -391,6 +393,8 @@ static int lx_submit(StreamObject *s)
 static int lx_collect(StreamObject *s, int wait_ms)
 {
     ExecutorObject *ex = s->ex;
+    if (lx_ex_usable(ex) < 0)
+        return -1;
     exec_t *e = ex->ex;
     size_t n = 0;
     int rc;

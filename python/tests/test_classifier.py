@@ -204,6 +204,24 @@ def test_a_stream_dropped_half_way():
         assert list(ex.imap([b"z"])) == [b"z"]
 
 
+def test_max_records_per_worker():
+    def init(ctx):
+        ctx["started"] = True
+
+    def proc(ctx, row):
+        time.sleep(0.0005)  # slower than a successor's start
+        return b"%d %d" % (os.getpid(), ctx.get("started", False))
+
+    with lx.Executor(proc, {}, workers=2, max_records_per_worker=100, worker_init=init) as ex:
+        out = [r.split(b" ") for r in ex.imap_unordered([b""] * 2000)]
+        assert len(out) == 2000 and all(r[1] == b"1" for r in out)
+        pids = {r[0] for r in out}
+        assert len(pids) > 4  # successors, each through worker_init
+        st = ex.stats()
+        assert st["respawns"] >= 3 and st["ok"] == 2000 and st["crashed"] == 0
+        assert sum(w["respawns_recycle"] for w in ex.worker_stats()) >= 3
+
+
 def test_workers_1():
     with lx.Executor(lambda c, r: b"%d" % os.getpid(), None, workers=1) as ex:
         out = set(ex.imap_unordered([b""] * 1000))
