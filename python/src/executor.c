@@ -753,19 +753,19 @@ static PyMethodDef executor_methods[] = {
      "close()\n--\n\nStops the workers and frees everything."},
     {"__enter__", (PyCFunction)executor_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)executor_exit, METH_VARARGS, NULL},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef executor_getset[] = {
     {"backend", (getter)executor_get_backend, NULL, "\"threads\" or \"fork\".", NULL},
     {"workers", (getter)executor_get_workers, NULL, "How many workers.", NULL},
     {"closed", (getter)executor_get_closed, NULL, "True after close().", NULL},
-    {NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMemberDef executor_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(ExecutorObject, weakreflist), READONLY, NULL},
-    {NULL},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyType_Slot executor_slots[] = {

@@ -529,7 +529,7 @@ static PyMethodDef lx_methods[] = {
      map_file_doc},
     {"_shutdown", lx_shutdown, METH_NOARGS, "Closes every executor still open (atexit)."},
     {"_strerror", lx_strerror, METH_O, "(name, text) of a library error code."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 /* ------------------------------------------------------------------------- */

@@ -105,7 +105,7 @@ static PyGetSetDef plugin_getset[] = {
     {"caps", (getter)plugin_get_caps, NULL,
      "The backends it allows: a frozenset of \"threads\" and \"fork\".", NULL},
     {"path", (getter)plugin_get_path, NULL, "Where it was loaded from.", NULL},
-    {NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot plugin_slots[] = {

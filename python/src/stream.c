@@ -599,7 +599,7 @@ static void stream_dealloc(StreamObject *s)
 static PyMethodDef stream_methods[] = {
     {"close", (PyCFunction)stream_close, METH_NOARGS,
      "close()\n--\n\nStops the stream: rows in flight are cancelled and dropped."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot stream_slots[] = {
@@ -686,7 +686,7 @@ static PyObject *records_header(RecordsObject *r, PyObject *unused)
 static PyMethodDef records_methods[] = {
     {"header", (PyCFunction)records_header, METH_NOARGS,
      "header()\n--\n\nThe header record (header=True), or None."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot records_slots[] = {
