@@ -326,6 +326,7 @@ static int executor_init(ExecutorObject *self, PyObject *args, PyObject *kw)
         }
         self->pctx = ctx;
         self->ops = *p->ops;
+        self->ops.ctx_release = NULL; /* ctx_free after the destroy, ours */
         exec_backend_t want = b == 0 ? EXEC_AUTO : b == 1 ? EXEC_THREADS : EXEC_FORK;
         Py_BEGIN_ALLOW_THREADS
         rc = exec_create(&ex, &self->ops, ctx, want, &o);

@@ -224,6 +224,10 @@ static int lx_take_py(StreamObject *s)
         PyObject *row = PyIter_Next(s->it);
         if (!row) {
             s->input_done = true;
+            /* An Exception waits for the rows before it; KeyboardInterrupt,
+             * SystemExit and their kin go on at once. */
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
             if (PyErr_Occurred())
                 s->input_exc = lx_err_take();
             return 0;

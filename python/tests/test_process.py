@@ -81,6 +81,32 @@ with lx.Executor(slow, None, workers=2) as ex:
     assert took < 10
 
 
+def test_ctrl_c_in_the_input():
+    # The input itself gets the KeyboardInterrupt: it goes on at once,
+    # without waiting for the thousands of slow rows in flight.
+    out, err, took = interrupt(r"""
+def rows():
+    i = 0
+    while True:
+        if i == 1000:
+            report()
+        i += 1
+        yield b"%d" % i
+        if i > 1000:
+            time.sleep(0.001)
+def slower(ctx, row):
+    time.sleep(0.05)
+    return row
+with lx.Executor(slower, None, workers=2) as ex:
+    try:
+        for r in ex.imap_unordered(rows()):
+            pass
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+""")
+    assert took < 10
+
+
 def test_ctrl_c_while_waiting_for_a_hung_row():
     interrupt(r"""
 def hang(ctx, row):
