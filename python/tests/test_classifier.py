@@ -325,6 +325,27 @@ def test_swapped_out_context_is_released():
         assert r1() is None
 
 
+def test_a_dead_zygote_comes_back():
+    from conftest import wait_gone
+
+    def ppid(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+        return int(st[st.rindex(")") + 2:].split()[1])
+
+    with lx.Executor(tagged, {"salt": b"z"}, workers=2) as ex:
+        workers = [w["pid"] for w in ex.worker_stats()]
+        zygote = ppid(workers[0])
+        assert zygote != os.getpid() and ppid(zygote) == os.getpid()
+        os.kill(zygote, signal.SIGKILL)
+        assert wait_gone([zygote] + workers)
+        # Forked again by this thread's next call, through the fork hooks.
+        assert sorted(ex.imap_unordered(b"%d" % i for i in range(500))) == \
+            sorted(b"%d/z" % i for i in range(500))
+        again = [w["pid"] for w in ex.worker_stats()]
+        assert ppid(again[0]) not in (zygote, os.getpid())
+
+
 def test_stats_and_worker_stats():
     with lx.Executor(echo, None, workers=2) as ex:
         list(ex.imap([b"x"] * 1000))
