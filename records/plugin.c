@@ -9,7 +9,6 @@
 #include "rec_alloc.h"
 
 #include <dlfcn.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -18,16 +17,12 @@ struct plugin_lib {
     void *dl;
 };
 
-static __attribute__((format(printf, 3, 4))) void plugin_say(char *err, size_t errlen,
-                                                           const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+/* Why it failed, into the caller's buffer (which may be NULL). */
+#define plugin_say(err, errlen, ...)                                                               \
+    do {                                                                                           \
+        if ((err) && (errlen))                                                                     \
+            snprintf((err), (errlen), __VA_ARGS__);                                                \
+    } while (0)
 
 int exec_plugin_open(const exec_plugin_t **plugin, const char *path, char *err, size_t errlen)
 {
