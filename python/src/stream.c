@@ -95,7 +95,8 @@ static int lx_push(StreamObject *s, uint64_t index, PyObject *obj)
     if (!obj)
         return -1;
     if (s->tags) {
-        PyObject *t = Py_BuildValue("(KN)", (unsigned long long)(s->base + index), obj);
+        unsigned long long tag = s->base + index;
+        PyObject *t = Py_BuildValue("(KN)", tag, obj);
         if (!t)
             return -1;
         obj = t;
