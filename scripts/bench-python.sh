@@ -84,6 +84,9 @@ quiet cmake --build "$build" --target executor-map wordtable _libexecutor \
     -j "${EXEC_JOBS:-$(nproc)}" ||
     { say "build failed (the Python module needs python3-dev: scripts/deps.sh)"; exit 1; }
 export PYTHONPATH=$PWD/$build/python:$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+# Every Python command writes a line per row: with PYTHONUNBUFFERED in the
+# environment that would be a system call per row, which is not what users run.
+unset PYTHONUNBUFFERED
 
 # 2. The data, in a directory of its own that goes at the end.
 dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-python.XXXXXX")
@@ -93,41 +96,43 @@ say "generating $rows rows"
 "$py" bench/python/make_rows.py "$rows" "$dir/rows.csv"
 cat "$dir/rows.csv" >/dev/null # into the page cache, for every command alike
 
-# 3. Every variant, timed; each writes its results on stdout, to a file of its own.
-names=()
-secs=()
-run() {
-    local name=$1
-    shift
-    say "running $name"
-    local t0 t1 k all=()
-    for ((k = 0; k < repeat; k++)); do
-        t0=$(date +%s.%N)
-        if ! "$@" >"$dir/$name.out"; then
-            say "$name failed"
-            exit 1
-        fi
-        t1=$(date +%s.%N)
-        all+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
-    done
-    names+=("$name")
-    secs+=("$(printf '%s\n' "${all[@]}" | sort -g | awk '{ v[NR] = $1 } END {
-        printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')")
-}
+# 3. Every variant, timed; each writes its results on stdout, to a file of its
+# own. With --repeat, round after round of every variant (so that a machine
+# that gets busier or quieter meanwhile weighs on each alike), then medians.
 pool=("$py" bench/python/wordtable_pool.py --table "$table")
 mod=("$py" bench/python/wordtable_module.py --table "$table" --workers "$workers"
      --plugin "$build/examples/libwordtable.so")
 map=("$build/programs/executor-map" --plugin "$build/examples/libwordtable.so"
      --spec "table=$table,column=text,id=id" --workers "$workers" --quiet)
-run py-loop "${pool[@]}" --workers 0 "$dir/rows.csv"
-run py-pool-chunk1 "${pool[@]}" --workers "$workers" --chunksize 1 "$dir/rows.csv"
-run "py-pool-chunk$chunk" "${pool[@]}" --workers "$workers" --chunksize "$chunk" "$dir/rows.csv"
-run mod-fork-file "${mod[@]}" --mode fork-file "$dir/rows.csv"
-run mod-fork-iter "${mod[@]}" --mode fork-iter "$dir/rows.csv"
-run mod-plugin-file "${mod[@]}" --mode plugin-file "$dir/rows.csv"
-run mod-plugin-iter "${mod[@]}" --mode plugin-iter "$dir/rows.csv"
-run map-threads "${map[@]}" --backend threads "$dir/rows.csv"
-run map-fork "${map[@]}" --backend fork "$dir/rows.csv"
+names=(py-loop py-pool-chunk1 "py-pool-chunk$chunk" mod-fork-file mod-fork-iter mod-plugin-file
+       mod-plugin-iter map-threads map-fork)
+variant() {
+    case $1 in
+    py-loop) "${pool[@]}" --workers 0 "$dir/rows.csv" ;;
+    py-pool-chunk*) "${pool[@]}" --workers "$workers" --chunksize "${1#py-pool-chunk}" "$dir/rows.csv" ;;
+    mod-*) "${mod[@]}" --mode "${1#mod-}" "$dir/rows.csv" ;;
+    map-*) "${map[@]}" --backend "${1#map-}" "$dir/rows.csv" ;;
+    esac
+}
+declare -A runs
+for ((k = 1; k <= repeat; k++)); do
+    for name in "${names[@]}"; do
+        say "running $name ($k of $repeat)"
+        t0=$(date +%s.%N)
+        if ! variant "$name" >"$dir/$name.out"; then
+            say "$name failed"
+            exit 1
+        fi
+        t1=$(date +%s.%N)
+        runs[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') "
+    done
+done
+secs=()
+for name in "${names[@]}"; do
+    # shellcheck disable=SC2086 # one figure per word
+    secs+=("$(printf '%s\n' ${runs[$name]} | sort -g | awk '{ v[NR] = $1 } END {
+        printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')")
+done
 
 # 4. The same rows from each: one per input row, equal once sorted.
 LC_ALL=C sort "$dir/py-loop.out" >"$dir/want"
