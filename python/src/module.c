@@ -79,6 +79,7 @@ PyObject *lx_raise(lx_state *st, int code, const char *fmt, ...)
     return NULL;
 }
 
+/* Sets o.name = v and drops v (NULL: an exception is set). */
 static int lx_set_attr(PyObject *o, const char *name, PyObject *v)
 {
     if (!v)
@@ -140,15 +141,15 @@ PyObject *lx_record_error(lx_state *st, const exec_result_t *res, uint64_t index
         Py_DECREF(text);
         return NULL;
     }
-    if (lx_set_attr(e, "tag", PyLong_FromUnsignedLongLong(res->tag)) < 0 ||
+    if (lx_set_attr(e, "text", text) < 0 || /* first: text is taken either way */
+        lx_set_attr(e, "tag", PyLong_FromUnsignedLongLong(res->tag)) < 0 ||
         lx_set_attr(e, "index", PyLong_FromUnsignedLongLong(index)) < 0 ||
         lx_set_attr(e, "status", PyUnicode_FromString(name)) < 0 ||
         lx_set_attr(e, "name", PyUnicode_FromString(name)) < 0 ||
         lx_set_attr(e, "code", PyLong_FromLong(res->status)) < 0 ||
         lx_set_attr(e, "user_code", PyLong_FromLong(res->user_code)) < 0 ||
         lx_set_attr(e, "signal", PyLong_FromLong(res->signal)) < 0 ||
-        lx_set_attr(e, "exit_status", PyLong_FromLong(res->exit_status)) < 0 ||
-        lx_set_attr(e, "text", text) < 0) {
+        lx_set_attr(e, "exit_status", PyLong_FromLong(res->exit_status)) < 0) {
         Py_DECREF(e);
         return NULL;
     }
