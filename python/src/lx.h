@@ -15,9 +15,11 @@
  *                 map on a thread of its own.
  *
  * Rules every file keeps:
- *   - The GIL is released around every call into the library, so a library
- *     lock is never waited for while the GIL is held; a callback of the
- *     library may then take the GIL without a deadlock.
+ *   - The GIL is released around every call into the library that may wait,
+ *     read a file or take a lock (only pure functions such as
+ *     exec_csv_split() and exec_strerror() run with it), so a library lock is
+ *     never waited for while the GIL is held; a callback of the library may
+ *     then take the GIL without a deadlock.
  *   - No Python runs on a library thread: a context that leaves an executor
  *     (ctx_release, from the supervisor or the reclaimer) is queued and
  *     released by the executor's next call on a Python thread; there is no
