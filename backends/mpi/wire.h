@@ -1,11 +1,13 @@
 /*
  * EXEC_MPI: what rank 0 (the host) and the worker ranks say to each other,
- * and the helpers both sides use (wire.c). The backend is in four files:
+ * and the helpers both sides use. The backend's files:
  *
- *   api.c       exec_mpi_check/serve/dismiss and the backend's table
+ *   api.c       exec_mpi_check/serve/dismiss/barrier and the backend's table
  *   host.c      rank 0: the seam core calls (batches, reap, cancel, swap)
  *   progress.c  rank 0: the progress thread (sends, receives, liveness)
- *   serve.c     worker ranks: contexts, local executors, the rank's loop
+ *   serve.c     worker ranks: the rank's loop
+ *   rankgen.c   worker ranks: contexts and the executor of each generation
+ *   wire.c      both sides: these messages, sent and checked
  *
  * Every message is a struct mx_head then its body, in MPI_BYTE on a
  * communicator duplicated from MPI_COMM_WORLD per session (one executor, or
