@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #define EXEC__DEFAULT_BATCH 128u
+#define EXEC__DEFAULT_BUFFER ((size_t)16 << 20)
+#define EXEC__MAX_BUFFER ((size_t)1 << 30)
 #define EXEC__DEFAULT_SIZE ((size_t)64 << 10)
 
 #ifdef EXEC__CHECKED
@@ -239,6 +241,10 @@ static int exec__options(exec_options_t *o, const exec_options_t *in,
         o->max_record = EXEC__DEFAULT_SIZE;
     if (o->max_result == 0)
         o->max_result = EXEC__DEFAULT_SIZE;
+    if (o->buffer_size == 0)
+        o->buffer_size = EXEC__DEFAULT_BUFFER;
+    if (o->buffer_size > EXEC__MAX_BUFFER)
+        return EXEC_EINVAL;
     if (o->grace_ms == 0)
         o->grace_ms = 1000;
     if (o->start_timeout_ms == 0)
@@ -348,6 +354,8 @@ static void exec__forget(exec_t *ex)
 /* Frees what exec_create made; the backend is stopped already. */
 static void exec__free(exec_t *ex)
 {
+    if (ex->buf_own)
+        free(ex->buf);
     free(ex->be_priv);
     free(ex->reorder);
     free((void *)ex->opt.keep_fds); /* our copy */
@@ -483,6 +491,38 @@ void exec_destroy(exec_t *ex)
     exec__wake_submitters(ex);
     ex->be->stop(ex);
     exec__free(ex);
+}
+
+/* ------------------------------------------------------------------------- */
+/* The shared buffer                                                         */
+/* ------------------------------------------------------------------------- */
+
+void exec__use_buffer(exec_t *ex, void *base, size_t size)
+{
+    ex->buf = base;
+    ex->buf_size = base ? size : 0;
+    ex->buf_shared = base != NULL;
+}
+
+void *exec_buffer(exec_t *ex, size_t *size)
+{
+    if (size)
+        *size = 0;
+    if (!ex || exec__refuse(ex))
+        return NULL;
+    exec__lock(&ex->submit_lock);
+    if (!ex->buf && ex->be->refs) {
+        /* Workers read any memory in place: plain memory will do (its pages
+         * come as they are written). */
+        ex->buf = exec__malloc(ex->opt.buffer_size);
+        ex->buf_size = ex->buf ? ex->opt.buffer_size : 0;
+        ex->buf_own = ex->buf != NULL;
+    }
+    void *b = ex->buf;
+    if (size && b)
+        *size = ex->buf_size;
+    exec__unlock(&ex->submit_lock);
+    return b;
 }
 
 /* ------------------------------------------------------------------------- */

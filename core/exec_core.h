@@ -92,6 +92,14 @@ struct exec {
     pthread_t map_thread;
     uint32_t in_map;
 
+    /* exec_buffer(): memory the workers read where it lies. A backend whose
+     * workers see only some memory (EXEC_FORK) makes it in start() and says
+     * so (exec__use_buffer: buf_shared); else core allocates it on the first
+     * exec_buffer() call (buf_own), under submit_lock. */
+    char *buf;
+    size_t buf_size;
+    bool buf_shared, buf_own;
+
     /* Latency histogram (consumer writes, anyone reads). */
     uint64_t lat_hist[EXEC_LAT_BUCKETS];
     bool started; /* start() succeeded: contexts are ours to release */
@@ -127,25 +135,30 @@ void exec__flight_remove(exec_t *ex, struct exec__batch *b);
  * alive until its result is delivered; the backend must have refs): 0,
  * EXEC_EAGAIN (no room: window or batches), EXEC_ESTATE, EXEC_EFATAL. */
 int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref);
-/* submit_lock held. exec__append() of a copied record, inline, for the common
- * case only: the open batch has room for it and nothing is to be decided
+/* submit_lock held. exec__append(), inline, for the common case only: the open batch has room for it and nothing is to be decided
  * (the record that may fill the batch, every 8th one, and any record while a
  * worker idles go through exec__append(), which decides whether the batch
  * goes out). False when exec__append() must do it. */
-static inline bool exec__append_quick(exec_t *ex, const void *rec, size_t len, uint64_t tag)
+static inline bool exec__append_quick(exec_t *ex, const void *rec, size_t len, uint64_t tag,
+                                      bool by_ref)
 {
     struct exec__batch *b = ex->open;
     if (!b || (b->n & 7) == 0 || b->n + 1 >= b->cap ||
-        b->n + 1 >= ck_pr_load_32(&ex->batch_limit) || b->data_cap - b->data_len < len ||
-        ck_pr_load_32(&ex->idle) || ex->submitted - ck_pr_load_64(&ex->collected) >= ex->opt.window)
+        b->n + 1 >= ck_pr_load_32(&ex->batch_limit) ||
+        (!by_ref && b->data_cap - b->data_len < len) || ck_pr_load_32(&ex->idle) ||
+        ex->submitted - ck_pr_load_64(&ex->collected) >= ex->opt.window)
         return false;
     struct exec__rec *r = &b->recs[b->n];
     r->tag = tag;
-    r->len = (uint32_t)len;
-    r->p = b->data + b->data_len;
-    if (len)
-        memcpy(b->data + b->data_len, rec, len);
-    b->data_len += len;
+    r->len = len;
+    if (by_ref) {
+        r->p = rec;
+    } else {
+        r->p = b->data + b->data_len;
+        if (len)
+            memcpy(b->data + b->data_len, rec, len);
+        b->data_len += len;
+    }
     if (b->rflags)
         __atomic_store_n(&b->rflags[b->n], 0, __ATOMIC_RELAXED);
     b->n++;
@@ -154,9 +167,26 @@ static inline bool exec__append_quick(exec_t *ex, const void *rec, size_t len, u
     return true;
 }
 
+/* How exec__append_many takes records. */
+enum exec__take {
+    EXEC__COPY,      /* copied into the batch */
+    EXEC__VIEWS,     /* batches are views of the caller's array, nothing copied
+                        (the backend's workers read it, and every record, in place) */
+    EXEC__IN_BUFFER  /* records whose bytes lie in exec_buffer() are passed by
+                        reference, the others copied */
+};
+
+/* True when [p, p + len) lies in exec_buffer(): bytes that stay put while
+ * they are in flight, which workers read in place. */
+static inline bool exec__in_buffer(const exec_t *ex, const void *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p, b = (uintptr_t)ex->buf;
+    return b && a >= b && a - b <= ex->buf_size && len <= ex->buf_size - (a - b);
+}
+
 /* submit_lock held. Appends recs[0..n) in runs that fill the open batch;
  * *taken gets how many. 0 when all were, else exec__append's codes. */
-int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_ref,
+int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, enum exec__take how,
                       size_t *taken);
 /* next_lock held; ex->cur has an undelivered record. Up to max results of it
  * into res (me holds its batch); returns how many. */

@@ -268,6 +268,10 @@ EXEC__SEAM bool exec__awaited(exec_t *ex, const struct exec__batch *b);
 /* The backend holds at most n batches at once (fewer than max_batches):
  * half of them may go out early and small (start() only). */
 EXEC__SEAM void exec__batch_room(exec_t *ex, uint32_t n);
+/* The backend's workers read [base, base + size) where it lies (and no
+ * other memory of the host's): exec_buffer() hands it out, and records in it
+ * travel by reference (start() only; NULL: none). */
+EXEC__SEAM void exec__use_buffer(exec_t *ex, void *base, size_t size);
 /* Records per batch the producer should aim for (heavy records: fewer). */
 EXEC__SEAM void exec__tune_batch(exec_t *ex, uint32_t records);
 /*

@@ -146,6 +146,20 @@ static int exec__map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
         size_t len = 0;
         uint64_t tag = 0;
         int r = read_cb(read_arg, &rec, &len, &tag);
+        if (r == EXEC_EAGAIN && ex->submitted != ck_pr_load_64(&ex->collected)) {
+            /* No record until results come back: send what is open (it may
+             * be what the reader waits for) and hand at least one out. */
+            exec__dispatch_open(ex);
+            exec__unlock(&ex->submit_lock);
+            uint64_t got = 0;
+            r = exec__drain(ex, em, true, true, &stop, &got);
+            exec__lock(&ex->submit_lock);
+            if (r || stop) {
+                rc = r;
+                break;
+            }
+            continue;
+        }
         if (r <= 0) {
             rc = r;
             break;
@@ -158,9 +172,11 @@ static int exec__map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
             rc = EXEC_E2BIG;
             break;
         }
-        if (exec__append_quick(ex, rec, len, tag))
+        /* Bytes in exec_buffer() stay put while in flight: not copied. */
+        const bool by_ref = exec__in_buffer(ex, rec, len);
+        if (exec__append_quick(ex, rec, len, tag, by_ref))
             continue;
-        while ((r = exec__append(ex, rec, len, tag, false)) == EXEC_EAGAIN) {
+        while ((r = exec__append(ex, rec, len, tag, by_ref)) == EXEC_EAGAIN) {
             exec__unlock(&ex->submit_lock);
             r = exec__make_room(ex, em, &stop);
             exec__lock(&ex->submit_lock);
@@ -213,13 +229,22 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_
         return EXEC_EINVAL;
     if (exec__refuse(ex))
         return EXEC_ESTATE;
-    /* Every record is checked before any is submitted: all run, or none. */
+    /* Every record is checked before any is submitted: all run, or none.
+     * Where workers read only the shared buffer, batches can be views of the
+     * caller's array when it, and every record, lies in that buffer. */
+    enum exec__take how = ex->be->refs ? EXEC__VIEWS : ex->buf_shared ? EXEC__IN_BUFFER
+                                                                     : EXEC__COPY;
+    bool all_in = how == EXEC__IN_BUFFER && exec__in_buffer(ex, recs, n * sizeof *recs);
     for (size_t i = 0; i < n; i++) {
         if (!recs[i].data && recs[i].len)
             return EXEC_EINVAL;
         if (recs[i].len > ex->opt.max_record)
             return EXEC_E2BIG;
+        if (all_in && !exec__in_buffer(ex, recs[i].data, recs[i].len))
+            all_in = false;
     }
+    if (all_in)
+        how = EXEC__VIEWS;
     exec__lock(&ex->submit_lock);
     int rc = exec__claim(ex, false);
     if (rc) {
@@ -227,12 +252,11 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_
         return rc;
     }
     struct exec__emitter em = {NULL, emit_cb, emit_arg};
-    const bool by_ref = ex->be->refs;
     int stop = 0;
     size_t i = 0;
     while (i < n && rc == 0 && !stop) {
         size_t k = 0;
-        rc = exec__append_many(ex, recs + i, n - i, by_ref, &k);
+        rc = exec__append_many(ex, recs + i, n - i, how, &k);
         i += k;
         if (rc == EXEC_EAGAIN) {
             exec__unlock(&ex->submit_lock);

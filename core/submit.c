@@ -173,7 +173,7 @@ static size_t exec__run_size(exec_t *ex, const struct exec__batch *b, size_t lef
     return k;
 }
 
-int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_ref,
+int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, enum exec__take how,
                       size_t *taken)
 {
     EXEC__ASSERT_HELD(&ex->submit_lock);
@@ -194,7 +194,7 @@ int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_r
             exec__dispatch_open(ex);
             b = NULL;
         }
-        if (by_ref && (!b || b->n == 0)) {
+        if (how == EXEC__VIEWS && (!b || b->n == 0)) {
             /* A view: the batch's records are a run of the caller's array,
              * where they are (nothing copied); it goes out at once. */
             if (!b && !(b = exec__open_batch(ex, &rc)))
@@ -213,7 +213,10 @@ int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_r
         }
         if (!b) {
             /* The single-record path opens a batch (and says when none is free). */
-            rc = exec__append(ex, recs[i].data, recs[i].len, recs[i].tag, by_ref);
+            rc = exec__append(ex, recs[i].data, recs[i].len, recs[i].tag,
+                              how == EXEC__VIEWS ||
+                                  (how == EXEC__IN_BUFFER &&
+                                   exec__in_buffer(ex, recs[i].data, recs[i].len)));
             if (rc == 0)
                 i++;
             continue;
@@ -228,7 +231,8 @@ int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, bool by_r
             const exec_record_t *x = &recs[i + j];
             r[j].tag = x->tag;
             r[j].len = x->len;
-            if (by_ref) {
+            if (how == EXEC__VIEWS ||
+                (how == EXEC__IN_BUFFER && exec__in_buffer(ex, x->data, x->len))) {
                 r[j].p = x->data;
             } else {
                 if (b->data_cap - b->data_len < x->len)
@@ -326,6 +330,8 @@ static int exec__submit_many(exec_t *ex, const exec_record_t *recs, size_t n, si
                 rc = EXEC_E2BIG;
                 break;
             }
+            if (exec__append_quick(ex, r->data, r->len, r->tag, false))
+                continue;
             rc = exec__append(ex, r->data, r->len, r->tag, false);
             if (rc)
                 break;

@@ -387,6 +387,9 @@ typedef struct exec_options {
 
     exec_fork_hooks_t fork_hooks; /* EXEC_FORK: see exec_fork_hooks_t; ignored by
                                      EXEC_THREADS, not passed to EXEC_MPI ranks */
+    size_t buffer_size; /* bytes of exec_buffer(); default 16 MiB, at most 1 GiB.
+                           EXEC_FORK reserves it at exec_create (address space:
+                           memory is used as it is written) */
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -544,8 +547,13 @@ int exec_fd(const exec_t *ex);
  * submitted), submits them, and hands each result to emit_cb as it comes
  * (stopping early if emit_cb returns non-zero, which exec_map then returns).
  * Finishes the executor. A record from read_cb need stay valid only until the
- * next read_cb call (it is copied). read_cb returns 1 for a record; res is valid
- * during the emit_cb call. The calling thread works too: when it would wait for
+ * next read_cb call (it is copied), unless it lies in exec_buffer(): then it is
+ * passed by reference and must stay unchanged until its result is out.
+ * read_cb returns 1 for a record; or EXEC_EAGAIN when it has none until some
+ * results come back (it reads into memory they hold): exec_map then hands at
+ * least one result to emit_cb and calls read_cb again (with nothing in
+ * flight, EXEC_EAGAIN ends the map and is returned). res is valid during the
+ * emit_cb call. The calling thread works too: when it would wait for
  * room or results it runs batches itself (EXEC_THREADS; one worker thread rests
  * meanwhile, so `workers` threads run in all), as OpenMP's and oneTBB's callers
  * do. The callbacks run in the calling thread with internal locks held: calls
@@ -569,8 +577,11 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
  * when every one of them has its result. The records are not copied on
  * EXEC_THREADS (workers read them where they are: keep them unchanged until
  * exec_run_records returns); EXEC_FORK copies each once into the memory its
- * workers share. The calling thread works as in exec_map(). The executor is
- * left as it was, so a long input may be run in chunks, one call each.
+ * workers share, unless it lies in exec_buffer() (see there: then nothing is
+ * copied). The calling thread works as in exec_map() (on EXEC_THREADS its
+ * worker state is made by the first call that runs a batch and kept until
+ * exec_destroy). The executor is left as it was, so a long input may be run
+ * in chunks, one call each.
  * emit_cb returning non-zero stops the call: records not yet submitted are not
  * run, those in flight still finish (their results are dropped), and that
  * value is returned. Other threads' submit and next calls get EXEC_EBUSY
@@ -583,6 +594,26 @@ int exec_map(exec_t *ex, exec_read_fn read_cb, void *read_arg,
 typedef int (*exec_emit_many_fn)(void *arg, const exec_result_t *res, size_t n);
 int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n,
                      exec_emit_many_fn emit_cb, void *emit_arg);
+
+/*
+ * Memory for records that the workers read where it lies, so that nothing is
+ * copied on their way: options.buffer_size bytes (*size gets it), the same
+ * buffer for the executor's life, freed by exec_destroy(). Fill it with
+ * records (and, to copy nothing at all, with their exec_record_t array too)
+ * and run them with exec_run_records(): on EXEC_FORK, where workers are other
+ * processes, records whose bytes lie in it are passed by reference, and when
+ * the array and every record lie in it each batch is a run of that array
+ * (otherwise records are copied once into the memory the workers share). It is
+ * mapped into every worker, read-only there, from exec_create() on. On
+ * EXEC_THREADS it is plain memory (workers read any memory in place). Change
+ * nothing in it while records that lie in it are in flight (until
+ * exec_run_records returns): a worker reading a record that changes under it
+ * may produce garbage or crash (that record's EXEC_ECRASHED on EXEC_FORK).
+ * exec_map_source() and exec_map_fd() read their input into it. NULL (with
+ * *size 0) on a bad executor, on EXEC_MPI (records cross the network anyway),
+ * or when it could not be allocated. size may be NULL. Thread-safe.
+ */
+void *exec_buffer(exec_t *ex, size_t *size);
 
 /*
  * Replaces the context. Every record runs against exactly one context, never a

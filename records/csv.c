@@ -17,6 +17,7 @@
  */
 #include "executor.h"
 #include "rec_alloc.h"
+#include "source.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +63,13 @@ struct exec_source {
     uint64_t skip_left;  /* LEN32: bytes of an oversized record still to skip */
     struct src_find q, nl;
 
+    /* Regions (records/source.h): buf is one that region_get handed out,
+     * not ours; bytes dropped from it stay where they are. */
+    char *(*region_get)(void *arg, size_t need, size_t *cap);
+    void *region_arg;
+    bool in_region;
+    size_t own_max; /* the source's max_record, while regions lower it */
+
     uint64_t recno;
     char *hdr;
     size_t hdr_len;
@@ -95,31 +103,110 @@ static void src_find_shift(struct src_find *f, size_t by)
         f->end = (f->end != SRC_NONE && f->end >= by) ? f->end - by : SRC_NONE;
 }
 
-/*
- * Drops the bytes no longer needed and reads more: 0, or -errno (sticky).
- * Sets eof when read() returns 0.
- */
-static int src_fill(struct exec_source *s)
+/* Where the bytes still needed begin: the record in progress (of one too
+ * long to keep, only the byte before the scan). */
+static size_t src_keep(const struct exec_source *s)
 {
     size_t keep = s->rec;
     if (s->discard)
         keep = s->p > 0 ? s->p - 1 : 0;
-    if (keep > s->end)
-        keep = s->end;
-    if (keep > 0) {
-        memmove(s->buf, s->buf + keep, s->end - keep);
-        s->end -= keep;
-        s->base += keep;
-        s->rec = s->rec >= keep ? s->rec - keep : 0;
-        s->p -= keep;
-        src_find_shift(&s->q, keep);
-        src_find_shift(&s->nl, keep);
+    return keep > s->end ? s->end : keep;
+}
+
+/* The bytes from keep on move to the start of to (which may be buf). */
+static void src_move(struct exec_source *s, char *to, size_t keep)
+{
+    if (keep == 0 && to == s->buf)
+        return;
+    if (s->end > keep)
+        memmove(to, s->buf + keep, s->end - keep);
+    s->buf = to;
+    s->end -= keep;
+    s->base += keep;
+    s->rec = s->rec >= keep ? s->rec - keep : 0;
+    s->p -= keep;
+    src_find_shift(&s->q, keep);
+    src_find_shift(&s->nl, keep);
+}
+
+/* Regions: reads into what is left of the current one, or moves what is
+ * still needed to a new one; EXEC_EAGAIN (not sticky) when none is free. */
+static int src_fill_region(struct exec_source *s, size_t want, size_t *room)
+{
+    size_t keep = src_keep(s);
+    const size_t least = want < 8192 ? want : 8192; /* worth a read */
+    if (!s->in_region || s->cap - s->end < least) {
+        size_t cap = 0;
+        char *to = s->region_get(s->region_arg, s->end - keep + least + 1, &cap);
+        if (!to)
+            return EXEC_EAGAIN;
+        char *own = s->in_region ? NULL : s->buf;
+        src_move(s, to, keep);
+        free(own);
+        s->cap = cap - 1; /* one spare byte, as for our own buffer */
+        s->in_region = true;
     }
+    *room = s->cap - s->end;
+    return 0;
+}
+
+int exec__source_regions(exec_source_t *s, char *(*get)(void *arg, size_t need, size_t *cap),
+                         void *arg, size_t max_record)
+{
+    if (!s || !get || s->in_region || max_record == 0)
+        return EXEC_EINVAL;
+    s->region_get = get;
+    s->region_arg = arg;
+    s->own_max = s->o.max_record;
+    if (max_record < s->o.max_record)
+        s->o.max_record = max_record;
+    return 0;
+}
+
+int exec__source_own(exec_source_t *s)
+{
+    if (!s)
+        return EXEC_EINVAL;
+    if (s->region_get) {
+        s->region_get = NULL;
+        s->o.max_record = s->own_max;
+    }
+    if (!s->in_region)
+        return 0;
+    /* What is still to be read moves to a buffer of our own. */
+    size_t keep = src_keep(s), n = s->end - keep;
+    size_t cap = n > s->o.read_size ? n : s->o.read_size;
+    char *own = rec_malloc(cap + 1);
+    if (!own)
+        return s->ioerr = EXEC_ENOMEM;
+    src_move(s, own, keep);
+    s->cap = cap;
+    s->in_region = false;
+    return 0;
+}
+
+/*
+ * Drops the bytes no longer needed and reads more: 0, or -errno (sticky),
+ * or with regions EXEC_EAGAIN (call again later). Sets eof when read()
+ * returns 0.
+ */
+static int src_fill(struct exec_source *s)
+{
     /* Room for one read; a small regular file needs no more than its size
      * (+1 to see the end). */
     size_t want = s->o.read_size;
-    if (s->size >= 0 && (uint64_t)s->size - s->base < want)
-        want = (size_t)((uint64_t)s->size - s->base) + 1;
+    if (s->size >= 0 && (uint64_t)s->size - (s->base + s->end) < want)
+        want = (size_t)((uint64_t)s->size - (s->base + s->end)) + 1;
+    size_t room;
+    if (s->region_get) {
+        int rc = src_fill_region(s, want, &room);
+        if (rc)
+            return rc;
+        if (room > want)
+            room = want;
+        goto read;
+    }
+    src_move(s, s->buf, src_keep(s));
     if (s->cap - s->end < want) {
         size_t ncap = s->cap ? s->cap * 2 : want;
         while (ncap - s->end < want)
@@ -131,9 +218,10 @@ static int src_fill(struct exec_source *s)
         s->buf = nb;
         s->cap = ncap;
     }
-    size_t room = s->cap - s->end;
+    room = s->cap - s->end;
     if (room > s->o.read_size)
         room = s->o.read_size;
+read:
     for (;;) {
         ssize_t n = read(s->fd, s->buf + s->end, room);
         if (n > 0) {
@@ -443,7 +531,8 @@ void exec_source_close(exec_source_t *s)
         return;
     if (s->own_fd)
         close(s->fd);
-    free(s->buf);
+    if (!s->in_region)
+        free(s->buf);
     free(s->hdr);
     free(s);
 }

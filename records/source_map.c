@@ -2,15 +2,18 @@
  * A record source run through an executor: exec_map_source() and the
  * file-to-file exec_map_fd(), with a progress line for long inputs.
  *
- * Both are exec_map() with the source as reader, so records go from the
- * source's read buffer straight into the executor's batches (one copy), and
- * everything runs in the calling thread. Records the executor cannot take (too
+ * Both are exec_map() with the source as reader, and everything runs in the
+ * calling thread. The source reads into exec_buffer(), so records reach the
+ * workers where they lie (no copy; see struct smap_ring), or where the
+ * buffer is too small for it, from its own buffer into the executor's
+ * batches (one copy). Records the executor cannot take (too
  * large) never reach it: they get an EXEC_E2BIG result of their own, kept in a
  * small FIFO until the results around them are emitted, so that in
  * EXEC_ORDERED mode they keep their place.
  */
 #include "executor.h"
 #include "rec_alloc.h"
+#include "source.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -24,6 +27,23 @@
 #define SMAP_TICK 64u                    /* records between looks at the clock */
 #define SMAP_PROGRESS_START 1000000000ull /* no line for runs shorter than 1 s */
 #define SMAP_PROGRESS_EVERY 250000000ull
+
+/*
+ * Zero copy: the source reads into a ring of regions of exec_buffer(), and
+ * records reach the workers where they lie (exec_map passes bytes in the
+ * buffer by reference). A region is handed out again only once every record
+ * read from it has its result: records are numbered in the order exec_map
+ * submits them (each result's seq), region r holding [first[r], last[r]).
+ */
+#define SMAP_REGIONS 4
+#define SMAP_REGION_MIN ((size_t)256 << 10)
+
+struct smap_ring {
+    char *base;
+    size_t size;     /* of each region */
+    unsigned n, cur; /* regions; the one the source reads into (n: none yet) */
+    uint64_t first[SMAP_REGIONS], last[SMAP_REGIONS], done[SMAP_REGIONS];
+};
 
 struct smap {
     exec_source_t *src;
@@ -39,6 +59,8 @@ struct smap {
     int bad_stop;  /* on_bad's non-zero return */
     int emit_stop; /* emit's non-zero return */
     exec_map_report_t rep;
+    struct smap_ring ring;
+    uint64_t handed; /* records handed to exec_map (the next one's seq) */
     /* Progress. */
     bool progress;
     bool printed;
@@ -108,9 +130,60 @@ static int smap_flush(struct smap *m, uint64_t upto)
     return 0;
 }
 
+/* A region for the source: the next one in the ring once all its records
+ * are done; NULL when it is not yet (the source then says EXEC_EAGAIN). */
+static char *smap_region(void *arg, size_t need, size_t *cap)
+{
+    struct smap *m = arg;
+    struct smap_ring *g = &m->ring;
+    if (need > g->size)
+        return NULL; /* cannot happen: regions hold max_record and more */
+    unsigned next = g->cur == g->n ? 0 : (g->cur + 1) % g->n;
+    if (g->done[next] != g->last[next] - g->first[next])
+        return NULL;
+    if (g->cur != g->n)
+        g->last[g->cur] = m->handed; /* what was read from it so far */
+    g->first[next] = m->handed;
+    g->last[next] = UINT64_MAX; /* open: records to come */
+    g->done[next] = 0;
+    g->cur = next;
+    *cap = g->size;
+    return g->base + (size_t)next * g->size;
+}
+
+/* A result came: its region is one record nearer to free. */
+static void smap_done(struct smap *m, uint64_t seq)
+{
+    struct smap_ring *g = &m->ring;
+    for (unsigned r = 0; r < g->n; r++)
+        if (seq >= g->first[r] && seq < g->last[r]) {
+            g->done[r]++;
+            return;
+        }
+}
+
+/* Sets up the ring over ex's buffer, if it holds two regions or more. */
+static void smap_ring(struct smap *m, exec_t *ex, size_t max_record)
+{
+    size_t bsize = 0;
+    char *base = exec_buffer(ex, &bsize);
+    size_t rsize = max_record + ((size_t)16 << 10);
+    if (rsize < SMAP_REGION_MIN)
+        rsize = SMAP_REGION_MIN;
+    rsize = (rsize + 4095) & ~(size_t)4095;
+    unsigned n = base && rsize ? (unsigned)(bsize / rsize) : 0;
+    if (n > SMAP_REGIONS)
+        n = SMAP_REGIONS;
+    if (n < 2 || exec__source_regions(m->src, smap_region, m, max_record) != 0)
+        return;
+    m->ring = (struct smap_ring){.base = base, .size = rsize, .n = n, .cur = n};
+}
+
 static int smap_emit(void *arg, const exec_result_t *res)
 {
     struct smap *m = arg;
+    if (m->ring.n && res->seq != UINT64_MAX)
+        smap_done(m, res->seq);
     int rc = smap_flush(m, m->ordered ? res->tag : UINT64_MAX);
     if (rc)
         return rc;
@@ -168,12 +241,15 @@ static int smap_read(void *arg, const void **rec, size_t *len, uint64_t *tag)
         int r = exec_source_next(m->src, rec, len, &n);
         if (r == 0)
             return 0;
+        if (r == EXEC_EAGAIN)
+            return r; /* the next region is not free yet: exec_map collects */
         if (m->progress && ++m->tick % SMAP_TICK == 0)
             smap_progress(m, false);
         m->rep.records++;
         if (r == 1) {
             if (*len <= m->max_record) {
                 *tag = n;
+                m->handed++;
                 return 1;
             }
             r = EXEC_E2BIG;
@@ -230,8 +306,15 @@ int exec_map_source(exec_t *ex, exec_source_t *src, exec_emit_fn emit_cb, void *
                  ((opts->flags & EXEC_MAPS_PROGRESS) || isatty(STDERR_FILENO));
     m.t0 = m.last = smap_now_ns();
     uint64_t off0 = exec_source_offset(src);
+    smap_ring(&m, ex, eo.max_record);
 
     rc = exec_map(ex, smap_read, &m, smap_emit, &m);
+    if (m.ring.n) {
+        /* The source may be read on after us: off the executor's buffer. */
+        int o = exec__source_own(src);
+        if (o && !rc)
+            rc = o;
+    }
     if (m.emit_stop)
         rc = m.emit_stop;
     else if (m.bad_stop)

@@ -255,6 +255,24 @@ static int fk_start(exec_t *ex)
         return -errno;
     fk->ctl = ctl;
     exec__use_armed(ex, &fk->ctl->armed);
+    /* The records buffer, before any zygote: every process has it at the
+     * same address. Pages are memory only once the host writes them. */
+    int bfd = memfd_create("exec-buffer", MFD_CLOEXEC);
+    if (bfd < 0)
+        return -errno;
+    if (ftruncate(bfd, (off_t)o->buffer_size) != 0) {
+        int e = errno;
+        close(bfd);
+        return -e;
+    }
+    void *buf = mmap(NULL, o->buffer_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                     bfd, 0);
+    close(bfd);
+    if (buf == MAP_FAILED)
+        return -errno;
+    fk->buf = buf;
+    fk->buf_size = o->buffer_size;
+    exec__use_buffer(ex, buf, o->buffer_size);
     fk->sup_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fk->sup_efd < 0)
         return -errno;
@@ -329,6 +347,10 @@ static void fk_stop(exec_t *ex)
         exec__use_armed(ex, NULL);
         munmap(fk->ctl, 4096);
     }
+    if (fk->buf) {
+        exec__use_buffer(ex, NULL, 0);
+        munmap(fk->buf, fk->buf_size);
+    }
     exec__mutex_destroy(&fk->lock);
     pthread_cond_destroy(&fk->cond);
 }
@@ -380,6 +402,8 @@ static void fk_forget(exec_t *ex)
         close(fk->sup_efd);
     if (fk->ctl)
         munmap(fk->ctl, 4096);
+    if (fk->buf)
+        munmap(fk->buf, fk->buf_size);
 }
 
 const struct exec__backend exec__fork_backend = {

@@ -244,6 +244,10 @@ struct fk {
     const exec_ops_t *ops;
     const exec_options_t *o;
     struct fk_ctl *ctl;
+    /* exec_buffer(): a memfd mapped shared before any zygote was forked, so
+     * at the same address in every process; read-only outside the parent. */
+    char *buf;
+    size_t buf_size;
     int sup_efd; /* wakes the supervisor (also written by workers) */
     pthread_t sup;
     bool sup_started;

@@ -77,7 +77,11 @@ struct fk_hdr {
 struct fk_sin {
     uint32_t n;    /* records in the slot */
     uint32_t from; /* first record to run in this pass */
-    char pad[56];
+    /* 0: the records follow this struct. Else where they are: a run of the
+     * host's array in the records buffer (mapped at the same address in
+     * every process), which is where their bytes lie too. */
+    uint64_t view;
+    char pad[48];
 };
 
 /* Worker-written (the parent zeroes done and cur before each pass). */

@@ -95,6 +95,7 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
         sl->srdata = (char *)sl->sout + g->res_size;
         sl->b.cap = o->batch;
         sl->b.recs = (struct exec__rec *)(sl->sin + 1);
+        sl->b.recs_buf = sl->b.recs; /* core may point recs at a view */
         sl->b.rflags = (uint8_t *)(sl->b.recs + o->batch);
         sl->b.data = (char *)sl->sin + g->recs_size;
         sl->b.data_cap = g->dcap;
@@ -207,6 +208,7 @@ static int fk_canary(struct fk *fk, struct fk_gen *g)
         return 0;
     exec__tsan_acquire(s);
     pthread_mutex_lock(&fk->probe_lock);
+    s->b.recs = s->b.recs_buf;
     unsigned n = fk->probe_n < s->b.cap ? fk->probe_n : s->b.cap;
     size_t len = 0;
     for (unsigned j = 0; j < n; j++) {

@@ -46,6 +46,7 @@ bool fk_ring_put(struct fk_worker *wk, struct fk_slot *s)
     struct fk_hdr *h = wk->hdr;
     s->sin->n = s->b.n;
     s->sin->from = s->from;
+    s->sin->view = s->b.recs == s->b.recs_buf ? 0 : (uint64_t)(uintptr_t)s->b.recs;
     ck_pr_store_32(&s->sout->done, 0);
     ck_pr_store_32(&s->sout->cur, 0);
     exec__tsan_release(s);

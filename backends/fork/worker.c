@@ -295,6 +295,14 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
             _exit(FK_EXIT_ORPHAN); /* not what the parent writes: it is gone */
         wb.recs = (struct exec__rec *)(in + 1);
         wb.rflags = (uint8_t *)(wb.recs + o->batch); /* read-only here */
+        if (in->view) {
+            /* A run of the host's array in the records buffer. */
+            uintptr_t v = (uintptr_t)in->view, b = (uintptr_t)fk->buf;
+            if (!fk->buf || v < b || v - b > fk->buf_size ||
+                (size_t)n * sizeof *wb.recs > fk->buf_size - (v - b))
+                _exit(FK_EXIT_ORPHAN); /* not what the parent writes */
+            wb.recs = (struct exec__rec *)v;
+        }
         wb.data = (char *)in + g->recs_size;
         wb.res = (struct exec__res *)(out + 1);
         wb.n = n;

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
@@ -125,6 +126,9 @@ void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
     if (getppid() != parent)
         _exit(1);
     setpgid(0, 0);
+    /* The host's records buffer: read-only here and in every worker. */
+    if (fk->buf)
+        mprotect(fk->buf, fk->buf_size, PROT_READ);
     fk_z_close_theirs(fk);
     if (fk->o->flags & EXEC_CLOSE_FDS)
         fk_z_close_host(fk, sock);
