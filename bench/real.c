@@ -504,6 +504,7 @@ struct rstat {
     double rate[MAX_RUNS], cpu_self[MAX_RUNS], cpu_all[MAX_RUNS], create[MAX_RUNS],
         destroy[MAX_RUNS];
     int cpu_all_known;
+    double busy[MAX_RUNS], respawns[MAX_RUNS]; /* workers' busy ns per record; respawns */
     exec_stats_t st; /* the last run's */
 };
 
@@ -557,7 +558,8 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
         double rate = rs_med(s->rate, s->nr), sp = rate / loop;
         char what[64], ompx[16] = "", cself[16], call[16] = "", cr[16] = "", de[16] = "";
         if (p->how == RP_RECYCLE)
-            snprintf(what, sizeof what, "%s every %u", p->what, l->recycle);
+            snprintf(what, sizeof what, "%s every %u", p->what,
+                     o->real_full ? l->recycle_full : l->recycle);
         else
             snprintf(what, sizeof what, "%s", p->what);
         if (omp > 0 && p->how != RP_LOOP)
@@ -579,13 +581,30 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
                     s->cpu_all_known == s->nr ? rs_med(s->cpu_all, s->nr) : -1,
                     rs_med(s->create, s->nr) * 1e3, rs_med(s->destroy, s->nr) * 1e3);
     }
+    /* What a recycle costs: the recycled run's worker time and wall time
+     * over the same run without recycling, per respawn. */
+    const struct rstat *a = NULL, *b = NULL;
+    for (unsigned pi = 0; pi < RP_N; pi++) {
+        if (rpaths[pi].how == RP_RUN && rpaths[pi].backend == EXEC_FORK && rs[pi].nr)
+            a = &rs[pi];
+        if (rpaths[pi].how == RP_RECYCLE && rs[pi].nr)
+            b = &rs[pi];
+    }
+    double resp = b ? rs_med(b->respawns, b->nr) : 0;
+    if (a && b && resp > 0) {
+        double n = (double)d->n;
+        double busy = (rs_med(b->busy, b->nr) - rs_med(a->busy, a->nr)) * n / resp;
+        double wall = (1 / rs_med(b->rate, b->nr) - 1 / rs_med(a->rate, a->nr)) * n / resp;
+        say("  a recycle (%.0f in the run): %.1f ms of worker time, %.1f ms of wall time "
+            "(against fork-run)\n", resp, busy / 1e6, wall * 1e3);
+    }
 }
 
 static int real_one(const struct opts *o, struct real_load *l, FILE *csv)
 {
-    /* The full run: ~0.15 s of loop work per run (~490,000 lines at 0.3 us);
-     * the short one a fifth of it. */
-    double secs = o->quick ? 0.004 : o->real_full ? 0.15 : 0.03;
+    /* The full run: as long as the workload asks (regex: ~0.15 s of loop work,
+     * ~490,000 lines at 0.3 us); the short one a fraction of it. */
+    double secs = o->quick ? 0.004 : o->real_full ? l->full_s : l->short_s;
     size_t n = (size_t)(secs * 1e9 / l->per_rec_ns);
     if (n < 1000)
         n = 1000;
@@ -619,7 +638,7 @@ static int real_one(const struct opts *o, struct real_load *l, FILE *csv)
             r.l = l;
             r.d = &d;
             r.workers = workers;
-            r.recycle = l->recycle;
+            r.recycle = o->real_full ? l->recycle_full : l->recycle;
             progress("%s, run %d/%d: %s", l->name, k + 1, runs, p->name);
             malloc_trim(0);
             wd_arm(120 + 100 * (double)n * l->per_rec_ns * 1e-9, "%s: %s", l->name, p->name);
@@ -663,6 +682,8 @@ static int real_one(const struct opts *o, struct real_load *l, FILE *csv)
             s->create[s->nr] = r.create_s;
             s->destroy[s->nr] = r.destroy_s;
             s->st = r.st;
+            s->busy[s->nr] = (double)r.st.busy_ns / (double)n;
+            s->respawns[s->nr] = (double)r.st.respawns;
             s->nr++;
             if (p->how == RP_OMP)
                 usleep(10000); /* libgomp spins a while before its threads sleep */

@@ -159,8 +159,11 @@ int real_lua_open(struct real_load *l, char *err, size_t errlen)
         .state_free = lu_state_free,
         .run = lu_run,
         .destroy = lu_destroy,
-        .per_rec_ns = 6000,
+        .per_rec_ns = 5000,
+        .short_s = 0.1,
+        .full_s = 1.5,
         .recycle = 5000,
+        .recycle_full = 50000,
     };
     return 0;
 }

@@ -376,10 +376,9 @@ static void fk_forget(exec_t *ex)
                 close(wk->p.pidfd);
             if (wk->s.pidfd >= 0)
                 close(wk->s.pidfd);
-            for (unsigned j = 0; wk->slots && j < g->nslot; j++) {
-                free(wk->slots[j].b.res);
+            /* (res_block is not mapped here: MADV_DONTFORK.) */
+            for (unsigned j = 0; wk->slots && j < g->nslot; j++)
                 free(wk->slots[j].rbuf);
-            }
             free(wk->slots);
             free(wk->q.fifo);
             free(wk->freebuf);

@@ -11,6 +11,7 @@
  *   watch.c       the supervisor's watches: timeouts, slow records, memory,
  *                 stalls (a worker that stops answering).
  *   recycle.c     the supervisor's recycling: successors and hand-overs.
+ *   prefault.c    a successor copying the pages its predecessor wrote, in bulk.
  *   queue.c       the parent's queues: slots to workers, results back
  *                 (producer and consumer threads).
  *   deaths.c      the consumer settling a dead worker's slots.
@@ -188,6 +189,12 @@ struct fk_worker {
         uint32_t gone;         /* ck_pr: given up on; producers skip it */
     } c;
 
+    /* Its slots' result entries as the parent keeps them, one mapping that
+     * no child inherits (MADV_DONTFORK): a child shares no page of it, so the
+     * parent's writes never take a copy-on-write fault. */
+    struct exec__res *res_block;
+    size_t res_bytes;
+
     /* Free slots: batch_put (consumer) -> batch_get (producer). */
     struct ck_ring freer;
     ck_ring_buffer_t *freebuf;
@@ -297,6 +304,11 @@ static inline bool fk_hooked(const struct fk *fk)
 
 /* region.c */
 int fk_region_map(struct fk_gen *g, const exec_options_t *o);
+/* Parent-only memory, never inherited by a child (MADV_DONTFORK), zeroed;
+ * NULL when it cannot be had. fk_private_free() frees it (never in a child of
+ * the host's fork(): the range is not mapped there, and may be another's). */
+void *fk_private(size_t bytes);
+void fk_private_free(void *p, size_t bytes);
 struct fk_sin *fk_sin_at(const struct fk_gen *g, unsigned w, unsigned s);
 struct fk_hdr *fk_hdr_at(const struct fk_gen *g, unsigned w);
 struct fk_sout *fk_sout_at(const struct fk_gen *g, unsigned w, unsigned s);
@@ -308,6 +320,10 @@ void fk_smaps(int pid, uint64_t *pss, uint64_t *dirty);
 __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx,
                                               bool successor, int zsock, int sfd, int hostfd,
                                               pid_t zygote);
+
+/* prefault.c (in a successor): copies, in bulk, the inherited pages that its
+ * predecessor pred (a child of zygote) holds exclusively; returns how many. */
+size_t fk_prefault(pid_t pred, pid_t zygote);
 
 /* zygote.c */
 __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock,

@@ -40,12 +40,10 @@ void fk_gen_free(struct fk *fk, struct fk_gen *g, bool release)
                 close(wk->s.pidfd);
             if (fk->recycling == wk)
                 fk->recycling = NULL;
-            if (wk->slots) {
-                for (unsigned s = 0; s < g->nslot; s++) {
-                    free(wk->slots[s].b.res);
+            if (wk->slots)
+                for (unsigned s = 0; s < g->nslot; s++)
                     free(wk->slots[s].rbuf);
-                }
-            }
+            fk_private_free(wk->res_block, wk->res_bytes);
             free(wk->slots);
             free(wk->q.fifo);
             free(wk->freebuf);
@@ -82,7 +80,9 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
     wk->freebuf = exec__calloc(fsz, sizeof *wk->freebuf);
     wk->q.fifo = exec__calloc(g->nslot, sizeof *wk->q.fifo);
     wk->slots = exec__calloc(g->nslot, sizeof *wk->slots);
-    if (!wk->freebuf || !wk->q.fifo || !wk->slots)
+    wk->res_bytes = (size_t)g->nslot * o->batch * sizeof(struct exec__res);
+    wk->res_block = fk_private(wk->res_bytes);
+    if (!wk->freebuf || !wk->q.fifo || !wk->slots || !wk->res_block)
         return EXEC_ENOMEM;
     for (unsigned s = 0; s < g->nslot; s++) {
         struct fk_slot *sl = &wk->slots[s];
@@ -99,9 +99,7 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
         sl->b.rflags = (uint8_t *)(sl->b.recs + o->batch);
         sl->b.data = (char *)sl->sin + g->recs_size;
         sl->b.data_cap = g->dcap;
-        sl->b.res = exec__calloc(o->batch, sizeof *sl->b.res);
-        if (!sl->b.res)
-            return EXEC_ENOMEM;
+        sl->b.res = wk->res_block + (size_t)s * o->batch;
         ck_ring_enqueue_spsc(&wk->freer, wk->freebuf, sl);
     }
     return 0;

@@ -37,6 +37,21 @@ struct fk_sout *fk_sout_at(const struct fk_gen *g, unsigned w, unsigned s)
     return (struct fk_sout *)((char *)fk_hdr_at(g, w) + g->hdr_size + (size_t)s * g->out_slot);
 }
 
+void *fk_private(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, bytes, MADV_DONTFORK);
+    return p;
+}
+
+void fk_private_free(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes);
+}
+
 /* Sizes g's region for g->nw workers and maps it; 0 or -errno. */
 int fk_region_map(struct fk_gen *g, const exec_options_t *o)
 {

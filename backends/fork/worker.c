@@ -195,8 +195,13 @@ void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successo
     void *ws = NULL;
     int rc = ops->worker_init ? ops->worker_init(g->ctx, &ws) : 0;
     uint64_t busy_ns = 0, idle_ns = 0, startup_ns = exec__now_ns() - t_fork;
-    const uint64_t my_startup_ns = startup_ns;
+    uint64_t my_startup_ns = startup_ns;
     if (successor) {
+        /* Its predecessor serves meanwhile: the pages this context writes
+         * are copied now, not one fault at a time on the first records. */
+        if (rc == 0)
+            fk_prefault((pid_t)ck_pr_load_32((uint32_t *)&h->pid), zygote);
+        startup_ns = my_startup_ns = exec__now_ns() - t_fork;
         ck_pr_store_32(&h->succ_state, rc ? FK_W_INITFAIL : FK_W_READY);
         fk_wake_sup(fk);
         if (rc)
