@@ -548,8 +548,8 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
     double omp = rs[RP_OMP].nr ? rs_med(rs[RP_OMP].rate, rs[RP_OMP].nr) / loop : 0;
     say("\n%s: %s; %zu lines, %u workers; the loop: %.0f ns a line\n", l->name, l->what, d->n,
         o->workers[o->nworkers - 1], 1e9 / loop);
-    say("%-16s %-44s %11s %7s %8s %9s %9s %9s %9s\n", "path", "", "records/s", "x loop",
-        "x OpenMP", "CPU ns", "all CPU", "create", "destroy");
+    say("%-16s %-44s %11s %7s %8s %9s %9s %9s %9s %8s\n", "path", "", "records/s", "x loop",
+        "x OpenMP", "CPU ns", "all CPU", "create", "destroy", "est");
     for (unsigned pi = 0; pi < RP_N; pi++) {
         const struct rpath *p = &rpaths[pi];
         struct rstat *s = &rs[pi];
@@ -571,15 +571,19 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
             snprintf(cr, sizeof cr, "%.1f ms", rs_med(s->create, s->nr) * 1e3);
             snprintf(de, sizeof de, "%.1f ms", rs_med(s->destroy, s->nr) * 1e3);
         }
-        char rbuf[32];
-        say("%-16s %-44s %11s %7.2f %8s %9s %9s %9s %9s\n", p->name, what,
-            fmt_rate(rbuf, sizeof rbuf, rate), sp, ompx, cself, call, cr, de);
+        char rbuf[32], est[16] = "";
+        if (p->how >= RP_RUN && s->st.speedup_est > 0)
+            snprintf(est, sizeof est, "%.2f%s", s->st.speedup_est,
+                     s->st.hints & EXEC_HINT_SLOWER ? " !" : "");
+        say("%-16s %-44s %11s %7.2f %8s %9s %9s %9s %9s %8s\n", p->name, what,
+            fmt_rate(rbuf, sizeof rbuf, rate), sp, ompx, cself, call, cr, de, est);
         if (csv)
-            fprintf(csv, "%s,%s,%zu,%u,%.1f,%.4f,%.4f,%.1f,%.1f,%.3f,%.3f\n", l->name,
+            fprintf(csv, "%s,%s,%zu,%u,%.1f,%.4f,%.4f,%.1f,%.1f,%.3f,%.3f,%.3f,%u\n", l->name,
                     p->name, d->n, o->workers[o->nworkers - 1], rate, sp,
                     omp > 0 && p->how != RP_LOOP ? sp / omp : 0, rs_med(s->cpu_self, s->nr),
                     s->cpu_all_known == s->nr ? rs_med(s->cpu_all, s->nr) : -1,
-                    rs_med(s->create, s->nr) * 1e3, rs_med(s->destroy, s->nr) * 1e3);
+                    rs_med(s->create, s->nr) * 1e3, rs_med(s->destroy, s->nr) * 1e3,
+                    s->st.speedup_est, s->st.hints);
     }
     /* What a recycle costs: the recycled run's worker time and wall time
      * over the same run without recycling, per respawn. */
@@ -707,11 +711,13 @@ int run_real(const struct opts *o)
     FILE *csv = fopen(path, "w");
     if (csv)
         fprintf(csv, "workload,path,records,workers,rate,x_loop,x_openmp,cpu_ns,all_cpu_ns,"
-                     "create_ms,destroy_ms\n");
+                     "create_ms,destroy_ms,speedup_est,hints\n");
     say("\nreal workloads: lines of text, each in a string of its own; x loop = records/s "
         "over the plain loop's;\nx OpenMP = x loop over OpenMP's; CPU ns = this process's "
         "CPU time per record (fork: the parent's),\nall CPU = with the fork workers'; create "
-        "and destroy: exec_create() and exec_destroy() (not in the rate)\n");
+        "and destroy: exec_create() and exec_destroy() (not in the rate);\nest = the library's own "
+        "estimate of the best speedup over one thread (exec_stats' speedup_est), ! where it\n"
+        "says the plain loop would be faster (EXEC_HINT_SLOWER)\n");
     int ran = 0;
     for (size_t i = 0; i < sizeof opens / sizeof opens[0]; i++) {
         struct real_load l;

@@ -583,6 +583,32 @@ int exec_swap_spec(exec_t *ex, const char *spec, char *err, size_t errlen)
 /* Stats                                                                     */
 /* ------------------------------------------------------------------------- */
 
+/*
+ * Whether the whole-stream calls can win here, from the executor's own
+ * figures: a record's weight as the workers ran it (w = their busy time per
+ * record) and what the calling side spends per record besides running
+ * batches (c: producing, collecting, the callbacks). With P workers on P
+ * cores, the caller's share competes with them (EXEC_FORK) or is time its
+ * runner does not run records (EXEC_THREADS): the best speedup over one
+ * thread running the records is about P w / (w + c).
+ */
+static void exec__insight(const exec_t *e, exec_stats_t *st, uint64_t worker_records)
+{
+    uint64_t recs = ck_pr_load_64(&e->caller_recs);
+    if (worker_records)
+        st->record_ns = st->busy_ns / worker_records;
+    if (recs)
+        st->caller_ns = ck_pr_load_64(&e->caller_cpu_ns) / recs;
+    if (!st->record_ns || !recs)
+        return;
+    double w = (double)st->record_ns, c = (double)st->caller_ns;
+    st->speedup_est = (double)st->workers * w / (w + c);
+    if (st->speedup_est < 1.0)
+        st->hints |= EXEC_HINT_SLOWER;
+    if (st->speedup_est < 0.8 * (double)st->workers)
+        st->hints |= EXEC_HINT_HANDOVER;
+}
+
 int exec_stats(const exec_t *ex, exec_stats_t *st)
 {
     if (!ex || !st)
@@ -632,14 +658,17 @@ int exec_stats(const exec_t *ex, exec_stats_t *st)
             }
         }
     }
+    uint64_t worker_records = 0;
     for (unsigned i = 0; i < e->opt.workers; i++) {
         exec_worker_stats_t ws;
         exec_worker_stats(e, i, &ws);
         st->busy_ns += ws.busy_ns;
         st->idle_ns += ws.idle_ns;
+        worker_records += ws.records;
     }
     if (st->busy_ns + st->idle_ns)
         st->utilisation = (double)st->busy_ns / (double)(st->busy_ns + st->idle_ns);
+    exec__insight(e, st, worker_records);
     return 0;
 }
 

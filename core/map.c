@@ -10,6 +10,7 @@
 
 #include <ck_pr.h>
 #include <string.h>
+#include <time.h>
 
 #define EXEC__EMIT_CHUNK 128u /* results handed to an emit_many call at most */
 
@@ -61,6 +62,28 @@ static int exec__drain(exec_t *ex, const struct exec__emitter *em, bool wait, bo
     return rc == EXEC_EAGAIN ? 0 : rc;
 }
 
+/* CPU time of the calling thread, in ns. */
+static uint64_t exec__thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The calling thread runs a queued batch (the backend's help), its CPU time
+ * counted: that is work, not the caller's hand-over. True if it ran one. */
+static bool exec__help(exec_t *ex)
+{
+    if (!ex->be->help)
+        return false;
+    uint64_t t0 = exec__thread_cpu_ns();
+    bool ran = ex->be->help(ex);
+    if (ran)
+        ck_pr_store_64(&ex->help_ns, ex->help_ns + (exec__thread_cpu_ns() - t0));
+    return ran;
+}
+
 /* The producer found no room: collect a batch if one is ready, else run one
  * (help), else wait for one. 0, the callback's stop, or an error. */
 static int exec__make_room(exec_t *ex, const struct exec__emitter *em, int *stop)
@@ -69,7 +92,7 @@ static int exec__make_room(exec_t *ex, const struct exec__emitter *em, int *stop
     int r = exec__drain(ex, em, false, true, stop, &got);
     if (r || *stop || got)
         return r;
-    if (ex->be->help && ex->be->help(ex))
+    if (exec__help(ex))
         return 0;
     return exec__drain(ex, em, true, true, stop, &got);
 }
@@ -89,7 +112,7 @@ static int exec__collect(exec_t *ex, const struct exec__emitter *em, bool until_
             return until_eof ? 0 : r;
         if (got)
             continue;
-        if (ex->be->help && ex->be->help(ex))
+        if (exec__help(ex))
             continue;
         if (!until_eof && ck_pr_load_64(&ex->collected) == ck_pr_load_64(&ex->submitted))
             return 0;
@@ -125,6 +148,9 @@ static int exec__claim(exec_t *ex, bool fresh)
     __atomic_store_n(&ex->in_map, 1, __ATOMIC_RELEASE);
     if (ex->be->caller_joins)
         ex->be->caller_joins(ex, true);
+    ex->claim_cpu_ns = exec__thread_cpu_ns();
+    ex->claim_recs = ex->submitted;
+    ex->claim_help_ns = ex->help_ns;
     return 0;
 }
 
@@ -132,6 +158,11 @@ static void exec__unclaim(exec_t *ex)
 {
     if (ex->be->caller_joins)
         ex->be->caller_joins(ex, false);
+    uint64_t cpu = exec__thread_cpu_ns() - ex->claim_cpu_ns,
+             helped = ck_pr_load_64(&ex->help_ns) - ex->claim_help_ns;
+    ck_pr_store_64(&ex->caller_cpu_ns, ex->caller_cpu_ns + (cpu > helped ? cpu - helped : 0));
+    ck_pr_store_64(&ex->caller_recs, ex->caller_recs + (ck_pr_load_64(&ex->submitted) -
+                                                         ex->claim_recs));
     __atomic_store_n(&ex->in_map, 0, __ATOMIC_RELEASE);
 }
 

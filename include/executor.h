@@ -698,7 +698,28 @@ typedef struct exec_stats {
     /* Worker time, summed over workers (see exec_worker_stats). */
     uint64_t busy_ns, idle_ns;
     double utilisation; /* busy / (busy + idle), 0..1 */
+    /* Can this executor win at the weight of its records? From the library's
+     * own figures: record_ns is the workers' busy time per record (a record's
+     * weight as run, plus the worker's own per-record cost); caller_ns the CPU
+     * time per record that the thread of exec_map(), exec_run_records() or
+     * exec_map_source() spent besides running batches itself (producing,
+     * collecting, the callbacks; 0 before such a call). speedup_est = workers
+     * x record_ns / (record_ns + caller_ns) is about the best speedup over
+     * one thread running the same records, when the workers have a core each
+     * and the caller shares them. hints says what follows (0 before such a
+     * call): EXEC_HINT_SLOWER, the plain loop would be faster (records this
+     * light cost more to hand over than the workers save); EXEC_HINT_HANDOVER,
+     * the hand-over keeps the speedup below 0.8 x workers (put more work in a
+     * record, keep records in exec_buffer() on EXEC_FORK, or use
+     * exec_run_records()). */
+    uint64_t record_ns, caller_ns;
+    double speedup_est;
+    unsigned hints;
 } exec_stats_t;
+
+/* Bits in exec_stats_t.hints. */
+#define EXEC_HINT_SLOWER   0x1u /* a plain loop would beat this executor here */
+#define EXEC_HINT_HANDOVER 0x2u /* the hand-over keeps the speedup below 0.8 x workers */
 
 /* Fills *st. Readable at any time from any thread without stopping the pool.
  * Once exec_next() returned EXEC_EOF the figures include every respawn the

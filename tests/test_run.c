@@ -474,6 +474,94 @@ static void caller_init_worker_goes_on(bool use_map)
 static void test_caller_init_worker_goes_on_run(void **s) { (void)s; caller_init_worker_goes_on(false); }
 static void test_caller_init_worker_goes_on_map(void **s) { (void)s; caller_init_worker_goes_on(true); }
 
+/* ------------------------------------------------------------------------- */
+/* The library's own estimate: can this path win at this weight?             */
+/* ------------------------------------------------------------------------- */
+
+static void i_spin(uint64_t ns)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u + (uint64_t)b.tv_nsec -
+               (uint64_t)a.tv_nsec < ns);
+}
+
+struct ictx {
+    uint64_t work_ns;
+};
+
+static int i_process(void *ctx, void *ws, const void *rec, size_t len, exec_writer_t *out)
+{
+    (void)ws;
+    i_spin(((const struct ictx *)ctx)->work_ns);
+    return exec_write(out, rec, len);
+}
+
+static const exec_ops_t i_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_THREAD_SAFE | EXEC_CAP_FORK_SAFE,
+    .name = "insight",
+    .process = i_process,
+};
+
+static uint64_t i_emit_ns;
+
+static int i_emit(void *arg, const exec_result_t *res, size_t n)
+{
+    (void)arg;
+    (void)res;
+    i_spin(i_emit_ns * n); /* the caller's own work per result */
+    return 0;
+}
+
+/* Records of 50 us and a cheap caller: the workers win, nothing to say.
+ * Records of ~0 and a caller spending 20 us on each result: a plain loop
+ * would be faster, and the executor says so. */
+static void insight(exec_backend_t be)
+{
+    if (tu_fork_left_out(be == EXEC_FORK))
+        return;
+    const struct {
+        uint64_t work_ns, emit_ns;
+        unsigned hints;
+    } cases[2] = {{50000, 0, 0}, {0, 20000, EXEC_HINT_SLOWER | EXEC_HINT_HANDOVER}};
+    for (int k = 0; k < 2; k++) {
+        struct ictx ctx = {cases[k].work_ns};
+        exec_options_t o = {.workers = 2};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &i_ops, &ctx, be, &o), 0);
+        exec_stats_t st;
+        assert_int_equal(exec_stats(ex, &st), 0);
+        assert_int_equal(st.hints, 0); /* nothing known yet */
+        assert_true(st.speedup_est == 0);
+        const size_t n = 2000;
+        exec_record_t *recs = calloc(n, sizeof *recs);
+        uint64_t *v = calloc(n, sizeof *v);
+        assert_non_null(recs);
+        assert_non_null(v);
+        for (size_t i = 0; i < n; i++)
+            recs[i] = (exec_record_t){&v[i], sizeof v[i], i};
+        i_emit_ns = cases[k].emit_ns;
+        assert_int_equal(exec_run_records(ex, recs, n, i_emit, NULL), 0);
+        assert_int_equal(exec_stats(ex, &st), 0);
+        print_message("%s, records of %" PRIu64 " ns, %" PRIu64 " ns a result in the caller: "
+                      "record_ns %" PRIu64 ", caller_ns %" PRIu64 ", speedup_est %.2f, hints %u\n",
+                      exec_backend_name(be), cases[k].work_ns, cases[k].emit_ns, st.record_ns,
+                      st.caller_ns, st.speedup_est, st.hints);
+        assert_true(st.record_ns >= cases[k].work_ns);
+        assert_true(st.caller_ns >= cases[k].emit_ns);
+        assert_int_equal(st.hints, cases[k].hints);
+        exec_destroy(ex);
+        free(recs);
+        free(v);
+    }
+}
+
+static void test_insight_threads(void **s) { (void)s; insight(EXEC_THREADS); }
+static void test_insight_fork(void **s) { (void)s; insight(EXEC_FORK); }
+
 static void test_one_worker_run(void **s) { (void)s; one_worker(false, 0); }
 static void test_one_worker_run_ordered(void **s) { (void)s; one_worker(false, EXEC_ORDERED); }
 static void test_one_worker_map(void **s) { (void)s; one_worker(true, 0); }
@@ -590,6 +678,8 @@ int main(void)
         cmocka_unit_test(test_one_worker_map),
         cmocka_unit_test(test_caller_init_worker_goes_on_run),
         cmocka_unit_test(test_caller_init_worker_goes_on_map),
+        cmocka_unit_test(test_insight_threads),
+        cmocka_unit_test(test_insight_fork),
         cmocka_unit_test(test_run_misuse),
         cmocka_unit_test(test_map_other_threads_busy),
     };
