@@ -31,6 +31,11 @@
 #define FK_PM_PRESENT (1ull << 63)
 #define FK_PM_EXCLUSIVE (1ull << 56)
 #define FK_PM_BATCH 512 /* pagemap entries read at once */
+/* Address space looked at, at most: a mapping larger than FK_PF_HUGE is a
+ * reservation (a sanitizer's shadow, a runtime's reserved heap), not a context
+ * that was written page by page, and the scan stops after FK_PF_BUDGET. */
+#define FK_PF_HUGE ((uintptr_t)64 << 30)
+#define FK_PF_BUDGET ((uintptr_t)8 << 30)
 
 #define FK_PF_MAPS 256 /* our own private writable mappings looked at, at most */
 
@@ -41,8 +46,19 @@ struct fk_pf_self {
     unsigned n;
 };
 
+/* The read of each page touches memory that no object of ours covers (a
+ * sanitizer's redzones among it): not instrumented. */
+#if defined(__clang__)
+#define FK_PF_RAW __attribute__((no_sanitize("address", "thread")))
+#elif defined(__GNUC__)
+#define FK_PF_RAW __attribute__((no_sanitize_address, no_sanitize_thread))
+#else
+#define FK_PF_RAW
+#endif
+
 /* [a, b) where it is ours and writable: copied now, then read once. */
-static size_t fk_pf_range(const struct fk_pf_self *me, uintptr_t a, uintptr_t b, size_t page)
+FK_PF_RAW static size_t fk_pf_range(const struct fk_pf_self *me, uintptr_t a, uintptr_t b,
+                                    size_t page)
 {
     size_t n = 0;
     for (unsigned k = 0; k < me->n; k++) {
@@ -106,13 +122,18 @@ size_t fk_prefault(pid_t pred, pid_t zygote)
     static struct fk_pf_self me; /* (one successor per process) */
     fk_pf_own(&me);
     size_t copied = 0;
+    uintptr_t budget = FK_PF_BUDGET;
     char line[512];
     uint64_t ent[FK_PM_BATCH];
     while (fgets(line, sizeof line, maps)) {
         unsigned long lo, hi;
         char perms[8];
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || strcmp(perms, "rw-p") != 0)
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || strcmp(perms, "rw-p") != 0 ||
+            hi - lo > FK_PF_HUGE)
             continue;
+        if (hi - lo > budget)
+            break;
+        budget -= hi - lo;
         uintptr_t run = 0, at = lo; /* run: where exclusive pages began (0: none) */
         while (at < hi) {
             size_t n = (hi - at) / page;
