@@ -6,7 +6,7 @@
  * process() read it (in the buffer: not copied), EXEC_FORK workers unable to
  * write it, the edges (no records, a record of max_record bytes, one that
  * ends at the buffer's very end), a buffer reused chunk after chunk, a swap
- * during a run, a source read on after exec_map_source() stopped, and
+ * and a cancel from another thread during runs, a source read on after exec_map_source() stopped, and
  * exec_map()'s reader asking for results first (EXEC_EAGAIN).
  */
 #include "testutil.h"
@@ -390,6 +390,88 @@ static void swap_during(exec_backend_t be)
     B = NULL;
 }
 
+/* exec_cancel_all from another thread while a run over buffer records goes
+ * on: each record still gets exactly one result, its own or EXEC_ECANCELLED. */
+struct bcancel {
+    exec_t *ex;
+    atomic_int stop, cancels;
+};
+
+static void *b_canceller(void *arg)
+{
+    struct bcancel *c = arg;
+    while (!atomic_load(&c->stop)) {
+        int rc = exec_cancel_all(c->ex);
+        TU_WCHECK(rc >= 0);
+        atomic_fetch_add(&c->cancels, 1);
+        struct timespec ts = {0, 300000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+struct bcounts {
+    const exec_record_t *recs;
+    size_t n, ok, cancelled, bad;
+    unsigned char *seen;
+    uint64_t salt;
+};
+
+static int b_emit_cancel(void *arg, const exec_result_t *res, size_t n)
+{
+    struct bcounts *c = arg;
+    for (size_t i = 0; i < n; i++) {
+        const exec_result_t *r = &res[i];
+        if (r->tag >= c->n || c->seen[r->tag]++) {
+            c->bad++;
+            continue;
+        }
+        uint64_t h;
+        if (r->status == EXEC_ECANCELLED) {
+            c->cancelled++;
+        } else if (r->status == 0 && r->len == 9 && (memcpy(&h, r->data, 8), 1) &&
+                   h == b_expect(c->recs[r->tag].data, c->recs[r->tag].len, c->salt)) {
+            c->ok++;
+        } else {
+            c->bad++;
+        }
+    }
+    return 0;
+}
+
+static void cancel_during(exec_backend_t be)
+{
+    if (tu_fork_left_out(be == EXEC_FORK))
+        return;
+    char *buf;
+    size_t size;
+    exec_t *ex = b_create(be, (size_t)1 << 20, 0, &buf, &size);
+    struct bcancel c = {.ex = ex};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, b_canceller, &c), 0);
+    const size_t n = 4000;
+    size_t cancelled = 0;
+    for (unsigned round = 0; round < 8; round++) {
+        exec_record_t *recs = b_fill(buf, size, n, round);
+        struct bcounts k = {.recs = recs, .n = n, .seen = calloc(n, 1)};
+        assert_non_null(k.seen);
+        assert_int_equal(exec_run_records(ex, recs, n, b_emit_cancel, &k), 0);
+        assert_int_equal(k.ok + k.cancelled, n);
+        assert_int_equal(k.bad, 0);
+        cancelled += k.cancelled;
+        free(k.seen);
+    }
+    atomic_store(&c.stop, 1);
+    pthread_join(t, NULL);
+    tu_wfail_check();
+    print_message("%s: %zu of %zu records cancelled by %d exec_cancel_all calls\n",
+                  exec_backend_name(be), cancelled, 8 * n, atomic_load(&c.cancels));
+    b_destroy(ex);
+}
+
+static void test_cancel_during_threads(void **s) { (void)s; cancel_during(EXEC_THREADS); }
+static void test_cancel_during_fork(void **s) { (void)s; cancel_during(EXEC_FORK); }
+
 static void test_swap_during_threads(void **s) { (void)s; swap_during(EXEC_THREADS); }
 static void test_swap_during_fork(void **s) { (void)s; swap_during(EXEC_FORK); }
 
@@ -598,6 +680,8 @@ int main(void)
         cmocka_unit_test(test_workers_read_only_fork),
         cmocka_unit_test(test_swap_during_threads),
         cmocka_unit_test(test_swap_during_fork),
+        cmocka_unit_test(test_cancel_during_threads),
+        cmocka_unit_test(test_cancel_during_fork),
         cmocka_unit_test(test_source_threads),
         cmocka_unit_test(test_source_fork),
         cmocka_unit_test(test_source_fork_ordered),
