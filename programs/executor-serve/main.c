@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,52 +27,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-uint64_t serve_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void serve_log(const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, PROG ": %s\n", line);
-}
-
-/*
- * Untrusted text (a client's target, a spec from a request, a plugin's
- * message about it) as it may go into a log line: printable ASCII as it is,
- * backslash and every other byte as \xNN, cut to fit cap (with "..."). A
- * newline in it cannot forge a line of the log.
- */
-const char *serve_escape(char *buf, size_t cap, const char *text, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len && text; i++) {
-        unsigned char c = (unsigned char)text[i];
-        bool plain = c >= 0x20 && c < 0x7f && c != '\\';
-        if (o + (plain ? 1 : 4) + 4 > cap) {
-            if (cap >= 4) {
-                memcpy(buf + (o < cap - 4 ? o : cap - 4), "...", 4);
-                return buf;
-            }
-            break;
-        }
-        if (plain)
-            buf[o++] = (char)c;
-        else
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-    }
-    if (cap)
-        buf[o < cap ? o : cap - 1] = '\0';
-    return buf;
-}
 
 /* ------------------------------------------------------------------------- */
 /* Listening                                                                 */
@@ -536,9 +489,7 @@ int main(int argc, char **argv)
         return 2;
     }
     s->hold_cap = s->o.window >= 2 ? (s->o.window / 2 < 4096 ? s->o.window / 2 : 4096) : 1;
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    s->started_ns = (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec;
+    s->started_ns = serve_wall_ns();
     signal(SIGPIPE, SIG_IGN); /* a client that left is an error code, not a signal */
     /* A descriptor per connection: as many as the hard limit allows (a
      * listener that runs out of descriptors spins on accept()). */

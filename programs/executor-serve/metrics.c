@@ -444,14 +444,10 @@ void access_log_line(struct serve *s, const struct req *r, uint32_t records)
         l->dropped++;
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    evbuffer_add_printf(l->buf, "%s.%03ldZ %s %d %zu %.6f records=%u gen=%llu\n", when,
-                        ts.tv_nsec / 1000000, r->line[0] ? r->line : "-", r->code, r->bytes,
+    char when[40];
+    evbuffer_add_printf(l->buf, "%s %s %d %zu %.6f records=%u gen=%llu\n",
+                        serve_stamp(when, sizeof when), r->line[0] ? r->line : "-", r->code,
+                        r->bytes,
                         (double)(serve_now_ns() - r->t0) / 1e9, records,
                         (unsigned long long)r->generation);
     if (!evtimer_pending(l->ev, NULL)) {
@@ -490,14 +486,9 @@ void access_log_refusal(struct serve *s, const struct conn *c, int code, const c
         }
         snprintf(peer, sizeof peer, "%s:%u", host, port);
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    evbuffer_add_printf(l->buf, "%s.%03ldZ %s%s \"-\" %d 0 0 refused=\"%s\"\n", when,
-                        ts.tv_nsec / 1000000, c->admin ? "admin " : "", peer, code, why);
+    char when[40];
+    evbuffer_add_printf(l->buf, "%s %s%s \"-\" %d 0 0 refused=\"%s\"\n",
+                        serve_stamp(when, sizeof when), c->admin ? "admin " : "", peer, code, why);
     if (!evtimer_pending(l->ev, NULL)) {
         struct timeval tv = {0, 100000};
         event_add(l->ev, &tv);

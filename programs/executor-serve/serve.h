@@ -11,7 +11,7 @@
  * http.c (routes, replies), body.c (a body cut into records, a slice per
  * loop turn), pump.c (records into the executor and results out of it),
  * inline.c (the baseline: process() in the loop), reload.c (live reload),
- * metrics.c (/metrics and the access log).
+ * metrics.c (/metrics and the access log), log.c (the log and the clocks).
  */
 #ifndef SERVE_H
 #define SERVE_H
@@ -234,10 +234,14 @@ struct serve {
 void serve_manual(FILE *f);
 int serve_options(struct serve *s, int argc, char **argv, bool *help);
 
-/* main.c */
-uint64_t serve_now_ns(void);
+/* log.c */
+uint64_t serve_now_ns(void);  /* monotonic */
+uint64_t serve_wall_ns(void); /* since the epoch */
+const char *serve_stamp(char *buf, size_t cap);
 void serve_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *serve_escape(char *buf, size_t cap, const char *text, size_t len);
+
+/* main.c */
 void serve_maybe_exit(struct serve *s);
 void serve_drain_start(struct serve *s, const char *why);
 const char *serve_unhealthy(struct serve *s, char *buf, size_t cap);
