@@ -5,13 +5,22 @@
  * log writes it). Messages go to stderr, one line each, unbuffered; text
  * from outside (a client's target, a plugin's words) goes through
  * serve_escape() first, so that it cannot forge a line.
+ *
+ * On a terminal or a file a message is "executor-serve: what happened". When
+ * stderr is the journal's stream (systemd names it in JOURNAL_STREAM), the
+ * journal stamps each line with the time, the program and its pid: a
+ * message is then the text alone, and the access log, when it goes to a
+ * stdout that is the journal's too, leaves its own time out.
  */
 #include "serve.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t serve_now_ns(void)
 {
@@ -40,6 +49,18 @@ const char *serve_stamp(char *buf, size_t cap)
     return buf;
 }
 
+/* Whether fd is the stream systemd connected to the journal. */
+bool serve_on_journal(int fd)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(fd, &st) == 0 &&
+           (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static int to_journal = -1; /* stderr is the journal's: 1, or 0; -1: not known yet */
+
 void serve_log(const char *fmt, ...)
 {
     char line[1024];
@@ -47,7 +68,12 @@ void serve_log(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, PROG ": %s\n", line);
+    if (to_journal < 0)
+        to_journal = serve_on_journal(STDERR_FILENO);
+    if (to_journal)
+        fprintf(stderr, "%s\n", line);
+    else
+        fprintf(stderr, PROG ": %s\n", line);
 }
 
 /*

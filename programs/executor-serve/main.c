@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,28 @@ static int listen_unix(struct listener *l, const char *path)
     l->unix_path = strdup(path);
     snprintf(l->name, sizeof l->name, "unix:%s", path);
     return fd;
+}
+
+/* l->name: the address fd listens on (HOST:PORT, [V6]:PORT, unix:PATH). */
+static void listener_name(struct listener *l, int fd, const char *fallback)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char hbuf[NI_MAXHOST], pbuf[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        snprintf(l->name, sizeof l->name, "%s", fallback);
+    else if (ss.ss_family == AF_UNIX)
+        snprintf(l->name, sizeof l->name, "unix:%.*s",
+                 (int)(sl > offsetof(struct sockaddr_un, sun_path)
+                           ? sl - offsetof(struct sockaddr_un, sun_path)
+                           : 0),
+                 ((struct sockaddr_un *)&ss)->sun_path);
+    else if (getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof hbuf, pbuf, sizeof pbuf,
+                         NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+        snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", hbuf,
+                 pbuf);
+    else
+        snprintf(l->name, sizeof l->name, "%s", fallback);
 }
 
 /* Binds HOST:PORT ([V6]:PORT, :PORT, PORT). The socket, or -1 with a message. */
@@ -123,16 +146,22 @@ static int listen_on(struct listener *l, const char *opt, const char *spec)
         return -1;
     }
     freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char hbuf[NI_MAXHOST], pbuf[NI_MAXSERV];
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-        getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof hbuf, pbuf, sizeof pbuf,
-                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", hbuf,
-                 pbuf);
-    else
-        snprintf(l->name, sizeof l->name, "%s", spec);
+    listener_name(l, fd, spec);
+    return fd;
+}
+
+/*
+ * The public listener systemd passed (a socket unit): its copy stays with
+ * systemd, which keeps it listening while the server restarts. The socket,
+ * -1 when none was passed, or -2 with a message.
+ */
+static int listen_inherited(struct listener *l)
+{
+    int fd = systemd_listener();
+    if (fd >= 0) {
+        l->inherited = true;
+        listener_name(l, fd, "the socket from systemd");
+    }
     return fd;
 }
 
@@ -141,8 +170,10 @@ static void listener_close(struct listener *l)
     if (l->bound) {
         /* shutdown() first: with --inherit-fds a worker process forked from
          * us holds a copy of the listening socket, and only this stops it
-         * listening for all. */
-        shutdown(evhttp_bound_socket_get_fd(l->bound), SHUT_RDWR);
+         * listening for all. Not systemd's socket: it must go on listening
+         * for the next server (connections wait in its backlog). */
+        if (!l->inherited)
+            shutdown(evhttp_bound_socket_get_fd(l->bound), SHUT_RDWR);
         evhttp_del_accept_socket(l->http, l->bound);
         l->bound = NULL;
     }
@@ -178,6 +209,10 @@ void serve_drain_start(struct serve *s, const char *why)
     listener_close(&s->adm);
     reload_drain(s);
     serve_log("shutting down (%s): %llu requests in flight", why, (unsigned long long)s->open);
+    char status[128];
+    snprintf(status, sizeof status, "shutting down (%s): %llu requests in flight", why,
+             (unsigned long long)s->open);
+    systemd_stopping(status);
     struct timeval tv = {(time_t)s->o.graceful_timeout_s, 0};
     s->ev_deadline = evtimer_new(s->base, on_deadline, s);
     if (s->ev_deadline)
@@ -467,6 +502,8 @@ int main(int argc, char **argv)
     int rc = serve_options(s, argc, argv, &help);
     if (rc)
         return rc;
+    if (s->o.reload && !help)
+        return client_reload(s->o.reload, s->o.reload_timeout_s);
     if (s->o.plugin && load_plugin(s) != 0) {
         if (s->dl)
             dlclose(s->dl);
@@ -503,7 +540,9 @@ int main(int argc, char **argv)
             default_max_connections(s, getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024);
 
     /* The ports first: a port in use fails before a large context is built. */
-    int fd = listen_on(&s->pub, "listen", s->o.listen), afd = -1;
+    int fd = listen_inherited(&s->pub), afd = -1;
+    if (fd == -1)
+        fd = listen_on(&s->pub, "listen", s->o.listen);
     if (fd >= 0 && s->o.admin) {
         afd = strncmp(s->o.admin, "unix:", 5) == 0 ? listen_unix(&s->adm, s->o.admin + 5)
                                                    : listen_on(&s->adm, "admin", s->o.admin);
@@ -539,6 +578,9 @@ int main(int argc, char **argv)
               s->pub.name, s->pl->name ? s->pl->name : s->o.plugin,
               s->inl ? "inline" : exec_backend_name(exec_backend(s->ex)), s->ex ? eo.workers : 0,
               s->o.window, s->o.timeout_ms, s->o.max_connections);
+    char status[sizeof s->pub.name + 64];
+    snprintf(status, sizeof status, "serving generation 0 on %.127s", s->pub.name);
+    systemd_ready(status);
     event_base_dispatch(s->base);
     if (!s->exit_code && s->draining)
         serve_log("all requests answered: bye");

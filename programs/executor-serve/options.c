@@ -98,7 +98,8 @@ void serve_manual(FILE *f)
 "  --plugin PATH         shared object exporting " EXEC_PLUGIN_SYMBOL "\n"
 "  --spec SPEC           what the plugin builds its context from\n"
 "  --listen HOST:PORT    where to listen (default 127.0.0.1:8080; port 0: any\n"
-"                        free port, named on stderr; [::1]:PORT for IPv6)\n"
+"                        free port, named on stderr; [::1]:PORT for IPv6); a\n"
+"                        socket passed by systemd takes its place (below)\n"
 "  --admin ADDR          the admin listener: unix:PATH or HOST:PORT (default:\n"
 "                        none; SIGHUP still reloads)\n"
 "  --admin-spec          POST /admin/reload may carry a spec in its body\n"
@@ -161,6 +162,11 @@ void serve_manual(FILE *f)
 "  --access-log FILE     one line per request to FILE ('-': stdout): time,\n"
 "                        peer, method and target (escaped), status, bytes,\n"
 "                        seconds, records, context generation\n"
+"  --reload ADDR         no server: ask the one whose admin listener is ADDR\n"
+"                        to reload (POST /admin/reload), wait for its verdict\n"
+"                        and print it; exit 0 when it reloaded, 1 otherwise.\n"
+"                        A service manager's reload command (it waits\n"
+"                        --reload-timeout plus 10 s at most)\n"
 "  --help                this text, and the plugin's spec when --plugin is given\n"
 "\n"
 "Memory and time, measured on a 2-vCPU VM (docs/serve.md has the cases): an\n"
@@ -179,6 +185,17 @@ void serve_manual(FILE *f)
 "                   open connections with 503, finish every request in flight,\n"
 "                   exit 0 (a reload not yet swapping is abandoned). A second\n"
 "                   signal, or --graceful-timeout, exits 1 at once.\n"
+"\n"
+"Under systemd (the unit executor-serve@.service runs one server per\n"
+"classifier, its socket unit holds the public listener)\n"
+"  A listening socket passed by systemd (LISTEN_FDS: socket activation) is\n"
+"  the public listener; systemd keeps it open while the server restarts, so\n"
+"  that connections wait for the next server instead of being refused. The\n"
+"  service manager is told (sd_notify) READY=1 once the server serves,\n"
+"  RELOADING=1 when a reload starts and READY=1 when it has ended, and\n"
+"  STOPPING=1 when it shuts down. When stderr is the journal's\n"
+"  (JOURNAL_STREAM), a message is its text alone, and the access log on a\n"
+"  stdout that is the journal's leaves out its time: the journal has them.\n"
 "\n"
 "A reload past --reload-timeout: a plugin's ctx_build cannot be stopped (a\n"
 "context cannot cross processes, and a thread cannot be killed), so it is\n"
@@ -241,7 +258,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
            OPT_FORMAT, OPT_HEADER, OPT_DELIM, OPT_MAXREC, OPT_MAXRES, OPT_MAXBODY, OPT_TIMEOUT,
            OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_ADMIN, OPT_ADMIN_SPEC, OPT_NICE,
            OPT_BATCH, OPT_INHERIT, OPT_MAXCONN, OPT_HEADER_TO, OPT_BODY_TO, OPT_MAXRECS,
-           OPT_MAXPEND, OPT_RELOAD_TO, OPT_UNHEALTHY, OPT_HELP };
+           OPT_MAXPEND, OPT_RELOAD_TO, OPT_UNHEALTHY, OPT_RELOAD, OPT_HELP };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, OPT_PLUGIN},
         {"spec", required_argument, NULL, OPT_SPEC},
@@ -273,6 +290,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
         {"worker-nice", required_argument, NULL, OPT_NICE},
         {"batch", required_argument, NULL, OPT_BATCH},
         {"inherit-fds", no_argument, NULL, OPT_INHERIT},
+        {"reload", required_argument, NULL, OPT_RELOAD},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -344,6 +362,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
         case OPT_RELOAD_TO: NUM(reload_timeout_s, 1, 86400, "1..86400 s"); break;
         case OPT_UNHEALTHY: NUM(unhealthy_after_s, 1, 3600, "1..3600 s"); break;
         case OPT_INHERIT: o->inherit_fds = true; break;
+        case OPT_RELOAD: o->reload = optarg; break;
         case OPT_NICE: NUM(worker_nice, 0, 19, "0..19"); break;
         case OPT_BATCH: NUM(batch, 1, 4096, "1..4096"); break;
         case OPT_HELP:
