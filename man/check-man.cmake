@@ -1,8 +1,9 @@
 # Checks the manual pages (cmake -P; ctest's check_man): each renders with man -l at 80
 # columns without a single warning, and libexecutor(3) names every function the public
 # headers declare and every EXEC_E error code they define.
-#   cmake -DMAN=man -DPAGES="BUILD/man/executor-map.1;BUILD/man/libexecutor.3" -DLIBPAGE=BUILD/man/libexecutor.3 -DHEADERS="include/executor.h;include/executor_mpi.h"
-#         -P man/check-man.cmake
+#   cmake -DMAN=man -DPAGES="BUILD/man/executor-map.1;BUILD/man/libexecutor.3"
+#         -DLIBPAGE=BUILD/man/libexecutor.3
+#         -DHEADERS="include/executor.h;include/executor_mpi.h" -P man/check-man.cmake
 cmake_minimum_required(VERSION 3.20)
 set(bad "")
 foreach(page ${PAGES})

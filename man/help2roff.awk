@@ -139,6 +139,8 @@ END {
     split(syn, w, " ")
     print ".\\\" Made from `" prog " --help' by man/help2roff.awk: edit the help text, not this."
     print ".TH \"" toupper(esc(prog)) "\" \"" section "\" \"" date "\" \"" source "\" \"User Commands\""
+    print ".nh"   # no hyphenation: an option's name is never broken
+    print ".ad l" # left-aligned
     print ".SH NAME"
     print esc(prog) " \\- " esc(title)
     print ".SH SYNOPSIS"
