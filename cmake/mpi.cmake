@@ -53,9 +53,13 @@ if(EXEC_HAVE_MPI)
   add_library(executor::executor_mpi_static ALIAS executor_mpi_static)
 
   install(FILES include/executor_mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-  install(TARGETS executor_mpi executor_mpi_static EXPORT executorTargets
+  # Their own export file, which executorConfig.cmake loads where it is installed: a
+  # system may have libexecutor without libexecutor_mpi (and MPI), as Debian's
+  # libexecutor-dev and libexecutor-mpi-dev split them.
+  install(TARGETS executor_mpi executor_mpi_static EXPORT executorMpiTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT executorMpiTargets NAMESPACE executor:: DESTINATION ${EXEC_CMAKE_DIR})
   install(CODE "
     set(EXEC_PC_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")
     set(EXEC_PC_INCLUDEDIR \"${CMAKE_INSTALL_INCLUDEDIR}\")
