@@ -35,7 +35,9 @@ step "libexecutor0: $lib -> libexecutor.so.0.1.0"
 # --- libexecutor-dev: an outside program, with pkg-config and with CMake ------
 cc -std=c11 -Wall -Wextra -Werror -o pc_shared consumer/consumer.c $(pkg-config --cflags --libs executor) ||
     fail "pkg-config executor: the outside program does not build"
-ldd ./pc_shared | grep -q "/usr/lib/$ma/libexecutor.so.0" || fail "pc_shared does not use the installed library"
+# (/lib is /usr/lib on a merged /usr.)
+ldd ./pc_shared | grep -q "libexecutor.so.0 => \(/usr\)\{0,1\}/lib/$ma/libexecutor.so.0 " ||
+    fail "pc_shared does not use the installed library"
 quiet ./pc_shared
 # shellcheck disable=SC2046 # (the flags are words)
 cc -std=c11 -Wall -Wextra -Werror -o pc_static consumer/consumer.c \
@@ -74,6 +76,18 @@ executor-map --plugin $plugins/libscratch.so --ordered --spec "table=$examples/w
 printf '1,fruit\n2,animal\n3,tool\n4,unknown\n' | cmp -s - out.csv || fail "libscratch.so: wrong rows"
 step "executor-map on a CSV file: the rows expected, threads and fork, both example plugins"
 
+# --- The manual pages and the units, as installed -----------------------------
+for page in /usr/share/man/man1/executor-map.1.gz /usr/share/man/man1/executor-serve.1.gz \
+    /usr/share/man/man3/libexecutor.3.gz; do
+    err=$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null) || fail "man -l $page"
+    [ -z "$err" ] || fail "man --warnings -l $page: $err"
+done
+step "man -l: executor-map(1), executor-serve(1), libexecutor(3) render without a warning"
+out=$(cd /lib/systemd/system && systemd-analyze verify executor-serve@check.service \
+    executor-serve@check.socket 2>&1) || fail "systemd-analyze verify: $out"
+[ -z "$out" ] || fail "systemd-analyze verify: $out"
+step "systemd-analyze verify: nothing to say about executor-serve@.service and .socket"
+
 # --- executor-serve as systemd starts it (no systemd here: sd_check plays it) --
 cc -O2 -o sd_check sd_check.c || fail "sd_check does not build"
 ./sd_check /usr/bin/executor-serve $plugins/libwordtable.so $examples/words.txt >log 2>&1 ||
@@ -92,10 +106,10 @@ grep -q "try-restart executor-serve@\*.service" /tmp/systemctl.log ||
 ! grep -q 'stop' /tmp/systemctl.log || fail "on upgrade, something is stopped: $(cat /tmp/systemctl.log)"
 upgrade=$(tr '\n' ';' </tmp/systemctl.log)
 : >/tmp/systemctl.log
-quiet dpkg -r executor-tools
+quiet dpkg -r executor-tools-dbgsym executor-tools
 grep -q "stop executor-serve@\*.socket executor-serve@\*.service" /tmp/systemctl.log ||
     fail "on removal, the sockets and services are not stopped: $(cat /tmp/systemctl.log)"
 step "maintainer scripts: upgrade: systemctl $upgrade removal stops the sockets and services"
-quiet dpkg -i debs/executor-tools_*.deb
+quiet dpkg -i debs/executor-tools_*.deb debs/executor-tools-dbgsym_*.deb
 rm /usr/local/sbin/systemctl
 rmdir /run/systemd/system
