@@ -17,8 +17,14 @@
 #endif
 
 #ifdef EXEC__CHECKED
-/* Prints what failed and aborts: checked builds only. */
-__attribute__((noreturn)) void exec__assert_fail(const char *what, const char *file, int line);
+/* Prints what failed and aborts: checked builds only. Exported like the seam's
+ * calls (exec_internal.h), for a backend built as a library of its own. */
+#ifdef EXEC_BUILDING
+__attribute__((noreturn, visibility("protected")))
+#else
+__attribute__((noreturn, visibility("default")))
+#endif
+void exec__assert_fail(const char *what, const char *file, int line);
 #define EXEC__ASSERT(c) ((c) ? (void)0 : exec__assert_fail(#c, __FILE__, __LINE__))
 #else
 #define EXEC__ASSERT(c) ((void)0)

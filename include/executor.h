@@ -139,6 +139,8 @@ typedef struct exec_ops {
      * made (NULL without worker_init). Writes the result through out. Returns 0,
      * or a non-zero code of the user's that the record's result reports as
      * status EXEC_EUSER with user_code set; the stream goes on either way.
+     * Bytes written before a non-zero return are delivered with EXEC_EUSER
+     * (res.data, res.len): the place for an error message or a traceback.
      * The record bytes are valid only during the call.
      */
     int (*process)(void *ctx, void *worker_state, const void *rec, size_t len,
@@ -159,10 +161,34 @@ typedef struct exec_ops {
      * Optional. Called once for each context that leaves the executor: a
      * swapped-out one after its last reader is done (never on a worker's path),
      * and the current one in exec_destroy(). Called from a thread of the
-     * library's or from exec_destroy(), never concurrently for one ctx.
+     * library's (EXEC_FORK: the supervisor, once the old generation drained;
+     * EXEC_THREADS: the reclaimer, after a grace period), with no lock of the
+     * library's held and every signal blocked, or from exec_destroy() in its
+     * caller's thread; never concurrently for one ctx. A host whose contexts
+     * need its runtime (an interpreter's lock) takes it there safely or
+     * defers the work to a thread of its own.
      */
     void (*ctx_release)(void *ctx);
 } exec_ops_t;
+
+/*
+ * Where callbacks run, and what is held meanwhile. None may call into its own
+ * executor unless said so; a host whose runtime has a lock of its own (an
+ * interpreter's) never holds it while it calls the library, and then any
+ * callback may take it.
+ *   process, worker_init, worker_fini: EXEC_THREADS: the executor's worker
+ *     threads (library threads, every signal blocked), and the caller of
+ *     exec_map(), exec_map_source(), exec_map_fd() or exec_run_records()
+ *     while it helps; no lock of the library's held. EXEC_FORK: the only
+ *     thread of a worker process.
+ *   ctx_release: a library thread or exec_destroy()'s caller (see above).
+ *   options.on_slow: the EXEC_FORK supervisor thread, no lock held.
+ *   options.fork_hooks: see exec_fork_hooks_t.
+ *   exec_map()'s read_cb and emit_cb, exec_run_records()'s emit_cb, the map
+ *     helpers' on_bad and on_failed: the calling thread, core's locks held.
+ * The library's own threads: EXEC_THREADS's workers and its reclaimer,
+ * EXEC_FORK's supervisor (one per executor), EXEC_MPI's (executor_mpi.h).
+ */
 
 /*
  * A writer the host owns, to run process() in its own thread with no
@@ -222,6 +248,46 @@ typedef struct exec_slow {
 } exec_slow_t;
 
 /*
+ * Fork hooks (EXEC_FORK), for a host whose runtime must take part in every
+ * fork of its process: an interpreter (CPython's PyOS_BeforeFork,
+ * PyOS_AfterFork_Parent and PyOS_AfterFork_Child), a library with
+ * pthread_atfork-like needs of its own. Each is optional; they are called
+ * around every fork() of the fork backend, on the thread that forks:
+ *
+ *   - a zygote's fork (one per context generation): prepare and parent in
+ *     the host's thread calling exec_create() or exec_swap_context(), or, to
+ *     replace a zygote that died, the next consumer call (exec_next(),
+ *     exec_next_many(), exec_map(), exec_map_source(), exec_map_fd(),
+ *     exec_run_records()); child in the new zygote.
+ *   - a worker's fork (workers, their successors, a swap's canary): prepare
+ *     and parent in the zygote (its only thread), child in the worker.
+ *
+ * parent(arg, pid) runs once after each prepare, with the child's pid, or
+ * -errno when the fork failed. child runs in the new process after the
+ * library's own async-signal-safe steps (process group, parent-death watch,
+ * descriptors closed, in a zygote every signal disposition reset to SIG_DFL:
+ * restore the SIG_IGNs the host needs there) and before anything else: in a
+ * worker, before worker_init. Every signal is blocked while it runs. In the
+ * host, prepare and parent run with no lock of the executor's held but
+ * core's own (the swap lock in exec_swap_context, the consumer lock in a
+ * consumer call): a hook must not call into the same executor.
+ *
+ * With any hook set, the zygote is forked on the calling thread, not on the
+ * executor's supervisor thread, and a zygote that dies is forked again only
+ * by the host's next consumer call (until then its generation's workers are
+ * not replaced; one that dies during exec_create or a swap fails that call
+ * with EXEC_EINIT). Such a zygote may outlive the thread that forked it: it
+ * watches the host process (a pidfd) and its channel, not that thread, and
+ * it and its workers are gone soon after the host process ends.
+ */
+typedef struct exec_fork_hooks {
+    void (*prepare)(void *arg);
+    void (*parent)(void *arg, int pid);
+    void (*child)(void *arg);
+    void *arg;
+} exec_fork_hooks_t;
+
+/*
  * Options: zero in any field means its default, so `exec_options_t o = {0};`
  * (or passing NULL) gives a sensible executor.
  */
@@ -261,8 +327,10 @@ typedef struct exec_options {
                           exec_cancelled(), and its worker lives on. Default 1000 */
     unsigned slow_ms; /* EXEC_FORK: a record running longer is reported once through
                          on_slow, before any timeout acts on it; default 0 = none */
-    /* Called from the executor's own thread with s valid for the call only; it
-     * must be quick and must not call into the executor (kills wait for it). */
+    /* Called from the executor's supervisor thread (a library thread, every
+     * signal blocked) with no lock of the library's held and s valid for the
+     * call only; it must be quick and must not call into the executor (kills
+     * wait for it). */
     void (*on_slow)(void *arg, const exec_slow_t *s);
     void *slow_arg;
     unsigned start_timeout_ms; /* EXEC_FORK: a worker_init of exec_create() or
@@ -316,6 +384,9 @@ typedef struct exec_options {
                                     failed when a rank refused (e.g. "rank 2: ..."),
                                     NUL-terminated, at most errlen bytes */
     size_t errlen;
+
+    exec_fork_hooks_t fork_hooks; /* EXEC_FORK: see exec_fork_hooks_t; ignored by
+                                     EXEC_THREADS, not passed to EXEC_MPI ranks */
 } exec_options_t;
 
 typedef struct exec exec_t;
@@ -900,7 +971,8 @@ int exec_map_fd(exec_t *ex, exec_source_t *src, int out_fd, const exec_map_optio
 
 /*
  * Plugins: a shared object for the executor-map command (and any host) exports
- * one symbol, EXEC_PLUGIN_SYMBOL, a const exec_plugin_t:
+ * one symbol, EXEC_PLUGIN_SYMBOL, a const exec_plugin_t (exec_plugin_open()
+ * loads and checks one):
  *
  *     const exec_plugin_t exec_plugin_v1 = {
  *         .abi = EXEC_PLUGIN_ABI, .name = "wordtable", .ops = &wordtable_ops,
@@ -929,6 +1001,26 @@ typedef struct exec_plugin {
                      char *err, size_t errlen);
     void (*ctx_free)(void *ctx);
 } exec_plugin_t;
+
+/*
+ * Loads a plugin from the shared object at path: dlopen(path, RTLD_NOW |
+ * RTLD_LOCAL), then EXEC_PLUGIN_SYMBOL, checked: abi is EXEC_PLUGIN_ABI,
+ * ops, ops->process, ctx_build and ctx_free are set, ops->version is
+ * EXEC_OPS_VERSION. *plugin stays valid until exec_plugin_close(*plugin),
+ * which must come after every executor over it was destroyed and every
+ * context it built was freed. err (may be NULL) gets why it failed,
+ * NUL-terminated, at most errlen bytes: "cannot load plugin: <dlerror()>",
+ * "<path>: not a plugin (no symbol exec_plugin_v1)", "<path>: plugin ABI
+ * ...". On error *plugin is NULL and nothing stays loaded.
+ * "<path>: plugin NAME has no ctx_build: ..." (naming each part missing).
+ * Errors: EXEC_EINVAL (NULL plugin or path; no such symbol), EXEC_ECAPS (ops,
+ * process, ctx_build or ctx_free missing), EXEC_ENOENT (dlopen failed: no
+ * such file, not a shared object, a library it needs is missing),
+ * EXEC_EVERSION (abi or ops->version is another), EXEC_ENOMEM. Thread-safe.
+ */
+int exec_plugin_open(const exec_plugin_t **plugin, const char *path, char *err, size_t errlen);
+/* Unloads a plugin from exec_plugin_open() (and only such). NULL is ignored. */
+void exec_plugin_close(const exec_plugin_t *plugin);
 
 #pragma GCC visibility pop
 

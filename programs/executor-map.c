@@ -29,7 +29,6 @@
 #include <mpi.h>
 #endif
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -137,29 +136,6 @@ static bool rank_lost(const exec_t *ex)
         if (exec_worker_stats(ex, i, &ws) == 0 && (ws.flags & EXEC_WORKER_GONE))
             return true;
     return false;
-}
-
-/* What a plugin lacks, and what needs it. */
-static void plugin_lacks(char *why, size_t n, const char *path, const exec_plugin_t *pl,
-                         exec_backend_t backend)
-{
-    char miss[64] = "";
-    if (!pl->ops)
-        strcat(miss, ", ops");
-    if (!pl->ctx_build)
-        strcat(miss, ", ctx_build");
-    if (!pl->ctx_free)
-        strcat(miss, ", ctx_free");
-    const char *need = !pl->ops ? "the classifier's callbacks"
-                       : !pl->ctx_build
-                           ? (backend == EXEC_MPI ? "--backend mpi needs ctx_build to build the "
-                                                    "classifier on each rank from --spec "
-                                                    "(EXEC_ECAPS)"
-                                                  : PROG " needs ctx_build to build the "
-                                                         "classifier from --spec")
-                           : PROG " needs ctx_free to free the classifier";
-    snprintf(why, n, "%s: plugin %s has no %s: %s", path, pl->name ? pl->name : "(unnamed)",
-             miss + 2, need);
 }
 
 static int mpi_said_once(int rank, const char *why);
@@ -345,25 +321,15 @@ int main(int argc, char **argv)
 
     /* The plugin. Under MPI every rank loads it, and a failure is said once:
      * by the first rank it happened on (said_once). */
-    void *dl = NULL;
     const exec_plugin_t *pl = NULL;
     char why[640] = "";
     if (plugin_path) {
-        dl = dlopen(plugin_path, RTLD_NOW | RTLD_LOCAL);
-        if (!dl)
-            snprintf(why, sizeof why, "cannot load plugin: %s", dlerror());
-        else if (!(pl = dlsym(dl, EXEC_PLUGIN_SYMBOL)))
-            snprintf(why, sizeof why, "%s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")",
-                     plugin_path);
-        else if (pl->abi != EXEC_PLUGIN_ABI)
-            snprintf(why, sizeof why, "%s: plugin ABI %u, this program speaks %u", plugin_path,
-                     pl->abi, EXEC_PLUGIN_ABI);
-        else if (!pl->ops || !pl->ctx_build || !pl->ctx_free)
-            plugin_lacks(why, sizeof why, plugin_path, pl, backend);
-        if (why[0] && dl) {
-            dlclose(dl);
-            dl = NULL;
-            pl = NULL;
+        if (exec_plugin_open(&pl, plugin_path, why, sizeof why) == EXEC_ECAPS &&
+            backend == EXEC_MPI && (strstr(why, "ctx_build:") || strstr(why, "ctx_build,"))) {
+            size_t n = strlen(why);
+            snprintf(why + n, sizeof why - n,
+                     "; --backend mpi needs ctx_build to build the classifier on each rank "
+                     "from --spec");
         }
     }
     int said = said_once(backend == EXEC_MPI && !help, rank, why);
@@ -374,8 +340,7 @@ int main(int argc, char **argv)
         if (pl)
             printf("\nplugin %s: spec %s\n", pl->name ? pl->name : plugin_path,
                    pl->usage ? pl->usage : "(not described)");
-        if (dl)
-            dlclose(dl);
+        exec_plugin_close(pl);
         return 0;
     }
     if (!plugin_path || !spec) {
@@ -384,14 +349,13 @@ int main(int argc, char **argv)
             fprintf(stderr, PROG ": --plugin and --spec are required\n");
             fprintf(stderr, "Try '" PROG " --help'.\n");
         }
-        if (dl)
-            dlclose(dl);
+        exec_plugin_close(pl);
         mpi_quit(backend);
         return status_file(args.status_file, rank, 2);
     }
     if (backend == EXEC_MPI && rank != 0) {
         int status = mpi_serve(pl, rank);
-        dlclose(dl);
+        exec_plugin_close(pl);
         return status;
     }
 
@@ -512,8 +476,7 @@ out:
         pl->ctx_free(ctx);
     exec_csv_header_free(hdr);
     exec_source_close(src);
-    if (dl)
-        dlclose(dl);
+    exec_plugin_close(pl);
     return mpi_end(backend, !session, lost, eo.rank_timeout_ms ? (int)eo.rank_timeout_ms : 10000,
                    status_file(args.status_file, rank, status));
 }

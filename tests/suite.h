@@ -119,6 +119,24 @@ static inline bool tu_under_valgrind(void)
 #endif
 }
 
+/* True in an ASan or TSan build: suites that push millions of records for counts
+ * and memory figures push fewer there (the sanitizers look at the paths, not at how
+ * often they are taken). */
+static inline bool tu_sanitized(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return true;
+#else
+    return false;
+#endif
+#else
+    return false;
+#endif
+}
+
 /* True (and says so) when an EXEC_FORK case is to be left out: under valgrind. */
 static inline bool tu_fork_left_out(bool is_fork)
 {

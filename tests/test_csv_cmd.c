@@ -54,6 +54,19 @@ static char *slurp(const char *p, size_t *len)
     return b;
 }
 
+/* What a test runs executor-map with: the program, a plugin of the examples'
+ * build, and a word-table spec over tests/data/words.txt with these columns. */
+struct map_cmd {
+    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
+};
+
+static void map_cmd(struct map_cmd *c, const char *plugin, const char *columns)
+{
+    snprintf(c->prog, sizeof c->prog, "%s/executor-map", progs);
+    snprintf(c->so, sizeof c->so, "%s/%s", bin, plugin);
+    snprintf(c->spec, sizeof c->spec, "table=%s/words.txt,%s", data, columns);
+}
+
 /* Runs argv with stdout and stderr in files; returns the exit status. */
 static int run(char *const argv[])
 {
@@ -345,15 +358,13 @@ static void test_auto_choice(void **state)
     (void)state;
     if (!have_examples)
         skip();
-    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", progs);
-    snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
-    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
-    char *ts[] = {prog, "--plugin", so, "--spec", spec, "--stats", input, NULL};
+    struct map_cmd c;
+    map_cmd(&c, "libwordtable.so", "column=text,id=id");
+    char *ts[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "--stats", input, NULL};
     assert_int_equal(run(ts), 0);
     assert_true(err_has("backend threads"));
-    snprintf(so, sizeof so, "%s/libscratch.so", bin);
-    char *fs[] = {prog, "--plugin", so, "--spec", spec, "--stats", input, NULL};
+    snprintf(c.so, sizeof c.so, "%s/libscratch.so", bin);
+    char *fs[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "--stats", input, NULL};
     if (!fork_built) {
         assert_int_equal(run(fs), 1);
         assert_true(err_has("needs the fork backend"));
@@ -370,14 +381,12 @@ static void test_formats(void **state)
     (void)state;
     if (!have_examples)
         skip();
-    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", progs);
-    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
-    snprintf(spec, sizeof spec, "table=%s/words.txt,column=1,id=0", data);
+    struct map_cmd c;
+    map_cmd(&c, "libwordtable.so", "column=1,id=0");
     FILE *f = fopen(bad_path, "we");
     fputs("1,apple pie\n2,a cat\n", f);
     fclose(f);
-    char *lines[] = {prog, "--plugin", so, "--spec", spec, "--format", "lines", "--ordered",
+    char *lines[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "--format", "lines", "--ordered",
                      bad_path, NULL};
     assert_int_equal(run(lines), 0);
     char *out = slurp(out_path, NULL);
@@ -386,14 +395,15 @@ static void test_formats(void **state)
     f = fopen(bad_path, "we");
     fwrite("\x07\0\0\0" "7,\"owl\"" "\x08\0\0\0" "8,drill", 1, 4 + 7 + 4 + 7, f);
     fclose(f);
-    char *len32[] = {prog, "--plugin", so, "--spec", spec, "--format", "len32le", "--ordered",
+    char *len32[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "--format", "len32le", "--ordered",
                      bad_path, NULL};
     assert_int_equal(run(len32), 1); /* the second length is one too long: truncated */
     assert_true(err_has("record 2 (byte 11): input ends inside a length-prefixed record"));
     out = slurp(out_path, NULL);
     assert_string_equal(out, "7,animal\n");
     free(out);
-    char *bad_format[] = {prog, "--plugin", so, "--spec", spec, "--format", "xml", bad_path, NULL};
+    char *bad_format[] = {c.prog,   "--plugin", c.so,     "--spec", c.spec,
+                          "--format", "xml",      bad_path, NULL};
     assert_int_equal(run(bad_format), 2);
 }
 
@@ -402,57 +412,57 @@ static void test_errors(void **state)
     (void)state;
     if (!have_examples)
         skip();
-    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", progs);
-    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
-    snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
+    struct map_cmd c;
+    map_cmd(&c, "libwordtable.so", "column=text,id=id");
 
-    char *help[] = {prog, "--help", NULL};
+    char *help[] = {c.prog, "--help", NULL};
     assert_int_equal(run(help), 0);
     char *out = slurp(out_path, NULL);
     assert_non_null(strstr(out, "usage: executor-map"));
     free(out);
-    char *help2[] = {prog, "--plugin", so, "--help", NULL};
+    char *help2[] = {c.prog, "--plugin", c.so, "--help", NULL};
     assert_int_equal(run(help2), 0);
     out = slurp(out_path, NULL);
     assert_non_null(strstr(out, "plugin wordtable: spec table=FILE"));
     free(out);
 
-    char *unknown[] = {prog, "--frobnicate", NULL};
+    char *unknown[] = {c.prog, "--frobnicate", NULL};
     assert_int_equal(run(unknown), 2);
     assert_true(err_has("unknown option"));
-    char *no_spec[] = {prog, "--plugin", so, input, NULL};
+    char *no_spec[] = {c.prog, "--plugin", c.so, input, NULL};
     assert_int_equal(run(no_spec), 2);
     assert_true(err_has("--spec are required"));
-    char *bad_backend[] = {prog, "--plugin", so, "--spec", spec, "--backend", "gpu", input, NULL};
+    char *bad_backend[] = {c.prog,    "--plugin", c.so,  "--spec", c.spec,
+                           "--backend", "gpu",      input, NULL};
     assert_int_equal(run(bad_backend), 2);
     assert_true(err_has("--backend"));
-    char *bad_workers[] = {prog, "--plugin", so, "--spec", spec, "--workers", "0", input, NULL};
+    char *bad_workers[] = {c.prog,    "--plugin", c.so,  "--spec", c.spec,
+                           "--workers", "0",        input, NULL};
     assert_int_equal(run(bad_workers), 2);
-    char *two_inputs[] = {prog, "--plugin", so, "--spec", spec, input, input, NULL};
+    char *two_inputs[] = {c.prog, "--plugin", c.so, "--spec", c.spec, input, input, NULL};
     assert_int_equal(run(two_inputs), 2);
 
-    char *missing[] = {prog, "--plugin", "./no-such-plugin.so", "--spec", spec, input, NULL};
+    char *missing[] = {c.prog, "--plugin", "./no-such-plugin.so", "--spec", c.spec, input, NULL};
     assert_int_equal(run(missing), 1);
     assert_true(err_has("cannot load plugin"));
-    char *not_plugin[] = {prog, "--plugin", "libc.so.6", "--spec", spec, input, NULL};
+    char *not_plugin[] = {c.prog, "--plugin", "libc.so.6", "--spec", c.spec, input, NULL};
     assert_int_equal(run(not_plugin), 1);
     assert_true(err_has("not a plugin"));
-    char *bad_spec[] = {prog, "--plugin", so, "--spec", "tabel=x", input, NULL};
+    char *bad_spec[] = {c.prog, "--plugin", c.so, "--spec", "tabel=x", input, NULL};
     assert_int_equal(run(bad_spec), 1);
     assert_true(err_has("bad spec"));
-    char *bad_table[] = {prog, "--plugin", so, "--spec", "table=/no/such/table", input, NULL};
+    char *bad_table[] = {c.prog, "--plugin", c.so, "--spec", "table=/no/such/table", input, NULL};
     assert_int_equal(run(bad_table), 1);
     assert_true(err_has("cannot open table"));
     char bad_col[PATH_MAX + 64];
     snprintf(bad_col, sizeof bad_col, "table=%s/words.txt,column=nope", data);
-    char *no_col[] = {prog, "--plugin", so, "--spec", bad_col, input, NULL};
+    char *no_col[] = {c.prog, "--plugin", c.so, "--spec", bad_col, input, NULL};
     assert_int_equal(run(no_col), 1);
     assert_true(err_has("no column named 'nope'"));
-    char *unreadable[] = {prog, "--plugin", so, "--spec", spec, "/no/such/file.csv", NULL};
+    char *unreadable[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "/no/such/file.csv", NULL};
     assert_int_equal(run(unreadable), 1);
     assert_true(err_has("/no/such/file.csv: No such file or directory"));
-    char *dir[] = {prog, "--plugin", so, "--spec", spec, "/", NULL};
+    char *dir[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "/", NULL};
     assert_int_equal(run(dir), 1);
     assert_true(err_has("Is a directory"));
 }
@@ -463,10 +473,8 @@ static void test_malformed_input(void **state)
     (void)state;
     if (!have_examples)
         skip();
-    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", progs);
-    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
-    snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
+    struct map_cmd c;
+    map_cmd(&c, "libwordtable.so", "column=text,id=id");
     FILE *f = fopen(bad_path, "we");
     fputs("id,text\n1,apple\n2,a st\"ray quote\n3,cat\n4,", f);
     for (int i = 0; i < 300; i++)
@@ -474,14 +482,14 @@ static void test_malformed_input(void **state)
     fputs("\n5,\"saw\nthe end\n", f);
     fclose(f);
 
-    char *stop[] = {prog, "--plugin", so, "--spec", spec, "--ordered", bad_path, NULL};
+    char *stop[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "--ordered", bad_path, NULL};
     assert_int_equal(run(stop), 1);
     assert_true(err_has("record 3 (byte 16): quote inside an unquoted field"));
     char *out = slurp(out_path, NULL);
     assert_string_equal(out, "1,fruit\n");
     free(out);
 
-    char *skip[] = {prog,      "--plugin",     so,    "--spec",   spec, "--ordered",
+    char *skip[] = {c.prog,      "--plugin",     c.so,    "--spec",   c.spec, "--ordered",
                     "--skip-bad", "--max-record", "1000", bad_path, NULL};
     assert_int_equal(run(skip), 1); /* record 5 is too big */
     assert_true(err_has("record 3 (byte 16)"));
@@ -493,7 +501,8 @@ static void test_malformed_input(void **state)
     free(out);
 
     /* The same with a max_record that fits: only malformed ones are skipped: exit 0. */
-    char *skip2[] = {prog, "--plugin", so, "--spec", spec, "--skip-bad", "--stats", bad_path, NULL};
+    char *skip2[] = {c.prog,       "--plugin", c.so,     "--spec", c.spec,
+                     "--skip-bad", "--stats",  bad_path, NULL};
     assert_int_equal(run(skip2), 0);
     assert_true(err_has("5 records, 3 ok, 0 failed, 2 malformed"));
 
@@ -503,12 +512,12 @@ static void test_malformed_input(void **state)
     f = fopen(bad_path, "we");
     fputs("id,text\n1,\"apple\"\rpear\n2,cat\n", f);
     fclose(f);
-    char *cr_stop[] = {prog, "--plugin", so, "--spec", spec, "--ordered", bad_path, NULL};
+    char *cr_stop[] = {c.prog, "--plugin", c.so, "--spec", c.spec, "--ordered", bad_path, NULL};
     assert_int_equal(run(cr_stop), 1);
     assert_true(err_has("record 2 (byte 8): quote inside an unquoted field, or text after a "
                         "closing quote (at byte 17)"));
     assert_true(err_has("stopped at the malformed record"));
-    char *cr_skip[] = {prog,         "--plugin", so,      "--spec", spec,
+    char *cr_skip[] = {c.prog,         "--plugin", c.so,      "--spec", c.spec,
                        "--skip-bad", "--stats",  bad_path, NULL};
     assert_int_equal(run(cr_skip), 0);
     assert_true(err_has("2 records, 1 ok, 0 failed, 1 malformed"));
@@ -524,17 +533,15 @@ static void test_big_header(void **state)
     (void)state;
     if (!have_examples)
         skip();
-    char prog[PATH_MAX + 16], so[PATH_MAX + 32], spec[PATH_MAX + 64];
-    snprintf(prog, sizeof prog, "%s/executor-map", progs);
-    snprintf(so, sizeof so, "%s/libwordtable.so", bin);
-    snprintf(spec, sizeof spec, "table=%s/words.txt,column=text,id=id", data);
+    struct map_cmd c;
+    map_cmd(&c, "libwordtable.so", "column=text,id=id");
     int fd = open(hdr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "id,text", 7), 7);
     /* The rest is a hole: read back as NUL bytes, quick to make and to read. */
     assert_int_equal(ftruncate(fd, ((off_t)64 << 20) + 1), 0);
     close(fd);
-    char *argv[] = {prog, "--plugin", so, "--spec", spec, hdr_path, NULL};
+    char *argv[] = {c.prog, "--plugin", c.so, "--spec", c.spec, hdr_path, NULL};
     assert_int_equal(run(argv), 1);
     assert_true(err_has("bad header row: record larger than max_record (a header row holds at "
                         "most 64 MiB)"));

@@ -295,14 +295,21 @@ static void test_reader_that_never_reads(void **state)
     send_head(&c, n);
     hc_send(&c, body, n);
     free(body);
-    assert_served(&sv, 800); /* the body is cut, the document paused */
+    assert_served(&sv, 800);
+    /* Once the document is paused (its body cut: the records array is the body's
+     * size again, more under a sanitizer's shadow), memory stays put. */
+    uint64_t until = ms_now() + 10000;
+    while (metric(sv.port, "executor_serve_documents_paused_total ") < 1) {
+        if (ms_now() > until)
+            fail_msg("a document whose client reads nothing was never paused");
+        usleep(20000);
+    }
     long rss0 = rss_kb(sv.pid);
     assert_served(&sv, 2000);
     long rss1 = rss_kb(sv.pid);
     /* Unbounded, the reply (~140 MB) would be queued at tens of MB/s. */
     if (rss1 > rss0 + 8 * 1024)
         fail_msg("the server grew from %ld to %ld kB while its client read nothing", rss0, rss1);
-    assert_true(metric(sv.port, "executor_serve_documents_paused_total ") >= 1);
     /* Reading nothing for --idle-timeout, it is cut off (499 in the log). */
     uint64_t end = ms_now() + 10000;
     while (metric(sv.port, "executor_serve_documents_unread_total ") != 1) {

@@ -175,6 +175,8 @@ static void fk_probe_keep(struct fk *fk, const struct fk_slot *s)
 static struct exec__batch *fk_reap(exec_t *ex)
 {
     struct fk *fk = exec__priv(ex);
+    if (ck_pr_load_32(&fk->zneed))
+        fk_host_refork(fk); /* fork hooks: a zygote died, forked again here */
     if (ck_pr_load_32(&fk->dead_pending))
         fk_deaths(fk);
     for (unsigned k = 0; k <= FK_MAXGEN; k++) {
@@ -283,6 +285,8 @@ static int fk_start(exec_t *ex)
     if (rc)
         return rc;
     fk->sup_started = true;
+    if (fk_hooked(fk))
+        fk_host_fork(fk, g, true); /* on this thread; a failure is g->zerr */
     rc = fk_gen_wait(fk, g, g->nw);
     if (rc)
         return rc;

@@ -7,6 +7,7 @@
  *   zygote.c      the zygote process of a generation: forks and reaps workers.
  *   channel.c     the messages between supervisor and zygote (with fds).
  *   supervisor.c  the supervisor thread: its loop, zygotes, spawns, deaths.
+ *   hostfork.c    with fork hooks: zygotes forked on the host's threads.
  *   watch.c       the supervisor's watches: timeouts, slow records, memory,
  *                 stalls (a worker that stops answering).
  *   recycle.c     the supervisor's recycling: successors and hand-overs.
@@ -217,6 +218,7 @@ struct fk_gen {
     pid_t *zpids; /* the zygote's own table of its workers (its copy) */
     unsigned nready, nfailed;
     int zerr;      /* the zygote could not start (-errno) */
+    bool zdied;    /* fork hooks: its zygote died (a starting one is not replaced) */
     int start_err; /* a worker could not start for a system reason (-errno) */
     unsigned zfails;
     uint64_t zretry_at, close_deadline;
@@ -250,6 +252,7 @@ struct fk {
     bool stopping;
     uint32_t dead_pending;
     uint32_t sup_idle; /* supervisor asleep with no deadline: a dispatch wakes it */
+    uint32_t zneed;    /* ck_pr, fork hooks: a zygote is due, for the consumer to fork */
     uint64_t seed;     /* per executor: each worker's records limit */
     exec_slow_t *slow; /* reports gathered in a pass, sent after it */
     unsigned nslow, slow_cap;
@@ -281,6 +284,13 @@ static inline void fk_wait_at(int *wait_ms, uint64_t now, uint64_t t)
         *wait_ms = ms;
 }
 
+/* With fork hooks the host's threads fork the zygotes (hostfork.c). */
+static inline bool fk_hooked(const struct fk *fk)
+{
+    const exec_fork_hooks_t *h = &fk->o->fork_hooks;
+    return h->prepare || h->parent || h->child;
+}
+
 /* region.c */
 int fk_region_map(struct fk_gen *g, const exec_options_t *o);
 struct fk_sin *fk_sin_at(const struct fk_gen *g, unsigned w, unsigned s);
@@ -292,7 +302,8 @@ void fk_smaps(int pid, uint64_t *pss, uint64_t *dirty);
 
 /* worker.c (in the worker process) */
 __attribute__((noreturn)) void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx,
-                                              bool successor, int zsock, int sfd, pid_t zygote);
+                                              bool successor, int zsock, int sfd, int hostfd,
+                                              pid_t zygote);
 
 /* zygote.c */
 __attribute__((noreturn)) void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock,
@@ -305,6 +316,7 @@ void fk_chan_send(int *sock, const struct fk_msg *m, int fd);
 int fk_chan_recv(int sock, struct fk_msg *m, int *fd, bool *cut);
 
 /* supervisor.c */
+int fk_zygote_start(struct fk *fk, struct fk_gen *g, int *forked);
 void *fk_sup_main(void *arg);
 void fk_sup_send(struct fk_gen *g, const struct fk_msg *m);
 void fk_sup_dead(struct fk *fk, struct fk_gen *g, struct fk_worker *wk);
@@ -312,6 +324,10 @@ void fk_kill_proc(pid_t pid, int pidfd);
 void fk_sup_kill(struct fk_worker *wk, int why);
 void fk_proc_reset(struct fk_worker *wk);
 bool fk_where(const struct fk_hdr *h, uint32_t tick, uint32_t *slot, uint32_t *rec);
+
+/* hostfork.c (a host's thread, no fk->lock held) */
+void fk_host_fork(struct fk *fk, struct fk_gen *g, bool starting);
+void fk_host_refork(struct fk *fk);
 
 /* watch.c (supervisor, fk->lock held) */
 void fk_watch_worker(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, uint64_t now,

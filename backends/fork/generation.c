@@ -4,8 +4,8 @@
  * single canary worker that replays a few records that ran well, then the
  * rest; only then does it become current, and the old generation drains
  * the slots it was given and exits (its context is released then).
- * Swaps run on the swapping thread; freeing runs on the supervisor thread
- * or in destroy.
+ * Swaps run on the swapping thread (with fork hooks, it forks the new
+ * zygote too); freeing runs on the supervisor thread or in destroy.
  */
 #include "fork.h"
 #include "alloc.h"
@@ -277,6 +277,8 @@ int fk_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation)
     /* One canary first: its worker_init, then a replay of recent records;
      * only then the rest of the generation. */
     int rc = fk_gen_init(fk, g, new_ctx, generation, 1);
+    if (rc == 0 && fk_hooked(fk))
+        fk_host_fork(fk, g, true); /* on the swapping thread */
     if (rc == 0)
         rc = fk_gen_wait(fk, g, 1);
     if (rc == 0)

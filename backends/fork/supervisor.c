@@ -23,13 +23,20 @@
 /* Zygotes                                                                   */
 /* ------------------------------------------------------------------------- */
 
-/* fk->lock held. Forks g's zygote from this (long-lived) thread. */
-static int fk_zygote_start(struct fk *fk, struct fk_gen *g)
+/*
+ * fk->lock held, every signal blocked. Forks g's zygote from this thread: the
+ * supervisor (long-lived: the zygote dies with it), or with fork hooks a
+ * host's thread (hostfork.c). *forked gets the child's pid, or -errno of the
+ * step that failed before there was one.
+ */
+int fk_zygote_start(struct fk *fk, struct fk_gen *g, int *forked)
 {
     EXEC__ASSERT_HELD(&fk->lock);
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        *forked = -errno;
         return -errno;
+    }
     memset(g->zpids, 0, (size_t)2 * g->nw * sizeof *g->zpids);
     pid_t parent = getpid();
     urcu_memb_call_rcu_before_fork();
@@ -42,6 +49,7 @@ static int fk_zygote_start(struct fk *fk, struct fk_gen *g)
     int err = errno;
     urcu_memb_call_rcu_after_fork_parent();
     close(sv[1]);
+    *forked = pid < 0 ? -err : pid;
     if (pid < 0) {
         close(sv[0]);
         return exec__spawn_error(err);
@@ -344,12 +352,30 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
         /* STARTING, ACTIVE, RETIRING: keep the zygote and the workers up. */
         if (g->zerr)
             continue;
+        if (g->zpidfd < 0 && fk_hooked(fk)) {
+            /* The host forks it (hostfork.c): a starting generation's on its
+             * way (one that died fails the start), a serving one's from the
+             * consumer's next call once the back-off is over. */
+            if (gs == G_STARTING) {
+                if (g->zdied) {
+                    g->zerr = EXEC_EINIT;
+                    pthread_cond_broadcast(&fk->cond);
+                }
+            } else if (now < g->zretry_at) {
+                fk_wait_at(&wait_ms, now, g->zretry_at);
+            } else if (!ck_pr_load_32(&fk->zneed)) {
+                ck_pr_store_32(&fk->zneed, 1);
+                exec__wake(fk->ex);
+            }
+            continue;
+        }
         if (g->zpidfd < 0) {
             if (now < g->zretry_at) {
                 fk_wait_at(&wait_ms, now, g->zretry_at);
                 continue;
             }
-            int rc = fk_zygote_start(fk, g);
+            int forked;
+            int rc = fk_zygote_start(fk, g, &forked);
             if (rc) {
                 if (gs == G_STARTING) {
                     g->zerr = rc;
@@ -457,6 +483,7 @@ static void fk_sup_zygote_died(struct fk *fk, struct fk_gen *g)
                 fk_sup_dead(fk, g, wk);
         }
     }
+    g->zdied = true;
     if (ck_pr_load_32(&g->state) != G_CLOSING) {
         g->zfails++;
         g->zretry_at = exec__now_ns() + (1000000ull << (g->zfails < 10 ? g->zfails : 10));

@@ -166,22 +166,27 @@ static void fk_w_on_return(void *arg, uint32_t i)
 }
 
 void fk_worker_main(struct fk *fk, struct fk_gen *g, unsigned idx, bool successor, int zsock,
-                    int sfd, pid_t zygote)
+                    int sfd, int hostfd, pid_t zygote)
 {
     const exec_ops_t *ops = fk->ops;
     const exec_options_t *o = fk->o;
     const uint64_t t_fork = exec__now_ns();
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the zygote's only thread forked us */
     if (getppid() != zygote)
         _exit(FK_EXIT_ORPHAN);
     close(zsock);
     close(sfd);
+    if (hostfd >= 0)
+        close(hostfd);
+    /* A worker that scribbles over its input faults instead. */
+    mprotect(g->base, g->in_size, PROT_READ);
+    /* The host's part of the fork, every signal still blocked. */
+    if (o->fork_hooks.child)
+        o->fork_hooks.child(o->fork_hooks.arg);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    /* A worker that scribbles over its input faults instead. */
-    mprotect(g->base, g->in_size, PROT_READ);
 
     struct fk_hdr *h = fk_hdr_at(g, idx);
     const uint32_t me = (uint32_t)getpid();

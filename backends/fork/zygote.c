@@ -1,11 +1,15 @@
 /*
  * EXEC_FORK: a generation's zygote, a single-threaded process forked by the
- * supervisor thread after the context was built. It forks the workers on
- * request (so they never come from a host's threads), passes each one's
- * pidfd to the supervisor, reaps them and reports their wait status. A
- * worker it cannot give a pidfd for is killed and reported as failed: the
- * supervisor never has a process it cannot watch. Everything here runs in
- * the zygote process.
+ * supervisor thread after the context was built (with fork hooks: by the
+ * host's thread, hostfork.c). It forks the workers on request (so they never
+ * come from a host's threads), passes each one's pidfd to the supervisor,
+ * reaps them and reports their wait status. A worker it cannot give a pidfd
+ * for is killed and reported as failed: the supervisor never has a process
+ * it cannot watch. It ends when its channel does, and when the host process
+ * does: PR_SET_PDEATHSIG when the supervisor forked it (the thread lives as
+ * long as the executor), a pidfd of the host when a host's thread did (that
+ * thread may end any time; the death signal would follow the thread, not the
+ * process). Everything here runs in the zygote process.
  */
 #include "fork.h"
 
@@ -75,15 +79,21 @@ static void fk_z_close_host(struct fk *fk, int sock)
 }
 
 /* Forks process number zi; reports SPAWNED with its pidfd, or FAILED. */
-static void fk_z_spawn(struct fk *fk, struct fk_gen *g, int *sock, int sfd, const struct fk_msg *m,
-                       pid_t self, unsigned *live)
+static void fk_z_spawn(struct fk *fk, struct fk_gen *g, int *sock, int sfd, int hostfd,
+                       const struct fk_msg *m, pid_t self, unsigned *live)
 {
     pid_t *pids = g->zpids;
+    const exec_fork_hooks_t *hk = &fk->o->fork_hooks;
+    if (hk->prepare)
+        hk->prepare(hk->arg);
     pid_t c = fork();
     if (c == 0)
-        fk_worker_main(fk, g, (unsigned)m->idx % g->nw, m->val != 0, *sock, sfd, self);
+        fk_worker_main(fk, g, (unsigned)m->idx % g->nw, m->val != 0, *sock, sfd, hostfd, self);
+    int err = errno;
+    if (hk->parent)
+        hk->parent(hk->arg, c < 0 ? -err : c);
     if (c < 0) {
-        struct fk_msg f = {FK_M_FAILED, m->idx, 0, errno};
+        struct fk_msg f = {FK_M_FAILED, m->idx, 0, err};
         fk_chan_send(sock, &f, -1);
         return;
     }
@@ -92,7 +102,7 @@ static void fk_z_spawn(struct fk *fk, struct fk_gen *g, int *sock, int sfd, cons
     if (pfd < 0) {
         /* Without its pidfd the supervisor could not watch it: it never runs
          * a record (it waits to be admitted), so it goes now. */
-        int err = errno;
+        err = errno;
         kill(-c, SIGKILL);
         kill(c, SIGKILL);
         waitpid(c, NULL, __WALL);
@@ -109,18 +119,36 @@ static void fk_z_spawn(struct fk *fk, struct fk_gen *g, int *sock, int sfd, cons
 
 void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
 {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const bool hooked = fk_hooked(fk);
+    if (!hooked)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(1);
     setpgid(0, 0);
     fk_z_close_theirs(fk);
     if (fk->o->flags & EXEC_CLOSE_FDS)
         fk_z_close_host(fk, sock);
+    int hostfd = -1;
+    if (hooked) {
+        /* The host process, watched: opened, then checked to be our parent
+         * still (if it died first, the pid may be another process's now). */
+        hostfd = pidfd_open(parent, 0);
+        if (hostfd < 0) {
+            struct fk_msg f = {FK_M_FAILED, -1, 0, errno};
+            fk_chan_send(&sock, &f, -1);
+            _exit(1);
+        }
+        if (getppid() != parent)
+            _exit(1);
+    }
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             signal(s, SIG_DFL);
-    /* Every signal is still blocked (the supervisor's mask): SIGCHLD comes
-     * through a signalfd. Workers unblock them all. */
+    const exec_fork_hooks_t *hk = &fk->o->fork_hooks;
+    if (hk->child)
+        hk->child(hk->arg);
+    /* Every signal is still blocked (the forking thread's mask): SIGCHLD
+     * comes through a signalfd. Workers unblock them all. */
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -167,8 +195,11 @@ void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
                 timeout = (int)((deadline - now) / 1000000u) + 1;
             }
         }
-        struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN}, {.fd = sock, .events = POLLIN}};
-        int r = poll(pf, sock >= 0 ? 2 : 1, timeout);
+        /* The signalfd, the host (-1: not watched, or gone), the channel. */
+        struct pollfd pf[3] = {{.fd = sfd, .events = POLLIN},
+                               {.fd = hostfd, .events = POLLIN},
+                               {.fd = sock, .events = POLLIN}};
+        int r = poll(pf, sock >= 0 ? 3 : 2, timeout);
         if (r < 0 && errno != EINTR)
             _exit(1);
         if (pf[0].revents) {
@@ -176,7 +207,19 @@ void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
             while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
                 ;
         }
-        if (sock < 0 || !pf[1].revents)
+        if (hostfd >= 0 && pf[1].revents) {
+            /* The host process is gone (its channel may live on in a child
+             * it forked): stop now, as at the channel's end. */
+            close(hostfd);
+            hostfd = -1;
+            if (sock >= 0)
+                close(sock);
+            sock = -1;
+            exiting = true;
+            deadline = 0;
+            continue;
+        }
+        if (sock < 0 || !pf[2].revents)
             continue;
         struct fk_msg m;
         int fd;
@@ -209,7 +252,7 @@ void fk_zygote_main(struct fk *fk, struct fk_gen *g, int sock, pid_t parent)
             kill(m.pid, SIGKILL);
         } else if (m.op == FK_M_SPAWN && !exiting && m.idx >= 0 &&
                    (unsigned)m.idx < 2 * g->nw && pids[m.idx] == 0) {
-            fk_z_spawn(fk, g, &sock, sfd, &m, self, &live);
+            fk_z_spawn(fk, g, &sock, sfd, hostfd, &m, self, &live);
         }
     }
 }

@@ -196,7 +196,7 @@ int mh_start(exec_t *ex)
     h->o = exec__opts(ex);
     h->comm = MPI_COMM_NULL;
     h->wake_fd = -1;
-    pthread_mutex_init(&h->lock, NULL);
+    exec__mutex_init(&h->lock);
     pthread_cond_init(&h->cond, NULL);
     if (h->o->err && h->o->errlen)
         h->o->err[0] = '\0';
@@ -330,9 +330,10 @@ void mh_dispatch(exec_t *ex, struct exec__batch *b)
 {
     struct mh *h = exec__priv(ex);
     struct mh_batch *mb = (struct mh_batch *)b;
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
+    EXEC__ASSERT(mb->state != MH_QUEUED && mb->state != MH_SENT); /* from the free stack */
     mb->state = MH_QUEUED;
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     b->generation = h->generation;
     b->worker = 0;
     ck_pr_inc_32(&h->pending);
@@ -372,12 +373,12 @@ int mh_cancel(exec_t *ex, struct exec__batch *b, uint32_t i)
     struct mh *h = exec__priv(ex);
     struct mh_batch *mb = (struct mh_batch *)b;
     int r = 0;
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
     if (mb->state == MH_QUEUED) {
         __atomic_fetch_or(&b->rflags[i], EXEC__RF_CANCEL, __ATOMIC_RELAXED);
         r = 1;
     }
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     return r;
 }
 
@@ -388,20 +389,20 @@ int mh_swap_spec(exec_t *ex, const char *spec, uint64_t generation, char *err,
     char *copy = strdup(spec);
     if (!copy)
         return EXEC_ENOMEM;
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
     h->swap = (struct mh_swap){.asked = true, .generation = generation, .spec = copy};
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     mh_wake(h);
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
     while (!h->swap.done)
-        pthread_cond_wait(&h->cond, &h->lock);
+        exec__cond_wait(&h->cond, &h->lock);
     int rc = h->swap.rc;
     if (rc)
         mx_err(err, errlen, "%s", h->swap.err);
     free(h->swap.spec);
     h->swap.spec = NULL;
     h->swap.asked = false;
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     return rc;
 }
 
@@ -478,6 +479,6 @@ void mh_stop(exec_t *ex)
     free(h->swap.spec);
     if (h->wake_fd >= 0)
         close(h->wake_fd);
-    pthread_mutex_destroy(&h->lock);
+    exec__mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
 }

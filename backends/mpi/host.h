@@ -94,7 +94,7 @@ struct mh {
     bool thread_started;
     uint32_t stop;
 
-    pthread_mutex_t lock;  /* batch states vs cancel; the swap request */
+    exec__mutex_t lock;    /* batch states vs cancel; the swap request */
     pthread_cond_t cond;   /* a swap answered */
     struct mh_swap swap;
 

@@ -26,9 +26,10 @@
 /* Hands a finished batch to the consumer. */
 static void mh_deliver(struct mh *h, struct mh_batch *mb)
 {
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
+    EXEC__ASSERT(mb->state == MH_QUEUED || mb->state == MH_SENT); /* once */
     mb->state = MH_DONE;
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     ck_ring_enqueue_spsc(&h->out, h->outbuf, mb); /* sized to hold every batch */
     exec__notify(h->ex);
 }
@@ -110,11 +111,12 @@ static void mh_send(struct mh *h, struct mh_batch *mb, struct mh_rank *rk)
     struct exec__batch *b = &mb->b;
     uint32_t n = b->n;
     char *p = mb->hdr + sizeof(struct mx_batch);
-    pthread_mutex_lock(&h->lock); /* rflags and state vs cancel */
+    exec__lock(&h->lock); /* rflags and state vs cancel */
+    EXEC__ASSERT(mb->state == MH_QUEUED || mb->state == MH_SENT); /* a resend after a loss */
     mb->state = MH_SENT;
     mb->rank = rk->rank;
     memcpy(p + 4 * (size_t)n, b->rflags, n);
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     for (uint32_t i = 0; i < n; i++)
         memcpy(p + 4 * (size_t)i, &b->recs[i].len, 4);
     mb->sends++;
@@ -389,9 +391,9 @@ static void mh_tell_all(struct mh *h, int tag, const void *msg, size_t len)
 static bool mh_swap_step(struct mh *h)
 {
     struct mh_swap *s = &h->swap;
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
     bool asked = s->asked && !s->done;
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     if (!asked)
         return false;
     if (!s->running) {
@@ -437,10 +439,10 @@ static bool mh_swap_step(struct mh *h)
     for (int i = 0; i < h->nranks; i++)
         h->r[i].prep_wait = false;
     s->running = false;
-    pthread_mutex_lock(&h->lock);
+    exec__lock(&h->lock);
     s->done = true;
     pthread_cond_broadcast(&h->cond);
-    pthread_mutex_unlock(&h->lock);
+    exec__unlock(&h->lock);
     return true;
 }
 
@@ -514,9 +516,9 @@ void *mh_progress_main(void *arg)
                    : MH_IDLE_NAP_NS;
         ck_pr_store_32(&h->sleeping, 1);
         ck_pr_fence_memory();
-        pthread_mutex_lock(&h->lock);
+        exec__lock(&h->lock);
         bool swap = h->swap.asked && !h->swap.done;
-        pthread_mutex_unlock(&h->lock);
+        exec__unlock(&h->lock);
         if (!ck_ring_size(&h->in) && !swap && !ck_pr_load_32(&h->stop))
             mx_nap(nap, &h->wake_fd, 1);
         ck_pr_store_32(&h->sleeping, 0);

@@ -14,7 +14,6 @@
 #include "serve.h"
 #include "parse_num.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -297,23 +296,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static int load_plugin(struct serve *s)
 {
-    s->dl = dlopen(s->o.plugin, RTLD_NOW | RTLD_LOCAL);
-    if (!s->dl) {
-        serve_log("cannot load plugin: %s", dlerror());
-        return -1;
-    }
-    s->pl = dlsym(s->dl, EXEC_PLUGIN_SYMBOL);
-    if (!s->pl) {
-        serve_log("%s: not a plugin (no symbol " EXEC_PLUGIN_SYMBOL ")", s->o.plugin);
-        return -1;
-    }
-    if (s->pl->abi != EXEC_PLUGIN_ABI || !s->pl->ops || !s->pl->ops->process ||
-        !s->pl->ctx_build || !s->pl->ctx_free) {
-        serve_log("%s: plugin ABI %u, this program speaks %u%s", s->o.plugin, s->pl->abi,
-                  EXEC_PLUGIN_ABI,
-                  s->pl->abi == EXEC_PLUGIN_ABI
-                      ? " (but ops, process, ctx_build or ctx_free is missing)"
-                      : "");
+    char why[512];
+    if (exec_plugin_open(&s->pl, s->o.plugin, why, sizeof why) != 0) {
+        serve_log("%s", why);
         return -1;
     }
     return 0;
@@ -479,8 +464,7 @@ static int stop(struct serve *s, int code)
         _exit(code);
     }
     exec_csv_header_free(s->hdr);
-    if (s->dl)
-        dlclose(s->dl);
+    exec_plugin_close(s->pl);
     return code;
 }
 
@@ -505,8 +489,7 @@ int main(int argc, char **argv)
     if (s->o.reload && !help)
         return client_reload(s->o.reload, s->o.reload_timeout_s);
     if (s->o.plugin && load_plugin(s) != 0) {
-        if (s->dl)
-            dlclose(s->dl);
+        exec_plugin_close(s->pl);
         return 1;
     }
     if (help) {
@@ -514,15 +497,13 @@ int main(int argc, char **argv)
         if (s->pl)
             printf("\nplugin %s: spec %s\n", s->pl->name ? s->pl->name : s->o.plugin,
                    s->pl->usage ? s->pl->usage : "(not described)");
-        if (s->dl)
-            dlclose(s->dl);
+        exec_plugin_close(s->pl);
         return 0;
     }
     if (!s->o.plugin || !s->o.spec) {
         serve_log("--plugin and --spec are required");
         fprintf(stderr, "Try '" PROG " --help'.\n");
-        if (s->dl)
-            dlclose(s->dl);
+        exec_plugin_close(s->pl);
         return 2;
     }
     s->hold_cap = s->o.window >= 2 ? (s->o.window / 2 < 4096 ? s->o.window / 2 : 4096) : 1;

@@ -192,8 +192,7 @@ struct serve {
     bool kicked; /* ev_flush is active */
 
     /* The classifier. */
-    void *dl;
-    const exec_plugin_t *pl;
+    const exec_plugin_t *pl; /* exec_plugin_open() */
     exec_ops_t ops; /* the plugin's ops, with ctx_release freeing swapped-out contexts */
     exec_csv_header_t *hdr;
     char *header_row; /* --header as given, to recognise it at the top of a body */
