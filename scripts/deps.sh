@@ -20,7 +20,7 @@ for arg in "$@"; do
     --valgrind) pkgs+=(valgrind) ;;
     --static) pkgs+=(cppcheck clang-tidy) ;;
     --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
-    --debian) pkgs+=(debhelper dpkg-dev lintian mmdebstrap git libopenmpi-dev) ;;
+    --debian) pkgs+=(debhelper dh-python dpkg-dev lintian mmdebstrap git libopenmpi-dev python3-dev) ;;
     -h | --help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac

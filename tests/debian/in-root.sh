@@ -62,19 +62,37 @@ step "libexecutor-mpi-dev: built with pkg-config executor_mpi and find_package (
 
 # --- executor-tools: executor-map on a CSV file -------------------------------
 plugins=/usr/lib/$ma/executor/plugins
-examples=/usr/share/executor/examples
+share=/usr/share/executor/examples
 printf 'id,text\n1,an apple and a pear\n2,"the dog, the cat"\n3,a saw\n4,nothing here\n' >in.csv
 for backend in threads fork; do
     executor-map --plugin $plugins/libwordtable.so --backend $backend --ordered \
-        --spec "table=$examples/words.txt,column=text,id=id" in.csv >out.csv 2>log ||
+        --spec "table=$share/words.txt,column=text,id=id" in.csv >out.csv 2>log ||
         { cat log >&2; fail "executor-map --backend $backend"; }
     printf '1,fruit\n2,animal\n3,tool\n4,unknown\n' | cmp -s - out.csv ||
         { cat out.csv >&2; fail "executor-map --backend $backend: not the expected rows"; }
 done
-executor-map --plugin $plugins/libscratch.so --ordered --spec "table=$examples/words.txt,column=text,id=id" \
+executor-map --plugin $plugins/libscratch.so --ordered --spec "table=$share/words.txt,column=text,id=id" \
     in.csv >out.csv 2>log || { cat log >&2; fail "executor-map with libscratch.so"; }
 printf '1,fruit\n2,animal\n3,tool\n4,unknown\n' | cmp -s - out.csv || fail "libscratch.so: wrong rows"
 step "executor-map on a CSV file: the rows expected, threads and fork, both example plugins"
+
+# --- python3-libexecutor: Debian's python3 imports it -------------------------
+python3 - $plugins/libwordtable.so "table=$share/words.txt,column=text,id=id" <<'PY' >log 2>&1 ||
+import sys
+import libexecutor as lx
+# A C plugin driven from Python, as executor-map runs it.
+lx.map_file(sys.argv[1], sys.argv[2], "in.csv", "py.csv", ordered=True, workers=2)
+got = open("py.csv").read()
+assert got == "1,fruit\n2,animal\n3,tool\n4,unknown\n", got
+# A Python callable as the classifier, on forked workers.
+model = {b"apple": b"fruit"}
+with lx.Executor(lambda m, row: m.get(lx.csv_fields(row)[1], b"?"), model, workers=2,
+                 ordered=True) as ex:
+    out = list(ex.imap([b"1,apple", b"2,owl"]))
+assert out == [b"fruit", b"?"], out
+PY
+    { cat log >&2; fail "python3-libexecutor"; }
+step "python3-libexecutor: a plugin's map_file and a Python callable on forked workers, right results"
 
 # --- The manual pages and the units, as installed -----------------------------
 for page in /usr/share/man/man1/executor-map.1.gz /usr/share/man/man1/executor-serve.1.gz \
@@ -90,7 +108,7 @@ step "systemd-analyze verify: nothing to say about executor-serve@.service and .
 
 # --- executor-serve as systemd starts it (no systemd here: sd_check plays it) --
 cc -O2 -o sd_check sd_check.c || fail "sd_check does not build"
-./sd_check /usr/bin/executor-serve $plugins/libwordtable.so $examples/words.txt >log 2>&1 ||
+./sd_check /usr/bin/executor-serve $plugins/libwordtable.so $share/words.txt >log 2>&1 ||
     { cat log >&2; fail "executor-serve under socket activation and sd_notify"; }
 step "executor-serve: $(grep -c '^sd_check: ok' log) checks of sd_check passed (READY, RELOADING, STOPPING, a restart on the held socket)"
 
