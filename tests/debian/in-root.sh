@@ -75,6 +75,9 @@ executor-map --plugin $plugins/libscratch.so --ordered --spec "table=$share/word
     in.csv >out.csv 2>log || { cat log >&2; fail "executor-map with libscratch.so"; }
 printf '1,fruit\n2,animal\n3,tool\n4,unknown\n' | cmp -s - out.csv || fail "libscratch.so: wrong rows"
 step "executor-map on a CSV file: the rows expected, threads and fork, both example plugins"
+case $(dpkg-query -W -f '${Depends}' executor-tools) in
+*mpi*) fail "executor-tools depends on MPI: $(dpkg-query -W -f '${Depends}' executor-tools)" ;;
+esac
 
 # --- python3-libexecutor: Debian's python3 imports it -------------------------
 python3 - $plugins/libwordtable.so "table=$share/words.txt,column=text,id=id" <<'PY' >log 2>&1 ||
