@@ -12,7 +12,7 @@ pkgs=(build-essential cmake pkg-config
       liburcu-dev libck-dev libcmocka-dev
       libevent-dev libsystemd-dev libuv1-dev wrk curl
       libglib2.0-dev libtbb-dev libcsv-dev gnuplot-nox python3 python3-dev python3-pytest
-      man-db systemd)
+      man-db systemd strace)
 for arg in "$@"; do
     case $arg in
     --clang) pkgs+=(clang) ;;
