@@ -18,7 +18,8 @@
 #
 # Environment:
 #   EXEC_TEST_BUILDS  what to run (default:
-#                     "default consumer serve mpi asan torture tsan clang valgrind static fuzz");
+#                     "default consumer serve mpi asan torture tsan clang valgrind static fuzz
+#                     debian");
 #                     any configure preset (default release debug asan tsan clang), and
 #                     "consumer" (install the default build, build and run .ci/consumer),
 #                     "mpi" (the mpi preset: Open MPI installed, EXEC_MPI=ON; its mpirun
@@ -29,7 +30,8 @@
 #                     "fuzz" (the fuzz preset: replay each target's corpus, then fuzz it),
 #                     "valgrind" (the suites of the default build that valgrind adds to
 #                     the sanitizers, under memcheck), "static" (cppcheck and clang-tidy
-#                     over the library, libexecutor_mpi included)
+#                     over the library, libexecutor_mpi included), "debian" (the Debian
+#                     packages: scripts/test-debian.sh, about 4 minutes)
 #   EXEC_TEST_LANES   2 (default): static and fuzz beside the rest, as above; 1: in order
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
@@ -42,7 +44,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-builds=${EXEC_TEST_BUILDS:-default consumer serve mpi asan torture tsan clang valgrind static fuzz}
+builds=${EXEC_TEST_BUILDS:-default consumer serve mpi asan torture tsan clang valgrind static fuzz debian}
 lanes=${EXEC_TEST_LANES:-2}
 root=${EXEC_BUILD_ROOT:-build}
 jobs=${EXEC_JOBS:-2}
@@ -285,6 +287,8 @@ run_step() {
     fuzz) run_fuzz ;;
     serve) run_serve ;;
     valgrind) run_valgrind ;;
+    debian) quiet "$root/debian.log" bash scripts/test-debian.sh || fail "debian (log: $root/debian.log)"
+        note "debian: $(tail -n1 "$root/debian.log" | sed 's/^test-debian.sh: //')" ;;
     *) run_build "$1" ;;
     esac
 }
