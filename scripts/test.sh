@@ -11,8 +11,9 @@
 # the first failure, and prints each step's time at the end. docs/reliability.md says what
 # each step covers.
 #
-# Two lanes: the steps that use one core and check no timing (static, fuzz: their builds,
-# cppcheck, clang-tidy, the fuzzers) run beside the others at nice 10, so they take the
+# Two lanes: the steps that check no timing and mostly use one core (static, fuzz,
+# debian: cppcheck, clang-tidy, the fuzz build and the fuzzers, the package build and its
+# install in a fresh root) run beside the others at nice 10, so they take the
 # core the suites leave idle and yield it when a suite needs it; everything else runs one
 # step after the other. EXEC_TEST_LANES=1 runs every step in order.
 #
@@ -32,7 +33,7 @@
 #                     the sanitizers, under memcheck), "static" (cppcheck and clang-tidy
 #                     over the library, libexecutor_mpi included), "debian" (the Debian
 #                     packages: scripts/test-debian.sh, about 4 minutes)
-#   EXEC_TEST_LANES   2 (default): static and fuzz beside the rest, as above; 1: in order
+#   EXEC_TEST_LANES   2 (default): static, fuzz and debian beside the rest, as above; 1: in order
 #   EXEC_BUILD_ROOT   where the build trees go (default: build, as build/<preset>)
 #   EXEC_JOBS         parallel compile jobs (default: 2)
 #   EXEC_CTEST_JOBS   tests run at once (default: 1; the suites use every core)
@@ -85,6 +86,7 @@ if [ "${EXEC_SKIP_DEPS:-0}" != 1 ]; then
     case " $builds " in *" valgrind "*) deps_args+=(--valgrind) ;; esac
     case " $builds " in *" static "*) deps_args+=(--static) ;; esac
     case " $builds " in *" mpi "* | *" static "*) deps_args+=(--mpi) ;; esac
+    case " $builds " in *" debian "*) deps_args+=(--debian) ;; esac
     bash scripts/deps.sh "${deps_args[@]}" || fail "scripts/deps.sh could not install the packages"
 fi
 
@@ -287,7 +289,8 @@ run_step() {
     fuzz) run_fuzz ;;
     serve) run_serve ;;
     valgrind) run_valgrind ;;
-    debian) quiet "$root/debian.log" bash scripts/test-debian.sh || fail "debian (log: $root/debian.log)"
+    debian) EXEC_SKIP_DEPS=1 quiet "$root/debian.log" bash scripts/test-debian.sh ||
+        fail "debian (log: $root/debian.log)"
         note "debian: $(tail -n1 "$root/debian.log" | sed 's/^test-debian.sh: //')" ;;
     *) run_build "$1" ;;
     esac
@@ -298,7 +301,7 @@ run_step() {
 main=() side=()
 for b in $builds; do
     case $lanes:$b in
-    2:static | 2:fuzz) side+=("$b") ;;
+    2:static | 2:fuzz | 2:debian) side+=("$b") ;;
     *) main+=("$b") ;;
     esac
 done
