@@ -31,11 +31,17 @@ if(EXEC_HAVE_MPI)
   add_library(executor_mpi SHARED $<TARGET_OBJECTS:executor_mpi_obj>)
   add_library(executor_mpi_static STATIC $<TARGET_OBJECTS:executor_mpi_obj>)
   set_target_properties(executor_mpi_static PROPERTIES OUTPUT_NAME executor_mpi)
-  set_target_properties(executor_mpi PROPERTIES VERSION ${PROJECT_VERSION}
-                        SOVERSION ${PROJECT_VERSION_MAJOR})
+  set_target_properties(executor_mpi PROPERTIES VERSION ${EXEC_LIBVERSION}
+                        SOVERSION ${EXEC_SOVERSION})
   if(NOT EXEC_SANITIZE)
     target_link_options(executor_mpi PRIVATE LINKER:--no-undefined)
   endif()
+  # Exported: the calls of executor_mpi.h (EXECUTOR_MPI_0) and the backend that
+  # libexecutor refers to weakly (EXECUTOR_MPI_PRIVATE_0).
+  target_link_options(executor_mpi PRIVATE
+    LINKER:--version-script=${CMAKE_CURRENT_SOURCE_DIR}/cmake/libexecutor_mpi.map)
+  set_target_properties(executor_mpi PROPERTIES
+    LINK_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cmake/libexecutor_mpi.map)
   target_link_libraries(executor_mpi PUBLIC executor MPI::MPI_C)
   target_link_libraries(executor_mpi_static PUBLIC executor_static MPI::MPI_C)
   foreach(t executor_mpi executor_mpi_static)
@@ -47,9 +53,13 @@ if(EXEC_HAVE_MPI)
   add_library(executor::executor_mpi_static ALIAS executor_mpi_static)
 
   install(FILES include/executor_mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-  install(TARGETS executor_mpi executor_mpi_static EXPORT executorTargets
+  # Their own export file, which executorConfig.cmake loads where it is installed: a
+  # system may have libexecutor without libexecutor_mpi (and MPI), as Debian's
+  # libexecutor-dev and libexecutor-mpi-dev split them.
+  install(TARGETS executor_mpi executor_mpi_static EXPORT executorMpiTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT executorMpiTargets NAMESPACE executor:: DESTINATION ${EXEC_CMAKE_DIR})
   install(CODE "
     set(EXEC_PC_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")
     set(EXEC_PC_INCLUDEDIR \"${CMAKE_INSTALL_INCLUDEDIR}\")

@@ -48,6 +48,7 @@ static void usage(FILE *f)
             "Runs the classifier in the plugin PATH over each record of FILE (or stdin)\n"
             "and writes each record's result as one row to stdout.\n"
             "\n"
+            "Options\n"
             "  --plugin PATH      shared object exporting " EXEC_PLUGIN_SYMBOL "\n"
             "  --spec SPEC        what the plugin builds its classifier from\n"
             "  --backend B        auto (default), threads, fork, or mpi (under mpirun)\n"
@@ -74,6 +75,10 @@ static void usage(FILE *f)
             "  --rank-timeout MS  a rank holding records and silent this long is lost: its\n"
             "                     records fail (default 10000; needs mpirun --enable-recovery)\n"
 #endif
+            "\n"
+            "Exit status: 0 when every record gave a result; 1 on a failure (a plugin that\n"
+            "does not load, a bad spec, an unreadable file, a malformed record, a record\n"
+            "whose result is an error, a record lost with its rank); 2 for a usage error.\n"
     );
 }
 

@@ -49,7 +49,7 @@ int exec_plugin_open(const exec_plugin_t **plugin, const char *path, char *err, 
         rc = EXEC_EINVAL;
     } else if (pl->abi != EXEC_PLUGIN_ABI) {
         plugin_say(err, errlen, "%s: plugin ABI %u, this library speaks %u", path, pl->abi,
-                   EXEC_PLUGIN_ABI);
+                   (unsigned)EXEC_PLUGIN_ABI);
         rc = EXEC_EVERSION;
     } else if (!pl->ops || !pl->ops->process || !pl->ctx_build || !pl->ctx_free) {
         char miss[48] = "";
@@ -68,7 +68,7 @@ int exec_plugin_open(const exec_plugin_t **plugin, const char *path, char *err, 
         rc = EXEC_ECAPS;
     } else if (pl->ops->version != EXEC_OPS_VERSION) {
         plugin_say(err, errlen, "%s: plugin ops version %u, this library speaks %u", path,
-                   pl->ops->version, EXEC_OPS_VERSION);
+                   pl->ops->version, (unsigned)EXEC_OPS_VERSION);
         rc = EXEC_EVERSION;
     }
     struct plugin_lib *lib = rc ? NULL : rec_malloc(sizeof *lib);

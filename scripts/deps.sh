@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the project needs, only those missing: nothing is run
 # through apt-get when everything is present. Quiet unless something fails.
-# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind] [--static] [--mpi]   (also clang,
-# for the clang build; clang and its runtimes, libFuzzer among them, for the fuzz build;
-# valgrind; cppcheck and clang-tidy for the static checks; Open MPI for libexecutor_mpi)
+# Usage: scripts/deps.sh [--clang] [--fuzz] [--valgrind] [--static] [--mpi] [--debian]
+# (also clang, for the clang build; clang and its runtimes, libFuzzer among them, for the
+# fuzz build; valgrind; cppcheck and clang-tidy for the static checks; Open MPI for
+# libexecutor_mpi; what building and checking the Debian packages takes)
 # As root; elsewhere through sudo when it is available.
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config
       liburcu-dev libck-dev libcmocka-dev
-      libevent-dev libuv1-dev wrk curl
+      libevent-dev libsystemd-dev libuv1-dev wrk curl
       libglib2.0-dev libtbb-dev libcsv-dev gnuplot-nox python3 python3-dev python3-pytest
+      man-db systemd strace
       libpcre2-dev liblua5.4-dev)
 for arg in "$@"; do
     case $arg in
@@ -19,7 +21,8 @@ for arg in "$@"; do
     --valgrind) pkgs+=(valgrind) ;;
     --static) pkgs+=(cppcheck clang-tidy) ;;
     --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
-    -h | --help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --debian) pkgs+=(debhelper dh-python dpkg-dev lintian mmdebstrap git libopenmpi-dev python3-dev) ;;
+    -h | --help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done

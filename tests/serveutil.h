@@ -31,6 +31,19 @@ extern char **environ;
 
 static char serve_bin[PATH_MAX], plugin_so[PATH_MAX], words_txt[PATH_MAX];
 
+/* Whether the server and the plugin are built, and the spec of the word table
+ * (tests/data/words.txt): each suite's group setup fills them (serve_paths). */
+static bool built;
+static char spec[PATH_MAX + 64];
+
+/* Each test's first line: skips it when the server or the plugin is not built. */
+static void need_server(void **state)
+{
+    (void)state;
+    if (!built)
+        skip();
+}
+
 /* Finds the server, the plugin and the word table; false if not built. */
 static bool serve_paths(const char *test_file)
 {
@@ -45,7 +58,9 @@ static bool serve_paths(const char *test_file)
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s", test_file);
     snprintf(words_txt, sizeof words_txt, "%s/data/words.txt", dirname(src));
-    return access(serve_bin, X_OK) == 0 && access(plugin_so, R_OK) == 0;
+    snprintf(spec, sizeof spec, "table=%s,column=text,id=id", words_txt);
+    built = access(serve_bin, X_OK) == 0 && access(plugin_so, R_OK) == 0;
+    return built;
 }
 
 static uint64_t ms_now(void)
@@ -188,6 +203,25 @@ static void server_start(struct server *sv, const char *const *args)
     assert_true(sv->port > 0);
     const char *adm = strstr(sv->err, "admin on 127.0.0.1:"); /* said before listening */
     sv->admin_port = adm ? atoi(adm + 19) : 0;
+}
+
+/*
+ * Starts the server on the word table with --spec sp, --header id,text,
+ * --backend backend and 2 workers, then the suite's own arguments and the
+ * test's (own, more: NULL-ended lists, or NULL).
+ */
+static void serve_start(struct server *sv, const char *sp, const char *backend,
+                        const char *const *own, const char *const *more)
+{
+    const char *args[56] = {"--spec", sp, "--header", "id,text", "--backend", backend,
+                            "--workers", "2"};
+    int n = 8;
+    for (int i = 0; own && own[i]; i++)
+        args[n++] = own[i];
+    for (int i = 0; more && more[i]; i++)
+        args[n++] = more[i];
+    args[n] = NULL;
+    server_start(sv, args);
 }
 
 /* Waits up to ms for the server to exit: its exit status, or -1. */
@@ -462,5 +496,41 @@ static void check_reply_at(const struct reply *r, int code, const char *want, co
     _fail(file, line);
 }
 #define check_reply(r, code, want, part) check_reply_at(r, code, want, part, __FILE__, __LINE__)
+
+/* METHOD path with body: asserts the reply's code and its body (exactly want,
+ * or with part in it; NULL: not checked). */
+static void expect_reply(int port, const char *method, const char *path, const char *body,
+                         int code, const char *want, const char *part)
+{
+    struct reply r;
+    http(port, method, path, body, NULL, &r);
+    check_reply(&r, code, want, part);
+    reply_free(&r);
+}
+
+static inline void expect(int port, const char *method, const char *path, const char *body,
+                          int code, const char *part)
+{
+    expect_reply(port, method, path, body, code, NULL, part);
+}
+
+/* Asks GET path until its body has has in it and not lacks (NULL: no such
+ * condition), for 30 s at most; fails naming what never came. */
+static inline void await_body(int port, const char *path, const char *has, const char *lacks,
+                              const char *what)
+{
+    uint64_t end = ms_now() + 30000;
+    for (;;) {
+        struct reply r;
+        http(port, "GET", path, NULL, NULL, &r);
+        bool ok = strstr(r.body, has) && (!lacks || !strstr(r.body, lacks));
+        reply_free(&r);
+        if (ok)
+            return;
+        if (ms_now() > end)
+            fail_msg("%s never came", what);
+        usleep(10000);
+    }
+}
 
 #endif /* SERVEUTIL_H */

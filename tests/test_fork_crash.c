@@ -23,7 +23,7 @@ static uint8_t plan_pick(uint64_t i, void *arg)
 
 static uint64_t scale(uint64_t n)
 {
-    return fu_sanitized() ? n / 10 : n;
+    return fu_light() ? n / 10 : n;
 }
 
 static void run_plan(const struct plan *p, uint64_t n, unsigned flags, unsigned timeout_ms,
@@ -70,12 +70,13 @@ static void run_plan(const struct plan *p, uint64_t n, unsigned flags, unsigned 
         *chosen_out = chosen;
 }
 
-/* SIGSEGV, abort() and _exit() on 1,000 records of 1,000,000. */
+/* SIGSEGV, abort() and _exit() on 1,000 records of 1,000,000 (200 of 200,000 in a
+ * sanitized build). */
 static void test_crashes(void **state)
 {
     (void)state;
     struct plan p = {.every = 1000, .kinds = {FU_SEGV, FU_ABORT, FU_EXIT}, .nkinds = 3};
-    run_plan(&p, 1000000, 0, 0, NULL);
+    run_plan(&p, fu_light() ? 200000 : 1000000, 0, 0, NULL);
 }
 
 /* In ordered mode a crashed record keeps its place. */
@@ -93,7 +94,7 @@ static void test_hangs(void **state)
 {
     (void)state;
     struct plan p = {.every = 20000, .kinds = {FU_HANG}, .nkinds = 1};
-    run_plan(&p, 1000000, 0, 250, NULL);
+    run_plan(&p, fu_light() ? 200000 : 1000000, 0, 250, NULL);
 }
 
 /* A worker whose shared result entry is garbage: EXEC_EWORKER for exactly that
@@ -102,7 +103,7 @@ static void test_garbage_entries(void **state)
 {
     (void)state;
     struct plan p = {.every = 1000, .kinds = {FU_GARBAGE}, .nkinds = 1};
-    run_plan(&p, 1000000, 0, 0, NULL);
+    run_plan(&p, fu_light() ? 200000 : 1000000, 0, 0, NULL);
 }
 
 /* Everything at once, ordered. */
@@ -415,7 +416,7 @@ static void crash_heavy(unsigned workers, unsigned flags)
     exec_options_t o = {.workers = workers, .flags = flags};
     exec_t *ex;
     assert_int_equal(exec_create(&ex, &fu_ops, &ctx, EXEC_FORK, &o), 0);
-    const uint64_t n = fu_sanitized() ? 300 : 1000; /* ~1-3 ms a crash here */
+    const uint64_t n = fu_light() ? 300 : 1000; /* ~1-3 ms a crash here */
     struct fu_run r = {.n = n,
                        .salt = ctx.salt,
                        .plan = plan_every_other,
@@ -486,7 +487,7 @@ static void test_crash_after_garbage(void **state)
     ops.process = gc_process;
     struct fu_ctx ctx = {.salt = 0x33};
     unsigned reruns = 0;
-    const unsigned rounds = fu_sanitized() ? 10 : 40;
+    const unsigned rounds = fu_light() ? 10 : 40;
     for (unsigned round = 0; round < rounds; round++) {
         *gc_runs = 0;
         exec_options_t o = {.workers = 1, .batch = 1, .flags = EXEC_NO_REPLAY};

@@ -14,39 +14,26 @@
 
 #include "serveutil.h"
 
-
-static bool built;
-static char spec[PATH_MAX + 64];
-
 static int setup(void **state)
 {
     (void)state;
-    built = serve_paths(__FILE__);
-    snprintf(spec, sizeof spec, "table=%s,column=text,id=id", words_txt);
+    serve_paths(__FILE__);
     return 0;
 }
 
+/* The word table's spec with spec_extra after it (NULL: none). */
 static void start(struct server *sv, const char *backend, const char *spec_extra,
                   const char *const *more)
 {
     static char s[PATH_MAX + 128];
     snprintf(s, sizeof s, "%s%s", spec, spec_extra ? spec_extra : "");
-    const char *args[40] = {"--spec", s, "--header", "id,text", "--backend", backend,
-                            "--workers", "2"};
-    int n = 8;
-    for (int i = 0; more && more[i]; i++)
-        args[n++] = more[i];
-    args[n] = NULL;
-    server_start(sv, args);
+    serve_start(sv, s, backend, NULL, more);
 }
 
 /* POST /classify body: assert the code and the body (exactly, or a part). */
 static void classify(int port, const char *body, int code, const char *want, const char *part)
 {
-    struct reply r;
-    http(port, "POST", "/classify", body, NULL, &r);
-    check_reply(&r, code, want, part);
-    reply_free(&r);
+    expect_reply(port, "POST", "/classify", body, code, want, part);
 }
 
 static const char *const backends[] = {"threads", "fork", "inline"};
@@ -55,9 +42,7 @@ static const char *const backends[] = {"threads", "fork", "inline"};
 
 static void test_records_and_documents(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (size_t b = 0; b < 3; b++) {
         struct server sv;
         start(&sv, backends[b], NULL, NULL);
@@ -109,9 +94,7 @@ static void test_records_and_documents(void **state)
 
 static void test_keepalive_and_pipelining(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (size_t b = 0; b < 3; b++) {
         struct server sv;
         start(&sv, backends[b], NULL, NULL);
@@ -170,9 +153,7 @@ static void test_keepalive_and_pipelining(void **state)
 
 static void test_routes_and_limits(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--max-record", "100", "--max-body", "4000", NULL};
     start(&sv, "threads", NULL, more);
@@ -225,27 +206,15 @@ static long metric(const char *page, const char *name)
 /* Waits until every worker process is up (none replaced, or being replaced). */
 static void await_workers(int port)
 {
-    uint64_t end = ms_now() + 30000;
-    for (;;) {
-        struct reply r;
-        http(port, "GET", "/metrics", NULL, NULL, &r);
-        bool up = strstr(r.body, "executor_worker_pss_bytes{") && !strstr(r.body, "pid=\"0\"");
-        reply_free(&r);
-        if (up)
-            return;
-        if (ms_now() > end)
-            fail_msg("a worker was never replaced");
-        usleep(10000);
-    }
+    await_body(port, "/metrics", "executor_worker_pss_bytes{", "pid=\"0\"",
+               "a replaced worker");
 }
 
 /* A crashed worker is a 500 naming the signal, a hung one a 504; the server,
  * and the connections beside them, go on. */
 static void test_worker_faults(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--timeout", "400", NULL};
     start(&sv, "fork", ",crash=boom,hang=sleepy", more);
@@ -296,9 +265,7 @@ static void test_worker_faults(void **state)
 /* The window full: 503 with Retry-After, at once, and the server goes on. */
 static void test_window_full(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--window", "1", "--timeout", "1500", "--retry-after", "3", NULL};
     start(&sv, "fork", ",hang=sleepy", more);
@@ -390,9 +357,7 @@ static void check_exposition(const char *page)
 
 static void test_metrics_and_health(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (size_t b = 0; b < 3; b++) {
         struct server sv;
         start(&sv, backends[b], NULL, NULL);
@@ -465,9 +430,7 @@ static int workers_at_nice5(pid_t server)
 /* --worker-nice lowers the workers, and only them, so the loop goes first. */
 static void test_worker_nice(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (size_t b = 0; b < 2; b++) {
         struct server sv;
         const char *more[] = {"--worker-nice", "5", NULL};
@@ -486,9 +449,7 @@ static void test_worker_nice(void **state)
 /* --batch 1: every record travels alone (a document's too). */
 static void test_batch_option(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--batch", "1", NULL};
     start(&sv, "threads", NULL, more);

@@ -39,14 +39,12 @@
 /* Memory the server may keep after a case, over what it had before it. */
 #define RSS_SLACK_KB ((SANITIZED ? 96 : 32) * 1024)
 
-static bool built;
-static char spec[PATH_MAX + 64], secret[64], sock_path[64];
+static char secret[64], sock_path[64];
 
 static int setup(void **state)
 {
     (void)state;
-    built = serve_paths(__FILE__);
-    snprintf(spec, sizeof spec, "table=%s,column=text,id=id", words_txt);
+    serve_paths(__FILE__);
     snprintf(secret, sizeof secret, "/tmp/exec-serve-secret-%d", (int)getpid());
     snprintf(sock_path, sizeof sock_path, "/tmp/exec-serve-admin-%d.sock", (int)getpid());
     FILE *f = fopen(secret, "w");
@@ -66,13 +64,7 @@ static int teardown(void **state)
 
 static void start(struct server *sv, const char *backend, const char *const *more)
 {
-    const char *args[48] = {"--spec", spec, "--header", "id,text", "--backend", backend,
-                            "--workers", "2"};
-    int n = 8;
-    for (int i = 0; more && more[i]; i++)
-        args[n++] = more[i];
-    args[n] = NULL;
-    server_start(sv, args);
+    serve_start(sv, spec, backend, NULL, more);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -234,9 +226,7 @@ static void send_head(struct hc *c, size_t n)
  */
 static void test_quote_body(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--max-body", "8388608", NULL};
     start(&sv, "threads", more);
@@ -289,9 +279,7 @@ static void test_quote_body(void **state)
  */
 static void test_reader_that_never_reads(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--max-records", "20000000", "--max-pending", "262144",
                           "--idle-timeout", "3", NULL};
@@ -362,15 +350,6 @@ static void test_reader_that_never_reads(void **state)
 /* 3. The admin side                                                         */
 /* ------------------------------------------------------------------------- */
 
-static void expect(int port, const char *method, const char *path, const char *body, int code,
-                   const char *part)
-{
-    struct reply r;
-    http(port, method, path, body, NULL, &r);
-    check_reply(&r, code, NULL, part);
-    reply_free(&r);
-}
-
 /* A request on the admin Unix socket. */
 static void admin_unix(const char *body, struct reply *r)
 {
@@ -390,9 +369,7 @@ static void admin_unix(const char *body, struct reply *r)
  */
 static void test_admin_off_public(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     char admin[96];
     snprintf(admin, sizeof admin, "unix:%s", sock_path);
@@ -458,9 +435,7 @@ static void test_admin_off_public(void **state)
  */
 static void test_admin_reload_limits(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--admin", "127.0.0.1:0", "--admin-spec", "--reload-timeout", "2",
                           "--start-timeout", "1500", NULL};
@@ -565,9 +540,7 @@ static const struct framing_case framing[] = {
  */
 static void test_framing(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--max-body", "100000", NULL};
     start(&sv, "threads", more);
@@ -653,9 +626,7 @@ static long drip(struct hc *c, const char *req, int gap_ms, int max_ms)
  */
 static void test_slow_and_many(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--header-timeout", "1", "--body-timeout", "2", "--idle-timeout",
                           "3", NULL};
@@ -738,9 +709,7 @@ static void test_slow_and_many(void **state)
  */
 static void test_hung_records(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     char hang[PATH_MAX + 96];
     snprintf(hang, sizeof hang, "%s,hang=sleepy", spec);
     static const char *const backends[] = {"threads", "fork"};
@@ -814,9 +783,7 @@ static void test_hung_records(void **state)
 
 static void test_threads_reload_proves_init(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     const char *more[] = {"--admin", "127.0.0.1:0", "--admin-spec", NULL};
     start(&sv, "threads", more);

@@ -13,14 +13,12 @@
 
 #include "serveutil.h"
 
-static bool built;
-static char spec[PATH_MAX + 64], table2[64], logfile[64];
+static char table2[64], logfile[64];
 
 static int setup(void **state)
 {
     (void)state;
-    built = serve_paths(__FILE__);
-    snprintf(spec, sizeof spec, "table=%s,column=text,id=id", words_txt);
+    serve_paths(__FILE__);
     snprintf(table2, sizeof table2, "/tmp/exec-serve-table-%d", (int)getpid());
     snprintf(logfile, sizeof logfile, "/tmp/exec-serve-log-%d", (int)getpid());
     FILE *f = fopen(table2, "w");
@@ -41,50 +39,24 @@ static int teardown(void **state)
 /* With an admin listener on loopback that takes a spec in the body. */
 static void start(struct server *sv, const char *backend, const char *const *more)
 {
-    const char *args[40] = {"--spec", spec, "--header", "id,text", "--backend", backend,
-                            "--workers", "2", "--admin", "127.0.0.1:0", "--admin-spec"};
-    int n = 11;
-    for (int i = 0; more && more[i]; i++)
-        args[n++] = more[i];
-    args[n] = NULL;
-    server_start(sv, args);
-}
-
-static void expect(int port, const char *method, const char *path, const char *body, int code,
-                   const char *part)
-{
-    struct reply r;
-    http(port, method, path, body, NULL, &r);
-    check_reply(&r, code, NULL, part);
-    reply_free(&r);
+    static const char *const admin[] = {"--admin", "127.0.0.1:0", "--admin-spec", NULL};
+    serve_start(sv, spec, backend, admin, more);
 }
 
 /* Waits until GET /healthz names generation gen. */
 static void await_generation(int port, int gen)
 {
-    char want[64];
+    char want[64], what[64];
     snprintf(want, sizeof want, "generation %d,", gen);
-    uint64_t end = ms_now() + 30000;
-    for (;;) {
-        struct reply r;
-        http(port, "GET", "/healthz", NULL, NULL, &r);
-        bool ok = strstr(r.body, want) != NULL;
-        reply_free(&r);
-        if (ok)
-            return;
-        if (ms_now() > end)
-            fail_msg("generation %d never came", gen);
-        usleep(20000);
-    }
+    snprintf(what, sizeof what, "generation %d", gen);
+    await_body(port, "/healthz", want, NULL, what);
 }
 
 static const char *const backends[] = {"threads", "fork", "inline"};
 
 static void test_reload(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (size_t b = 0; b < 3; b++) {
         struct server sv;
         const char *more[] = {"--start-timeout", "700", NULL};
@@ -145,9 +117,7 @@ static void test_reload(void **state)
 /* Reloads while records run: every reply is right, no connection drops. */
 static void test_reload_under_load(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (size_t b = 0; b < 2; b++) {
         struct server sv;
         start(&sv, backends[b], NULL);
@@ -191,9 +161,7 @@ static void test_reload_under_load(void **state)
 /* SIGTERM: no new connections, 503 on open ones, what runs finishes, exit 0. */
 static void test_graceful_shutdown(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     char s[PATH_MAX + 96];
     snprintf(s, sizeof s, "%s,hang=sleepy", spec);
@@ -244,9 +212,7 @@ static void test_graceful_shutdown(void **state)
 /* A client that leaves while its record runs costs nothing else. */
 static void test_client_leaves(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     struct server sv;
     char s[PATH_MAX + 96];
     snprintf(s, sizeof s, "%s,hang=sleepy", spec);
@@ -262,18 +228,8 @@ static void test_client_leaves(void **state)
         hc_close(&c);
     }
     expect(sv.port, "POST", "/classify", "2,apple", 200, "2,fruit\n");
-    uint64_t end = ms_now() + 20000;
-    for (;;) {
-        struct reply r;
-        http(sv.port, "GET", "/metrics", NULL, NULL, &r);
-        bool done = strstr(r.body, "executor_serve_requests_open 1\n") != NULL; /* this one */
-        reply_free(&r);
-        if (done)
-            break;
-        if (ms_now() > end)
-            fail_msg("requests of clients that left were never let go");
-        usleep(50000);
-    }
+    await_body(sv.port, "/metrics", "executor_serve_requests_open 1\n", NULL, /* this one */
+               "the end of the requests of clients that left");
     expect(sv.port, "GET", "/nope", NULL, 404, NULL);
     assert_int_equal(server_stop(&sv), 0);
     /* The access log has a line per request (evhttp learns that a client
@@ -333,9 +289,7 @@ static int run(const char *const *args, char *err, size_t cap, char *out, size_t
 
 static void test_start_errors(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     static char err[8192], out[16384];
     /* A port in use. */
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -429,9 +383,7 @@ static int worker_sockets(pid_t server)
  */
 static void test_workers_hold_no_sockets(void **state)
 {
-    (void)state;
-    if (!built)
-        skip();
+    need_server(state);
     for (int inherit = 0; inherit < 2; inherit++) {
         struct server sv;
         const char *more[] = {inherit ? "--inherit-fds" : NULL, NULL};

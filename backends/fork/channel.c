@@ -51,7 +51,13 @@ int fk_chan_recv(int sock, struct fk_msg *m, int *fd, bool *cut)
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
                         .msg_controllen = sizeof u.buf};
+    /* A peer that left with our messages unread (a zygote that failed and
+     * exited before it read its SPAWNs) resets the pair: the kernel says so
+     * once, ECONNRESET, and then still hands over what the peer sent before
+     * it left (the FAILED that says why). */
     ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == ECONNRESET)
+        n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return 0;
     if (n > 0) {

@@ -17,7 +17,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,52 +27,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-uint64_t serve_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void serve_log(const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, PROG ": %s\n", line);
-}
-
-/*
- * Untrusted text (a client's target, a spec from a request, a plugin's
- * message about it) as it may go into a log line: printable ASCII as it is,
- * backslash and every other byte as \xNN, cut to fit cap (with "..."). A
- * newline in it cannot forge a line of the log.
- */
-const char *serve_escape(char *buf, size_t cap, const char *text, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len && text; i++) {
-        unsigned char c = (unsigned char)text[i];
-        bool plain = c >= 0x20 && c < 0x7f && c != '\\';
-        if (o + (plain ? 1 : 4) + 4 > cap) {
-            if (cap >= 4) {
-                memcpy(buf + (o < cap - 4 ? o : cap - 4), "...", 4);
-                return buf;
-            }
-            break;
-        }
-        if (plain)
-            buf[o++] = (char)c;
-        else
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-    }
-    if (cap)
-        buf[o < cap ? o : cap - 1] = '\0';
-    return buf;
-}
 
 /* ------------------------------------------------------------------------- */
 /* Listening                                                                 */
@@ -112,6 +66,28 @@ static int listen_unix(struct listener *l, const char *path)
     l->unix_path = strdup(path);
     snprintf(l->name, sizeof l->name, "unix:%s", path);
     return fd;
+}
+
+/* l->name: the address fd listens on (HOST:PORT, [V6]:PORT, unix:PATH). */
+static void listener_name(struct listener *l, int fd, const char *fallback)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char hbuf[NI_MAXHOST], pbuf[NI_MAXSERV];
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        snprintf(l->name, sizeof l->name, "%s", fallback);
+    else if (ss.ss_family == AF_UNIX)
+        snprintf(l->name, sizeof l->name, "unix:%.*s",
+                 (int)(sl > offsetof(struct sockaddr_un, sun_path)
+                           ? sl - offsetof(struct sockaddr_un, sun_path)
+                           : 0),
+                 ((struct sockaddr_un *)&ss)->sun_path);
+    else if (getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof hbuf, pbuf, sizeof pbuf,
+                         NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+        snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", hbuf,
+                 pbuf);
+    else
+        snprintf(l->name, sizeof l->name, "%s", fallback);
 }
 
 /* Binds HOST:PORT ([V6]:PORT, :PORT, PORT). The socket, or -1 with a message. */
@@ -169,16 +145,22 @@ static int listen_on(struct listener *l, const char *opt, const char *spec)
         return -1;
     }
     freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char hbuf[NI_MAXHOST], pbuf[NI_MAXSERV];
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-        getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof hbuf, pbuf, sizeof pbuf,
-                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", hbuf,
-                 pbuf);
-    else
-        snprintf(l->name, sizeof l->name, "%s", spec);
+    listener_name(l, fd, spec);
+    return fd;
+}
+
+/*
+ * The public listener systemd passed (a socket unit): its copy stays with
+ * systemd, which keeps it listening while the server restarts. The socket,
+ * -1 when none was passed, or -2 with a message.
+ */
+static int listen_inherited(struct listener *l)
+{
+    int fd = systemd_listener();
+    if (fd >= 0) {
+        l->inherited = true;
+        listener_name(l, fd, "the socket from systemd");
+    }
     return fd;
 }
 
@@ -187,8 +169,10 @@ static void listener_close(struct listener *l)
     if (l->bound) {
         /* shutdown() first: with --inherit-fds a worker process forked from
          * us holds a copy of the listening socket, and only this stops it
-         * listening for all. */
-        shutdown(evhttp_bound_socket_get_fd(l->bound), SHUT_RDWR);
+         * listening for all. Not systemd's socket: it must go on listening
+         * for the next server (connections wait in its backlog). */
+        if (!l->inherited)
+            shutdown(evhttp_bound_socket_get_fd(l->bound), SHUT_RDWR);
         evhttp_del_accept_socket(l->http, l->bound);
         l->bound = NULL;
     }
@@ -224,6 +208,10 @@ void serve_drain_start(struct serve *s, const char *why)
     listener_close(&s->adm);
     reload_drain(s);
     serve_log("shutting down (%s): %llu requests in flight", why, (unsigned long long)s->open);
+    char status[128];
+    snprintf(status, sizeof status, "shutting down (%s): %llu requests in flight", why,
+             (unsigned long long)s->open);
+    systemd_stopping(status);
     struct timeval tv = {(time_t)s->o.graceful_timeout_s, 0};
     s->ev_deadline = evtimer_new(s->base, on_deadline, s);
     if (s->ev_deadline)
@@ -498,6 +486,8 @@ int main(int argc, char **argv)
     int rc = serve_options(s, argc, argv, &help);
     if (rc)
         return rc;
+    if (s->o.reload && !help)
+        return client_reload(s->o.reload, s->o.reload_timeout_s);
     if (s->o.plugin && load_plugin(s) != 0) {
         exec_plugin_close(s->pl);
         return 1;
@@ -517,9 +507,7 @@ int main(int argc, char **argv)
         return 2;
     }
     s->hold_cap = s->o.window >= 2 ? (s->o.window / 2 < 4096 ? s->o.window / 2 : 4096) : 1;
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    s->started_ns = (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec;
+    s->started_ns = serve_wall_ns();
     signal(SIGPIPE, SIG_IGN); /* a client that left is an error code, not a signal */
     /* A descriptor per connection: as many as the hard limit allows (a
      * listener that runs out of descriptors spins on accept()). */
@@ -533,7 +521,9 @@ int main(int argc, char **argv)
             default_max_connections(s, getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024);
 
     /* The ports first: a port in use fails before a large context is built. */
-    int fd = listen_on(&s->pub, "listen", s->o.listen), afd = -1;
+    int fd = listen_inherited(&s->pub), afd = -1;
+    if (fd == -1)
+        fd = listen_on(&s->pub, "listen", s->o.listen);
     if (fd >= 0 && s->o.admin) {
         afd = strncmp(s->o.admin, "unix:", 5) == 0 ? listen_unix(&s->adm, s->o.admin + 5)
                                                    : listen_on(&s->adm, "admin", s->o.admin);
@@ -569,6 +559,9 @@ int main(int argc, char **argv)
               s->pub.name, s->pl->name ? s->pl->name : s->o.plugin,
               s->inl ? "inline" : exec_backend_name(exec_backend(s->ex)), s->ex ? eo.workers : 0,
               s->o.window, s->o.timeout_ms, s->o.max_connections);
+    char status[sizeof s->pub.name + 64];
+    snprintf(status, sizeof status, "serving generation 0 on %.127s", s->pub.name);
+    systemd_ready(status);
     event_base_dispatch(s->base);
     if (!s->exit_code && s->draining)
         serve_log("all requests answered: bye");

@@ -62,6 +62,7 @@ struct access_log {
     struct evbuffer *buf;
     struct event *ev; /* flush timer */
     uint64_t dropped;
+    bool stamp; /* lines start with the time (not on the journal: it has its own) */
 };
 
 int metrics_create(struct serve *s)
@@ -423,6 +424,7 @@ int access_log_open(struct serve *s, const char *path)
         free(l);
         return -1;
     }
+    l->stamp = !(strcmp(path, "-") == 0 && serve_on_journal(STDOUT_FILENO));
     l->buf = evbuffer_new();
     l->ev = evtimer_new(s->base, on_log_timer, l);
     if (!l->buf || !l->ev) {
@@ -434,7 +436,7 @@ int access_log_open(struct serve *s, const char *path)
     return 0;
 }
 
-/* time peer "METHOD target" status bytes seconds records=N gen=G */
+/* [time] peer "METHOD target" status bytes seconds records=N gen=G */
 void access_log_line(struct serve *s, const struct req *r, uint32_t records)
 {
     struct access_log *l = s->log;
@@ -444,14 +446,11 @@ void access_log_line(struct serve *s, const struct req *r, uint32_t records)
         l->dropped++;
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    evbuffer_add_printf(l->buf, "%s.%03ldZ %s %d %zu %.6f records=%u gen=%llu\n", when,
-                        ts.tv_nsec / 1000000, r->line[0] ? r->line : "-", r->code, r->bytes,
+    char when[40];
+    if (l->stamp)
+        evbuffer_add_printf(l->buf, "%s ", serve_stamp(when, sizeof when));
+    evbuffer_add_printf(l->buf, "%s %d %zu %.6f records=%u gen=%llu\n",
+                        r->line[0] ? r->line : "-", r->code, r->bytes,
                         (double)(serve_now_ns() - r->t0) / 1e9, records,
                         (unsigned long long)r->generation);
     if (!evtimer_pending(l->ev, NULL)) {
@@ -490,14 +489,11 @@ void access_log_refusal(struct serve *s, const struct conn *c, int code, const c
         }
         snprintf(peer, sizeof peer, "%s:%u", host, port);
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    evbuffer_add_printf(l->buf, "%s.%03ldZ %s%s \"-\" %d 0 0 refused=\"%s\"\n", when,
-                        ts.tv_nsec / 1000000, c->admin ? "admin " : "", peer, code, why);
+    char when[40];
+    if (l->stamp)
+        evbuffer_add_printf(l->buf, "%s ", serve_stamp(when, sizeof when));
+    evbuffer_add_printf(l->buf, "%s%s \"-\" %d 0 0 refused=\"%s\"\n",
+                        c->admin ? "admin " : "", peer, code, why);
     if (!evtimer_pending(l->ev, NULL)) {
         struct timeval tv = {0, 100000};
         event_add(l->ev, &tv);

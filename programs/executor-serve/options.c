@@ -89,16 +89,18 @@ void serve_manual(FILE *f)
 "      --body-timeout\n"
 "  413 a body over --max-body (answered from its Content-Length, at once), a\n"
 "      body of more than --max-records records\n"
-"  414, 431 a request line, header line (8 KiB) or header section (64 KiB)\n"
-"      too long; 501 an unknown method or a transfer coding other than\n"
-"      chunked; 505 an HTTP version other than 1.x\n"
+"  414 a request line over 8 KiB\n"
+"  431 a header line over 8 KiB, or a header section (or trailer) over 64 KiB\n"
+"  501 an unknown method, or a transfer coding other than chunked\n"
+"  505 an HTTP version other than 1.x\n"
 "  503 over --max-connections (Retry-After: 1)\n"
 "\n"
 "Options\n"
 "  --plugin PATH         shared object exporting " EXEC_PLUGIN_SYMBOL "\n"
 "  --spec SPEC           what the plugin builds its context from\n"
 "  --listen HOST:PORT    where to listen (default 127.0.0.1:8080; port 0: any\n"
-"                        free port, named on stderr; [::1]:PORT for IPv6)\n"
+"                        free port, named on stderr; [::1]:PORT for IPv6); a\n"
+"                        socket passed by systemd takes its place (below)\n"
 "  --admin ADDR          the admin listener: unix:PATH or HOST:PORT (default:\n"
 "                        none; SIGHUP still reloads)\n"
 "  --admin-spec          POST /admin/reload may carry a spec in its body\n"
@@ -161,6 +163,11 @@ void serve_manual(FILE *f)
 "  --access-log FILE     one line per request to FILE ('-': stdout): time,\n"
 "                        peer, method and target (escaped), status, bytes,\n"
 "                        seconds, records, context generation\n"
+"  --reload ADDR         no server: ask the one whose admin listener is ADDR\n"
+"                        to reload (POST /admin/reload), wait for its verdict\n"
+"                        and print it; exit 0 when it reloaded, 1 otherwise.\n"
+"                        A service manager's reload command (it waits\n"
+"                        --reload-timeout plus 10 s at most)\n"
 "  --help                this text, and the plugin's spec when --plugin is given\n"
 "\n"
 "Memory and time, measured on a 2-vCPU VM (docs/serve.md has the cases): an\n"
@@ -185,6 +192,19 @@ void serve_manual(FILE *f)
 "abandoned on its thread; the old context serves, /healthz answers 503 (so\n"
 "that an orchestrator restarts the server) and reloads are refused until it\n"
 "returns, when what it built is freed. SIGTERM still exits 0.\n"
+"\n"
+"Under systemd\n"
+"  The unit executor-serve@.service runs a server per classifier, with its\n"
+"  options in /etc/executor-serve/NAME.conf; its socket unit holds the public\n"
+"  listener and passes it (LISTEN_FDS: socket activation). systemd keeps that\n"
+"  socket open while the server restarts, so that connections wait for the\n"
+"  next server instead of being refused. The service manager is told\n"
+"  (sd_notify) READY=1 once the server serves, RELOADING=1 when a reload\n"
+"  starts and READY=1 when it has ended, and STOPPING=1 when it shuts down;\n"
+"  its reload command is --reload on the admin socket. When stderr is the\n"
+"  journal's (JOURNAL_STREAM), a message is its text alone, and the access\n"
+"  log on a stdout that is the journal's leaves out its time: the journal\n"
+"  has them.\n"
 "\n"
 "Exit status: 0 after a graceful shutdown; 1 when the server cannot start (a\n"
 "plugin that does not load, a bad spec, a port in use) or was stopped before\n"
@@ -241,7 +261,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
            OPT_FORMAT, OPT_HEADER, OPT_DELIM, OPT_MAXREC, OPT_MAXRES, OPT_MAXBODY, OPT_TIMEOUT,
            OPT_START, OPT_IDLE, OPT_GRACE, OPT_RETRY, OPT_LOG, OPT_ADMIN, OPT_ADMIN_SPEC, OPT_NICE,
            OPT_BATCH, OPT_INHERIT, OPT_MAXCONN, OPT_HEADER_TO, OPT_BODY_TO, OPT_MAXRECS,
-           OPT_MAXPEND, OPT_RELOAD_TO, OPT_UNHEALTHY, OPT_HELP };
+           OPT_MAXPEND, OPT_RELOAD_TO, OPT_UNHEALTHY, OPT_RELOAD, OPT_HELP };
     static const struct option longopts[] = {
         {"plugin", required_argument, NULL, OPT_PLUGIN},
         {"spec", required_argument, NULL, OPT_SPEC},
@@ -273,6 +293,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
         {"worker-nice", required_argument, NULL, OPT_NICE},
         {"batch", required_argument, NULL, OPT_BATCH},
         {"inherit-fds", no_argument, NULL, OPT_INHERIT},
+        {"reload", required_argument, NULL, OPT_RELOAD},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -344,6 +365,7 @@ int serve_options(struct serve *s, int argc, char **argv, bool *help)
         case OPT_RELOAD_TO: NUM(reload_timeout_s, 1, 86400, "1..86400 s"); break;
         case OPT_UNHEALTHY: NUM(unhealthy_after_s, 1, 3600, "1..3600 s"); break;
         case OPT_INHERIT: o->inherit_fds = true; break;
+        case OPT_RELOAD: o->reload = optarg; break;
         case OPT_NICE: NUM(worker_nice, 0, 19, "0..19"); break;
         case OPT_BATCH: NUM(batch, 1, 4096, "1..4096"); break;
         case OPT_HELP:

@@ -184,6 +184,15 @@ static void answer(struct serve *s, struct job *j, int code, const char *fmt, ..
     }
 }
 
+/* What the service manager is told once a reload has ended. */
+static void tell_ready(struct serve *s, const char *how)
+{
+    char status[sizeof s->pub.name + 128];
+    snprintf(status, sizeof status, "%sserving generation %llu on %.127s", how,
+             (unsigned long long)s->generation, s->pub.name);
+    systemd_ready(status);
+}
+
 /* In the loop: what the thread did. */
 static void finish(struct serve *s, struct job *j)
 {
@@ -204,6 +213,8 @@ static void finish(struct serve *s, struct job *j)
         serve_log("reloaded%s: generation %llu (spec %s) in %.1f ms", j->r ? "" : " on SIGHUP",
                   gen, spec, j->ms);
         answer(s, j, 200, "reloaded: generation %llu\n", gen);
+        tell_ready(s, "");
+        return;
     } else if (j->rc == RL_BAD_SPEC) {
         metrics_reload(s, "bad_spec");
         serve_log("reload failed: bad spec '%s': %s; still serving generation %llu", spec,
@@ -223,11 +234,16 @@ static void finish(struct serve *s, struct job *j)
                "%s: %s: %s; still serving generation %llu\n", refused ? "refused" : "failed",
                exec_err_name(j->rc), exec_strerror(j->rc), gen);
     }
+    tell_ready(s, "the last reload failed; ");
 }
 
 static void start_job(struct serve *s, struct job *j)
 {
     struct reloader *rl = s->rl;
+    char status[sizeof s->pub.name + 64];
+    snprintf(status, sizeof status, "reloading; serving generation %llu on %.127s",
+             (unsigned long long)s->generation, s->pub.name);
+    systemd_reloading(status);
     rl->cur = j;
     rl->cur_start = serve_now_ns();
     rl->timed_out = false;
@@ -314,6 +330,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
            "reload timed out: still running after --reload-timeout (%u s)%s; still serving "
            "generation %llu; the server reports unhealthy until it returns\n",
            s->o.reload_timeout_s, swapping ? " (in its swap)" : " and abandoned", gen);
+    tell_ready(s, "a reload ran past --reload-timeout (unhealthy); ");
 }
 
 int reload_start(struct serve *s)

@@ -11,7 +11,9 @@
  * http.c (routes, replies), body.c (a body cut into records, a slice per
  * loop turn), pump.c (records into the executor and results out of it),
  * inline.c (the baseline: process() in the loop), reload.c (live reload),
- * metrics.c (/metrics and the access log).
+ * metrics.c (/metrics and the access log), log.c (the log and the clocks),
+ * systemd.c (socket activation, readiness), client.c (--reload: a
+ * reload through the admin listener, for a service manager).
  */
 #ifndef SERVE_H
 #define SERVE_H
@@ -33,6 +35,7 @@ enum serve_format { SF_CSV, SF_LINES };
 
 struct serve_opts {
     const char *plugin, *spec, *listen, *header, *access_log, *admin;
+    const char *reload; /* --reload ADDR: the client of an admin listener */
     exec_backend_t backend;
     bool inline_run; /* --backend inline: process() in the loop (the baseline) */
     unsigned workers, window, batch;
@@ -146,6 +149,7 @@ struct listener {
     struct evhttp_bound_socket *bound;
     char name[128];
     char *unix_path; /* a Unix socket of ours, removed at exit */
+    bool inherited;  /* systemd's (socket activation): not ours to shut down */
 };
 
 struct conn {
@@ -233,10 +237,24 @@ struct serve {
 void serve_manual(FILE *f);
 int serve_options(struct serve *s, int argc, char **argv, bool *help);
 
-/* main.c */
-uint64_t serve_now_ns(void);
+/* log.c */
+uint64_t serve_now_ns(void);  /* monotonic */
+uint64_t serve_wall_ns(void); /* since the epoch */
+const char *serve_stamp(char *buf, size_t cap);
 void serve_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool serve_on_journal(int fd);
 const char *serve_escape(char *buf, size_t cap, const char *text, size_t len);
+
+/* client.c */
+int client_reload(const char *addr, unsigned reload_timeout_s);
+
+/* systemd.c */
+int systemd_listener(void); /* the socket systemd passed; -1: none; -2: a bad one */
+void systemd_ready(const char *status);
+void systemd_reloading(const char *status);
+void systemd_stopping(const char *status);
+
+/* main.c */
 void serve_maybe_exit(struct serve *s);
 void serve_drain_start(struct serve *s, const char *why);
 const char *serve_unhealthy(struct serve *s, char *buf, size_t cap);

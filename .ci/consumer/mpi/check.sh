@@ -34,8 +34,8 @@ for f in "$prefix/include/executor_mpi.h" "$libdir/libexecutor_mpi.a" "${sos[0]}
     [ -f "$f" ] || { echo "consumer_mpi check FAILED: not installed: $f" >&2; exit 1; }
 done
 # libexecutor_mpi.so exports its API and the backend libexecutor's registry looks for.
-stray=$(nm -D --defined-only "${sos[0]}" |
-    awk '$3 !~ /^exec_mpi_/ && $3 != "exec__mpi_backend" {print $3}')
+stray=$(nm -D --defined-only "${sos[0]}" | awk '$2 != "A" { sub(/@.*/, "", $3) }
+    $2 != "A" && $3 !~ /^exec_mpi_/ && $3 != "exec__mpi_backend" {print $3}')
 [ -z "$stray" ] || { echo "consumer_mpi check FAILED: exports non-API symbols: $stray" >&2; exit 1; }
 # libexecutor itself knows nothing of MPI.
 if ldd "$libdir/libexecutor.so" | grep mpi >/dev/null; then

@@ -1,0 +1,46 @@
+# Checks the manual pages (cmake -P; ctest's check_man): each renders with man -l at 80
+# columns without a single warning, and libexecutor(3) names every function the public
+# headers declare and every EXEC_E error code they define.
+#   cmake -DMAN=man -DPAGES="BUILD/man/executor-map.1;BUILD/man/libexecutor.3"
+#         -DLIBPAGE=BUILD/man/libexecutor.3
+#         -DHEADERS="include/executor.h;include/executor_mpi.h" -P man/check-man.cmake
+cmake_minimum_required(VERSION 3.20)
+set(bad "")
+foreach(page ${PAGES})
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env MANWIDTH=80 ${MAN} --warnings -l ${page}
+                  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0 OR NOT err STREQUAL "" OR NOT out MATCHES "NAME")
+    list(APPEND bad "${page}: man --warnings -l exited ${rc}: ${err}")
+  endif()
+endforeach()
+
+file(READ ${LIBPAGE} page)
+string(REPLACE "\\-" "-" page "${page}")
+string(REGEX REPLACE "\\\\f[BIRP]" "" page "${page}")
+set(names "")
+foreach(h ${HEADERS})
+  file(READ ${h} text)
+  string(REGEX REPLACE "/\\*([^*]|\\*+[^*/])*\\*+/" "" text "${text}")
+  string(REGEX MATCHALL "exec_[a-z0-9_]+[ \t\n]*\\(" calls "${text}")
+  foreach(c ${calls})
+    string(REGEX REPLACE "[ \t\n]*\\($" "" c "${c}")
+    list(APPEND names ${c})
+  endforeach()
+  string(REGEX MATCHALL "#define[ \t]+EXEC_E[A-Z0-9_]+" codes "${text}")
+  foreach(c ${codes})
+    string(REGEX REPLACE "#define[ \t]+" "" c "${c}")
+    list(APPEND names ${c})
+  endforeach()
+endforeach()
+list(REMOVE_DUPLICATES names)
+list(LENGTH names n)
+foreach(name ${names})
+  if(NOT page MATCHES "(^|[^A-Za-z0-9_])${name}([^A-Za-z0-9_]|$)")
+    list(APPEND bad "${LIBPAGE}: does not name ${name}")
+  endif()
+endforeach()
+if(bad)
+  string(REPLACE ";" "\n  " bad "${bad}")
+  message(FATAL_ERROR "check-man:\n  ${bad}")
+endif()
+message(STATUS "check-man: ${PAGES} render without warnings; libexecutor(3) names the ${n} functions and error codes of the headers")
