@@ -130,7 +130,7 @@ run_build() {
     # point is volume (crash and kill counts, the torture program, the hostile clients,
     # the hooked copies), which the gcc builds ran plain and under both sanitizers.
     [ "$preset" != clang ] ||
-        sel=(-E '^(hooked_|torture_)|^test_fork_(crash|kill|timeout)$|^test_serve_hostile$|^python$')
+        sel=(-E '^(hooked_|torture_)|^test_fork_(crash|kill|timeout)$|^test_serve_hostile$')
     say "$preset: ctest ${sel[*]}"
     log=$root/$preset.ctest.log
     if ! (cd "$dir" && "${wrap[@]}" ctest --output-on-failure --no-tests=ignore -j "$ctest_jobs" \
