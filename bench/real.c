@@ -20,6 +20,7 @@
  * and on fork of the workers as well, and what an executor's create and
  * destroy cost (a short job pays them).
  */
+#include "executor_records.h"
 #include "real.h"
 #include "harness.h"
 

@@ -2,7 +2,7 @@
 # every function the headers declare is exported under PUBLIC (a version node of the
 # linker script), and nothing else is exported but names matching PRIVATE_RE under
 # PRIVATE_NODE. Run by ctest (tests/CMakeLists.txt) for libexecutor and libexecutor_mpi.
-#   cmake -DNM=nm -DLIB=libexecutor.so -DHEADERS=include/executor.h -DPUBLIC=EXECUTOR_0
+#   cmake -DNM=nm -DLIB=libexecutor.so "-DHEADERS=include/executor.h;include/executor_records.h" -DPUBLIC=EXECUTOR_0
 #         -DPRIVATE_NODE=EXECUTOR_PRIVATE_0 -DPRIVATE_RE=^exec__ -P check-exports.cmake
 cmake_minimum_required(VERSION 3.20)
 foreach(v NM LIB HEADERS PUBLIC PRIVATE_NODE PRIVATE_RE)

@@ -11,29 +11,31 @@
 
 void exec__flight_add(exec_t *ex, struct exec__batch *b)
 {
+    struct exec__batch_core *c = exec__bc(b);
     exec__lock(&ex->flight_lock);
-    EXEC__ASSERT(!b->in_flight);
-    b->fl_prev = NULL;
-    b->fl_next = ex->flight;
+    EXEC__ASSERT(!c->in_flight);
+    c->fl_prev = NULL;
+    c->fl_next = ex->flight;
     if (ex->flight)
-        ex->flight->fl_prev = b;
+        exec__bc(ex->flight)->fl_prev = b;
     ex->flight = b;
-    b->in_flight = true;
+    c->in_flight = true;
     exec__unlock(&ex->flight_lock);
 }
 
 void exec__flight_remove(exec_t *ex, struct exec__batch *b)
 {
+    struct exec__batch_core *c = exec__bc(b);
     exec__lock(&ex->flight_lock);
-    if (b->in_flight) {
-        if (b->fl_prev)
-            b->fl_prev->fl_next = b->fl_next;
+    if (c->in_flight) {
+        if (c->fl_prev)
+            exec__bc(c->fl_prev)->fl_next = c->fl_next;
         else
-            ex->flight = b->fl_next;
-        if (b->fl_next)
-            b->fl_next->fl_prev = b->fl_prev;
-        b->fl_prev = b->fl_next = NULL;
-        b->in_flight = false;
+            ex->flight = c->fl_next;
+        if (c->fl_next)
+            exec__bc(c->fl_next)->fl_prev = c->fl_prev;
+        c->fl_prev = c->fl_next = NULL;
+        c->in_flight = false;
     }
     exec__unlock(&ex->flight_lock);
 }
@@ -100,7 +102,7 @@ static int exec__cancel(exec_t *ex, bool all, uint64_t tag)
     exec__lock(&ex->flight_lock);
     if (ex->open)
         n += exec__cancel_batch(ex, ex->open, all, tag, false);
-    for (struct exec__batch *b = ex->flight; b; b = b->fl_next)
+    for (struct exec__batch *b = ex->flight; b; b = exec__bc(b)->fl_next)
         n += exec__cancel_batch(ex, b, all, tag, true);
     exec__unlock(&ex->flight_lock);
     exec__unlock(&ex->submit_lock);

@@ -5,6 +5,7 @@
  * backends only through struct exec__backend.
  */
 #include "exec_core.h"
+#include "executor_records.h" /* exec_plugin_t: EXEC_MPI's options.plugin */
 #include "alloc.h"
 #include "tsan.h"
 

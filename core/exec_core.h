@@ -1,6 +1,8 @@
 /*
- * struct exec: core's own state. Only core/ includes this; backends see the
- * struct as incomplete (exec_internal.h) and go through the seam's calls.
+ * struct exec and a batch's core fields (struct exec__batch_core): core's own
+ * state. Only core/ includes this; backends see struct exec as incomplete
+ * and a batch's core_room as bytes (exec_internal.h), and go through the
+ * seam's calls.
  *
  * Locks, in the order they nest: next_lock, submit_lock, flight_lock
  * (swap_lock alone, before submit_lock in a swap's commit; wait_lock alone).
@@ -30,6 +32,31 @@
 /* Consumer threads the executor keeps without allocating (so that the usual
  * one, exec_map's caller among them, never meets an allocation failure). */
 #define EXEC__CONS_INLINE 4
+
+/* A batch's fields that are core's alone, in its core_room: at a fixed
+ * offset in the batch, so reaching them costs no load. */
+struct exec__batch_core {
+    uint32_t cursor;  /* next record to deliver */
+    uint32_t holders; /* consumer threads holding results of it */
+    bool spent;       /* every result handed out; recycled once unheld */
+    bool in_flight;   /* on the flight list (cancellable) */
+    struct exec__batch *fl_prev, *fl_next; /* the flight list */
+    uint64_t t_open;  /* when its first record was submitted */
+};
+_Static_assert(sizeof(struct exec__batch_core) <= sizeof(((struct exec__batch *)0)->core_room),
+               "core_room is too small for struct exec__batch_core");
+_Static_assert(_Alignof(struct exec__batch_core) <= _Alignof(struct exec__batch),
+               "core_room is not aligned for struct exec__batch_core");
+
+static inline struct exec__batch_core *exec__bc(struct exec__batch *b)
+{
+    return (struct exec__batch_core *)(void *)b->core_room.bytes;
+}
+
+static inline const struct exec__batch_core *exec__bcc(const struct exec__batch *b)
+{
+    return (const struct exec__batch_core *)(const void *)b->core_room.bytes;
+}
 
 /* A thread that calls exec_next*(): the batch whose results it holds. */
 struct exec__consumer {

@@ -60,7 +60,9 @@ struct exec__res {
  * A batch: records filled by the producer (core, under its submit lock),
  * processed by one worker, then delivered by the consumer. The backend
  * allocates batches (EXEC_FORK: recs and data sit in shared memory) and may
- * embed this struct. Fields marked core are core's alone.
+ * embed this struct. Core's own fields lie in core_room, which a backend
+ * allocates with the batch but cannot read (struct exec__batch_core,
+ * core/exec_core.h), as it cannot read struct exec.
  */
 struct exec__batch {
     uint64_t seq;      /* batch number, dense from 0 in dispatch order */
@@ -68,7 +70,6 @@ struct exec__batch {
     uint32_t n;        /* records */
     uint32_t cap;      /* room in recs[] and res[] */
     uint32_t worker;   /* set by the backend */
-    uint32_t cursor;   /* core: next record to deliver */
     uint64_t generation; /* set by the backend: the context it ran against */
     struct exec__rec *recs; /* the batch's records: recs_buf, or a view (core) */
     struct exec__rec *recs_buf; /* the backend's own room for them; NULL: recs is
@@ -83,11 +84,11 @@ struct exec__batch {
      * the last one a worker finished (stored per record). */
     uint8_t *rflags;
     uint32_t progress;
-    uint32_t holders;  /* core: consumer threads holding results of it */
-    bool spent;        /* core: every result handed out; recycled once unheld */
-    bool in_flight;    /* core: on the flight list (cancellable) */
-    struct exec__batch *fl_prev, *fl_next; /* core: the flight list */
-    uint64_t t_open; /* core: when its first record was submitted */
+    union {
+        unsigned char bytes[40];
+        uint64_t align_u64;
+        void *align_ptr;
+    } core_room; /* core's: struct exec__batch_core */
 };
 
 /* The result writer handed to process(). */

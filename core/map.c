@@ -54,7 +54,7 @@ static int exec__drain(exec_t *ex, const struct exec__emitter *em, bool wait, bo
         }
         if (*stop)
             break;
-        if (one && ex->cur->cursor == ex->cur->n)
+        if (one && exec__bc(ex->cur)->cursor == ex->cur->n)
             break;
         rc = exec__ready(ex, EXEC__LOOK);
     }

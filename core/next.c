@@ -47,7 +47,7 @@ static struct exec__consumer *exec__me(exec_t *ex)
 static void exec__recycle(exec_t *ex, struct exec__batch *b)
 {
     EXEC__ASSERT_HELD(&ex->next_lock);
-    EXEC__ASSERT(b->spent && b->holders == 0);
+    EXEC__ASSERT(exec__bc(b)->spent && exec__bc(b)->holders == 0);
     ex->be->batch_put(ex, b);
     ck_pr_store_64(&ex->batches_put, ex->batches_put + 1);
     exec__wake_submitters(ex);
@@ -61,8 +61,8 @@ static void exec__release_held(exec_t *ex, struct exec__consumer *me)
     if (!b)
         return;
     me->held = NULL;
-    EXEC__ASSERT(b->holders > 0);
-    if (--b->holders == 0 && b->spent)
+    EXEC__ASSERT(exec__bc(b)->holders > 0);
+    if (--exec__bc(b)->holders == 0 && exec__bc(b)->spent)
         exec__recycle(ex, b);
 }
 
@@ -115,7 +115,7 @@ static void exec__count(exec_t *ex, int status)
 /* One latency sample per batch: its first record, submit to result. */
 static void exec__lat_sample(exec_t *ex, const struct exec__batch *b)
 {
-    uint64_t d = exec__now_ns() - b->t_open;
+    uint64_t d = exec__now_ns() - exec__bcc(b)->t_open;
     unsigned k = d ? 63u - (unsigned)__builtin_clzll(d) : 0;
     if (k >= EXEC_LAT_BUCKETS)
         k = EXEC_LAT_BUCKETS - 1;
@@ -126,13 +126,13 @@ size_t exec__fill(exec_t *ex, struct exec__consumer *me, exec_result_t *res, siz
 {
     EXEC__ASSERT_HELD(&ex->next_lock);
     struct exec__batch *b = ex->cur;
-    EXEC__ASSERT(b && b->cursor < b->n);
+    EXEC__ASSERT(b && exec__bc(b)->cursor < b->n);
     if (me->held != b) {
         exec__release_held(ex, me);
         me->held = b;
-        b->holders++;
+        exec__bc(b)->holders++;
     }
-    uint32_t i0 = b->cursor; /* NOLINT(clang-analyzer-core.NullDereference): ex->cur is set */
+    uint32_t i0 = exec__bc(b)->cursor; /* NOLINT(clang-analyzer-core.NullDereference): ex->cur is set */
     size_t k = b->n - i0 < max ? b->n - i0 : max;
     const struct exec__res *r = &b->res[i0];
     const struct exec__rec *in = &b->recs[i0];
@@ -160,7 +160,7 @@ void exec__commit(exec_t *ex, const exec_result_t *res, size_t k)
 {
     EXEC__ASSERT_HELD(&ex->next_lock);
     struct exec__batch *b = ex->cur;
-    EXEC__ASSERT(b && k <= b->n - b->cursor);
+    EXEC__ASSERT(b && k <= b->n - exec__bc(b)->cursor);
     uint64_t ok = 0;
     for (size_t j = 0; j < k; j++) {
         if (res[j].status == 0)
@@ -170,9 +170,9 @@ void exec__commit(exec_t *ex, const exec_result_t *res, size_t k)
     }
     if (ok)
         ck_pr_store_64(&ex->ok, ex->ok + ok);
-    if (b->cursor == 0 && k)
+    if (exec__bc(b)->cursor == 0 && k)
         exec__lat_sample(ex, b);
-    b->cursor += (uint32_t)k;
+    exec__bc(b)->cursor += (uint32_t)k;
     /* Window room comes back with each result handed out (the bytes stay the
      * holder's until its next call). While a whole-stream call has the
      * executor, its thread is the only submitter, and it is here. */
@@ -253,18 +253,18 @@ int exec__ready(exec_t *ex, int timeout_ms)
     int64_t deadline = -2; /* computed when we first have to sleep */
     bool spun = false;
     for (;;) {
-        if (ex->cur && ex->cur->cursor < ex->cur->n)
+        if (ex->cur && exec__bc(ex->cur)->cursor < ex->cur->n)
             return 0;
         if (ex->cur) {
             struct exec__batch *c = ex->cur;
             ex->cur = NULL;
-            c->spent = true;
-            if (c->holders == 0)
+            exec__bc(c)->spent = true;
+            if (exec__bc(c)->holders == 0)
                 exec__recycle(ex, c);
         }
         struct exec__batch *b = exec__take(ex);
         if (b) {
-            b->cursor = 0;
+            exec__bc(b)->cursor = 0;
             ex->cur = b;
             continue;
         }
@@ -285,7 +285,7 @@ int exec__ready(exec_t *ex, int timeout_ms)
             spun = true;
             b = exec__spin_take(ex);
             if (b) {
-                b->cursor = 0;
+                exec__bc(b)->cursor = 0;
                 ex->cur = b;
                 continue;
             }
@@ -301,7 +301,7 @@ int exec__ready(exec_t *ex, int timeout_ms)
         b = exec__take(ex);
         if (b) {
             ck_pr_store_32(ex->armed, 0);
-            b->cursor = 0;
+            exec__bc(b)->cursor = 0;
             ex->cur = b;
             continue;
         }

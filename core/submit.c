@@ -92,14 +92,14 @@ static struct exec__batch *exec__open_batch(exec_t *ex, int *err)
     if (b->recs_buf)
         b->recs = b->recs_buf; /* it may have been a view */
     b->n = 0;
-    b->cursor = 0;
+    exec__bc(b)->cursor = 0;
     b->data_len = 0;
     b->rdata_len = 0;
     b->generation = 0;
     b->progress = 0;
-    b->holders = 0;
-    b->spent = false;
-    b->t_open = exec__now_ns();
+    exec__bc(b)->holders = 0;
+    exec__bc(b)->spent = false;
+    exec__bc(b)->t_open = exec__now_ns();
     b->seq = ex->next_batch_seq++;
     b->rec_seq0 = ex->next_rec_seq;
     ex->open = b;

@@ -1,5 +1,5 @@
 /* Classify every row of a CSV file on all cores; the README shows this file. */
-#include "executor.h"
+#include "executor_records.h"
 
 #include <stdio.h>
 #include <string.h>

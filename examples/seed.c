@@ -8,7 +8,7 @@
  * Rows may hold quoted fields with commas, "" and newlines: the reader only
  * finds where rows end; each worker splits its own rows into fields.
  */
-#include "executor.h"
+#include "executor_records.h"
 
 #include <ctype.h>
 #include <stdio.h>

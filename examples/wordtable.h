@@ -22,7 +22,7 @@
 #ifndef WORDTABLE_H
 #define WORDTABLE_H
 
-#include "executor.h"
+#include "executor_records.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -54,7 +54,7 @@
 #ifndef EXECUTOR_MPI_H
 #define EXECUTOR_MPI_H
 
-#include "executor.h"
+#include "executor_records.h" /* exec_plugin_t */
 
 #ifdef __cplusplus
 extern "C" {

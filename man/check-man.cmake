@@ -3,7 +3,7 @@
 # headers declare and every EXEC_E error code they define.
 #   cmake -DMAN=man -DPAGES="BUILD/man/executor-map.1;BUILD/man/libexecutor.3"
 #         -DLIBPAGE=BUILD/man/libexecutor.3
-#         -DHEADERS="include/executor.h;include/executor_mpi.h" -P man/check-man.cmake
+#         -DHEADERS="include/executor.h;include/executor_records.h;include/executor_mpi.h" -P man/check-man.cmake
 cmake_minimum_required(VERSION 3.20)
 set(bad "")
 foreach(page ${PAGES})

@@ -5,7 +5,7 @@
  *     executor-map --plugin ./libwordtable.so --spec table=words.txt \
  *                  --backend auto --workers 4 --ordered data.csv > out.csv
  *
- * The plugin is a shared object exporting EXEC_PLUGIN_SYMBOL (see executor.h).
+ * The plugin is a shared object exporting EXEC_PLUGIN_SYMBOL (see executor_records.h).
  *
  * Across machines (built with libexecutor_mpi), the same command line on
  * every rank of an MPI job: rank 0 reads the file and writes the output, the
@@ -21,7 +21,7 @@
  * MPI 4.1) exits 0 whatever its ranks' statuses, so --status-file writes it
  * to a file too.
  */
-#include "executor.h"
+#include "executor_records.h"
 #include "map_args.h"
 #ifdef EXEC_MAP_MPI
 #include "executor_mpi.h"

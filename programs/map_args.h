@@ -4,7 +4,7 @@
 #ifndef EXEC_MAP_ARGS_H
 #define EXEC_MAP_ARGS_H
 
-#include "executor.h"
+#include "executor_records.h"
 
 #include <stdbool.h>
 

@@ -15,7 +15,7 @@
  * a read appends after `end`. A record longer than max_record is not kept: the
  * scan goes on to find its end, keeping only the byte before `p`.
  */
-#include "executor.h"
+#include "executor_records.h"
 #include "rec_alloc.h"
 #include "source.h"
 

@@ -6,7 +6,7 @@
  * "" is copied (into the caller's buffer) to turn "" into ". Nothing here
  * allocates except exec_csv_header_create(), and nothing keeps state.
  */
-#include "executor.h"
+#include "executor_records.h"
 #include "rec_alloc.h"
 
 #include <stdbool.h>

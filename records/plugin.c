@@ -5,7 +5,7 @@
  * copy of the object's exec_plugin_t, kept beside its dlopen handle: the
  * caller holds a plain const exec_plugin_t * and gives it back to close.
  */
-#include "executor.h"
+#include "executor_records.h"
 #include "rec_alloc.h"
 
 #include <dlfcn.h>

@@ -9,7 +9,7 @@
 #ifndef EXEC_SOURCE_H
 #define EXEC_SOURCE_H
 
-#include "executor.h"
+#include "executor_records.h"
 
 /*
  * From the next read on, s reads into regions: get(arg, need, &cap) returns

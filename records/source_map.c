@@ -11,7 +11,7 @@
  * small FIFO until the results around them are emitted, so that in
  * EXEC_ORDERED mode they keep their place.
  */
-#include "executor.h"
+#include "executor_records.h"
 #include "rec_alloc.h"
 #include "source.h"
 

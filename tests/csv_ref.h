@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "executor.h"
+#include "executor_records.h"
 
 #ifndef CSV_REF_MAXIN
 #define CSV_REF_MAXIN 256

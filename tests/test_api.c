@@ -2,6 +2,7 @@
  * Every public call with bad arguments or in the wrong order answers with its
  * documented code, never a crash; error strings for every code.
  */
+#include "executor_records.h"
 #include "testutil.h"
 
 #include <fcntl.h>

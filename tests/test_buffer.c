@@ -9,6 +9,7 @@
  * and a cancel from another thread during runs, a source read on after exec_map_source() stopped, and
  * exec_map()'s reader asking for results first (EXEC_EAGAIN).
  */
+#include "executor_records.h"
 #include "testutil.h"
 
 #include <fcntl.h>

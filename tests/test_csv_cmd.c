@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "executor_records.h"
 #include "exec_internal.h"
 #include "suite.h"
 

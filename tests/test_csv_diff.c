@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "executor.h"
+#include "executor_records.h"
 #include "suite.h"
 
 #include <fcntl.h>

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "executor.h"
+#include "executor_records.h"
 #include "suite.h"
 
 #include <stdlib.h>

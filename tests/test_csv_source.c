@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "executor.h"
+#include "executor_records.h"
 #include "suite.h"
 
 #include <fcntl.h>

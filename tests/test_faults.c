@@ -7,6 +7,7 @@
  * at exit). Needs a library built with EXEC_FAULTS (the asan preset); in
  * other builds every test is skipped.
  */
+#include "executor_records.h"
 #include "testutil.h"
 #include "forkutil.h"
 

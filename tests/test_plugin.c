@@ -5,7 +5,7 @@
  * built once per kind (TPLUG_DIR). */
 #include "suite.h"
 
-#include "executor.h"
+#include "executor_records.h"
 
 #include <link.h>
 #include <stdio.h>

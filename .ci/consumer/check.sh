@@ -25,7 +25,7 @@ run cmake --install "$build" --prefix "$prefix"
 pcdir=$(dirname "$(find "$prefix" -name executor.pc | head -n1)")
 libdir=$(dirname "$pcdir")
 sos=("$libdir"/libexecutor.so.*.*.*)
-for f in "$prefix/include/executor.h" "$libdir/libexecutor.a" "$libdir/libexecutor.so" "${sos[0]}" \
+for f in "$prefix/include/executor.h" "$prefix/include/executor_records.h" "$libdir/libexecutor.a" "$libdir/libexecutor.so" "${sos[0]}" \
     "$libdir/cmake/executor/executorConfig.cmake" "$libdir/cmake/executor/executorConfigVersion.cmake"; do
     [ -f "$f" ] || { echo "consumer check FAILED: not installed: $f" >&2; exit 1; }
 done
@@ -74,18 +74,22 @@ fi
 run "$tmp/pc_static"
 step "pkg-config --static: ok"
 
-# The installed header from C++: extern "C" names link against the C library.
+# The installed headers from C++: extern "C" names link against the C library.
 if command -v "${CXX:-c++}" >/dev/null; then
     cat >"$tmp/cxx.cc" <<'CXX'
-#include <executor.h>
+#include <executor_records.h>
 #include <cstring>
-int main() { return std::strcmp(exec_err_name(EXEC_EOF), "EXEC_EOF") != 0; }
+int main() {
+    exec_field_t f;
+    return std::strcmp(exec_err_name(EXEC_EOF), "EXEC_EOF") != 0 ||
+           exec_csv_field("a,b", 3, 0, 1, &f, NULL, 0) != 0;
+}
 CXX
     read -r -a flags <<<"$(pkg-config --cflags --libs executor)"
     run "${CXX:-c++}" -std=c++11 -Wall -Wextra -pedantic -Werror -o "$tmp/cxx" "$tmp/cxx.cc" \
         "${flags[@]}" -Wl,-rpath,"$libdir"
     run "$tmp/cxx"
-    step "C++ program against the header: ok"
+    step "C++ program against the headers: ok"
 fi
 
 # find_package(executor): executor::executor and executor::executor_static.

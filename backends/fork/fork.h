@@ -11,6 +11,9 @@
  *   watch.c       the supervisor's watches: timeouts, slow records, memory,
  *                 stalls (a worker that stops answering).
  *   recycle.c     the supervisor's recycling: successors and hand-overs.
+ *   procs.c       below the supervisor, watch.c, recycle.c, deaths.c and
+ *                 hostfork.c: a zygote's start, a place's process (reset,
+ *                 kill, death), where a worker is.
  *   prefault.c    a successor copying the pages its predecessor wrote, in bulk.
  *   queue.c       the parent's queues: slots to workers, results back
  *                 (producer and consumer threads).
@@ -18,6 +21,8 @@
  *   generation.c  generations: the region, start, drain, swap and canary.
  *   region.c      the region's layout, shared futexes, /proc figures.
  *   fork.c        the seam: what core calls.
+ *
+ * Calls run one way, never back to a caller's file (tests/check_calls.py).
  *
  * Locks: core's submit and next locks (the producer and the consumer), then
  * a worker's q.lock, then fk->lock (the supervisor's state). fk->lock is
@@ -336,8 +341,10 @@ void fk_chan_send(int *sock, const struct fk_msg *m, int fd);
 int fk_chan_recv(int sock, struct fk_msg *m, int *fd, bool *cut);
 
 /* supervisor.c */
-int fk_zygote_start(struct fk *fk, struct fk_gen *g, int *forked);
 void *fk_sup_main(void *arg);
+
+/* procs.c */
+int fk_zygote_start(struct fk *fk, struct fk_gen *g, int *forked);
 void fk_sup_send(struct fk_gen *g, const struct fk_msg *m);
 void fk_sup_dead(struct fk *fk, struct fk_gen *g, struct fk_worker *wk);
 void fk_kill_proc(pid_t pid, int pidfd);

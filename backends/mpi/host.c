@@ -291,6 +291,7 @@ struct exec__batch *mh_batch_get(exec_t *ex, int *err)
         struct mh_batch *mb = (struct mh_batch *)((char *)e - offsetof(struct mh_batch, link));
         return &mb->b;
     }
+    EXEC__ASSERT(h->nall <= h->maxb);
     if (h->nall == h->maxb)
         return NULL;
     struct mh_batch *mb = calloc(1, sizeof *mb);
@@ -337,7 +338,7 @@ void mh_dispatch(exec_t *ex, struct exec__batch *b)
     b->generation = h->generation;
     b->worker = 0;
     ck_pr_inc_32(&h->pending);
-    ck_ring_enqueue_spsc(&h->in, h->inbuf, mb); /* sized to hold every batch */
+    MH_PUT(ck_ring_enqueue_spsc(&h->in, h->inbuf, mb));
     ck_pr_fence_memory();
     if (ck_pr_load_32(&h->sleeping))
         mh_wake(h);

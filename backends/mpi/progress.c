@@ -30,7 +30,7 @@ static void mh_deliver(struct mh *h, struct mh_batch *mb)
     EXEC__ASSERT(mb->state == MH_QUEUED || mb->state == MH_SENT); /* once */
     mb->state = MH_DONE;
     exec__unlock(&h->lock);
-    ck_ring_enqueue_spsc(&h->out, h->outbuf, mb); /* sized to hold every batch */
+    MH_PUT(ck_ring_enqueue_spsc(&h->out, h->outbuf, mb));
     exec__notify(h->ex);
 }
 
@@ -137,6 +137,7 @@ static void mh_send(struct mh *h, struct mh_batch *mb, struct mh_rank *rk)
     }
     if (!mb->unconfirmed) {
         mb->unconfirmed = true;
+        EXEC__ASSERT(h->nunconf < h->maxb); /* one place per batch */
         h->unconf[h->nunconf++] = mb;
     }
 }
@@ -188,6 +189,7 @@ static bool mh_pump(struct mh *h)
         h->qhead = mb->next;
         if (!h->qhead)
             h->qtail = NULL;
+        EXEC__ASSERT(ck_pr_load_32(&h->pending) > 0); /* mb was dispatched */
         ck_pr_dec_32(&h->pending);
         if (rk)
             mh_send(h, mb, rk);

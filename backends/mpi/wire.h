@@ -19,6 +19,7 @@
 #define EXEC_MPI_WIRE_H
 
 #include "exec_internal.h"
+#include "executor_records.h" /* the plugin and the CSV header */
 
 #include <mpi.h>
 #include <stdbool.h>

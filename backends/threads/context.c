@@ -31,15 +31,15 @@ void *thr_reclaim_main(void *arg)
 {
     struct thr *t = arg;
     const exec_ops_t *ops = t->ops;
-    pthread_mutex_lock(&t->rec_lock);
+    exec__lock(&t->rec_lock);
     for (;;) {
         while (!t->rec_list && !t->rec_stop)
-            pthread_cond_wait(&t->rec_cond, &t->rec_lock);
+            exec__cond_wait(&t->rec_cond, &t->rec_lock);
         struct exec__ctxref *list = t->rec_list;
         t->rec_list = NULL;
         if (!list && t->rec_stop)
             break;
-        pthread_mutex_unlock(&t->rec_lock);
+        exec__unlock(&t->rec_lock);
         urcu_memb_synchronize_rcu(); /* every worker reading these refs is done */
         exec__tsan_acquire(&t->tsan_gp);
         while (list) {
@@ -55,9 +55,9 @@ void *thr_reclaim_main(void *arg)
             free(list);
             list = next;
         }
-        pthread_mutex_lock(&t->rec_lock);
+        exec__lock(&t->rec_lock);
     }
-    pthread_mutex_unlock(&t->rec_lock);
+    exec__unlock(&t->rec_lock);
     return NULL;
 }
 
@@ -70,6 +70,7 @@ void *thr_reclaim_main(void *arg)
 int thr_swap_prepare(exec_t *ex, void *new_ctx, uint64_t generation)
 {
     struct thr *t = exec__priv(ex);
+    EXEC__ASSERT(!t->pending); /* core commits each prepared swap before the next */
     if (t->ops->worker_init) {
         void *ws = NULL;
         if (t->ops->worker_init(new_ctx, &ws) != 0)
@@ -92,14 +93,15 @@ void thr_swap_commit(exec_t *ex)
 {
     struct thr *t = exec__priv(ex);
     struct exec__ctxref *ref = t->pending;
+    EXEC__ASSERT(ref); /* swap_prepare succeeded */
     t->pending = NULL;
     exec__tsan_release(ref);
     struct exec__ctxref *old = rcu_xchg_pointer(&t->cur, ref);
-    pthread_mutex_lock(&t->rec_lock);
+    exec__lock(&t->rec_lock);
     old->next = t->rec_list;
     t->rec_list = old;
     pthread_cond_signal(&t->rec_cond);
-    pthread_mutex_unlock(&t->rec_lock);
+    exec__unlock(&t->rec_lock);
 }
 
 /* The caller's view of the current context: published as a hazard, and
@@ -134,6 +136,7 @@ static void thr_park(struct thr *t)
 static void thr_unpark(struct thr *t)
 {
     unsigned p = ck_pr_load_32(&t->parked);
+    EXEC__ASSERT(p <= t->nw);
     if (p) {
         ck_pr_store_32(&t->parked, 0);
         ck_ec32_inc(&t->w[p - 1].ec, &exec__ec_threads);
@@ -164,10 +167,11 @@ bool thr_help(exec_t *ex)
         return false;
     ref = thr_hazard_take(t);
     uint32_t parked = ck_pr_load_32(&t->parked);
+    EXEC__ASSERT(parked <= t->nw);
     thr_run(t, tb, ref, t->help_ws, parked ? parked - 1 : 0);
     thr_hazard_drop(t);
     exec__tsan_release(tb);
-    ck_ring_enqueue_spsc(&t->help_out, t->help_outbuf, tb);
+    THR_PUT(ck_ring_enqueue_spsc(&t->help_out, t->help_outbuf, tb));
     return true;
 }
 

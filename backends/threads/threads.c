@@ -47,9 +47,9 @@ static int thr_start(exec_t *ex)
     if (t->wake_out < 4)
         t->wake_out = 4;
     t->wake_age_ns = (uint64_t)o->result_delay_us * 1000u;
-    pthread_mutex_init(&t->init_lock, NULL);
+    exec__mutex_init(&t->init_lock);
     pthread_cond_init(&t->init_cond, NULL);
-    pthread_mutex_init(&t->rec_lock, NULL);
+    exec__mutex_init(&t->rec_lock);
     pthread_cond_init(&t->rec_cond, NULL);
 
     unsigned rsz = thr_pow2(t->maxb + 1);
@@ -84,10 +84,11 @@ static int thr_start(exec_t *ex)
             return rc;
         t->w[i].started = true;
     }
-    pthread_mutex_lock(&t->init_lock);
+    exec__lock(&t->init_lock);
     while (t->init_done < t->nw)
-        pthread_cond_wait(&t->init_cond, &t->init_lock);
-    pthread_mutex_unlock(&t->init_lock);
+        exec__cond_wait(&t->init_cond, &t->init_lock);
+    EXEC__ASSERT(t->init_done == t->nw);
+    exec__unlock(&t->init_lock);
     for (unsigned i = 0; i < t->nw; i++)
         if (t->w[i].init_rc)
             return EXEC_EINIT;
@@ -105,6 +106,7 @@ static struct exec__batch *thr_batch_get(exec_t *ex, int *err)
         exec__tsan_acquire(tb);
         return &tb->b;
     }
+    EXEC__ASSERT(t->nall <= t->maxb);
     if (t->nall == t->maxb)
         return NULL;
     tb = exec__calloc(1, sizeof *tb);
@@ -142,6 +144,7 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
 {
     struct thr *t = exec__priv(ex);
     unsigned parked = ck_pr_load_32(&t->parked);
+    EXEC__ASSERT(parked <= t->nw);
     struct thr_worker *best = NULL;
     unsigned best_n = UINT32_MAX;
     for (unsigned i = 0; i < t->nw && best_n; i++) {
@@ -157,10 +160,10 @@ static void thr_dispatch(exec_t *ex, struct exec__batch *b)
     if (!best) {
         /* The only worker, resting: the caller takes the batch from its ring
          * (waking the worker would only put it back to sleep). */
-        ck_ring_enqueue_spmc(&t->w[0].in, t->w[0].inbuf, b);
+        THR_PUT(ck_ring_enqueue_spmc(&t->w[0].in, t->w[0].inbuf, b));
         return;
     }
-    ck_ring_enqueue_spmc(&best->in, best->inbuf, b); /* sized to hold every batch */
+    THR_PUT(ck_ring_enqueue_spmc(&best->in, best->inbuf, b));
     ck_ec32_inc(&best->ec, &exec__ec_threads);
 }
 
@@ -184,6 +187,7 @@ static struct exec__batch *thr_reap(exec_t *ex)
         return &mine->b; /* what the calling thread ran */
     }
     for (unsigned k = 0; k < t->nw; k++) {
+        EXEC__ASSERT(t->reap_pos < t->nw);
         struct thr_worker *wk = &t->w[t->reap_pos];
         struct thr_batch *tb;
         if (ck_ring_dequeue_spsc(&wk->out, wk->outbuf, &tb)) {
@@ -257,10 +261,10 @@ static void thr_stop(exec_t *ex)
         }
     }
     if (t->reclaimer_started) {
-        pthread_mutex_lock(&t->rec_lock);
+        exec__lock(&t->rec_lock);
         t->rec_stop = true;
         pthread_cond_signal(&t->rec_cond);
-        pthread_mutex_unlock(&t->rec_lock);
+        exec__unlock(&t->rec_lock);
         pthread_join(t->reclaimer, NULL);
     }
     /* Every worker is gone: the current context has no reader left. */
@@ -272,9 +276,9 @@ static void thr_stop(exec_t *ex)
         free(t->cur);
     }
     thr_free_all(t);
-    pthread_mutex_destroy(&t->init_lock);
+    exec__mutex_destroy(&t->init_lock);
     pthread_cond_destroy(&t->init_cond);
-    pthread_mutex_destroy(&t->rec_lock);
+    exec__mutex_destroy(&t->rec_lock);
     pthread_cond_destroy(&t->rec_cond);
 }
 

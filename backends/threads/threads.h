@@ -10,6 +10,10 @@
  * consume it) and `out` (worker -> consumer). A worker with nothing to do
  * spins briefly, then sleeps on a ck_ec event count the producer bumps after
  * each enqueue.
+ *
+ * Locks (core/lock.h's, checked in checked builds): init_lock for the
+ * startup handshake, rec_lock for the reclaimer's list; neither is held
+ * while another lock is taken.
  */
 #ifndef EXEC_THREADS_H
 #define EXEC_THREADS_H
@@ -23,6 +27,15 @@
 #define THR_SPIN_NS 20000u       /* a worker out of work looks this long before it sleeps */
 #define THR_LOW 2u               /* a worker with this few batches queued is running dry */
 #define THR_BATCH_NS 250000u     /* aim for batches of about this much work */
+
+/* An enqueue on a ring sized to hold every batch: it never fails (asserted
+ * in checked builds; the call runs in every build). */
+#define THR_PUT(enqueue)                                                                   \
+    do {                                                                                   \
+        bool thr_put_ = (enqueue);                                                         \
+        EXEC__ASSERT(thr_put_);                                                            \
+        (void)thr_put_;                                                                    \
+    } while (0)
 
 /* A context as the workers see it. */
 struct exec__ctxref {
@@ -69,9 +82,9 @@ struct thr {
     uint32_t parked; /* ck_pr: 1 + the index of the worker resting while a caller works */
 
     /* Startup handshake: workers report worker_init's result. */
-    pthread_mutex_t init_lock;
+    exec__mutex_t init_lock;
     pthread_cond_t init_cond;
-    unsigned init_done;
+    unsigned init_done; /* workers past worker_init, at most nw (init_lock) */
 
     /* Batch pool: a LIFO of free batches (the consumer pushes, the producer
      * pops; one popper, so no ABA). LIFO reuses the batches still warm in
@@ -100,7 +113,7 @@ struct thr {
     /* Reclaimer. */
     pthread_t reclaimer;
     bool reclaimer_started;
-    pthread_mutex_t rec_lock;
+    exec__mutex_t rec_lock; /* guards rec_list and rec_stop */
     pthread_cond_t rec_cond;
     struct exec__ctxref *rec_list;
     bool rec_stop;

@@ -162,11 +162,12 @@ void *thr_main(void *arg)
         urcu_memb_read_unlock();
     }
     ck_pr_store_64(&wk->startup_ns, exec__now_ns() - wk->t_start);
-    pthread_mutex_lock(&t->init_lock);
+    exec__lock(&t->init_lock);
     wk->init_rc = rc;
+    EXEC__ASSERT(t->init_done < t->nw);
     t->init_done++;
     pthread_cond_broadcast(&t->init_cond);
-    pthread_mutex_unlock(&t->init_lock);
+    exec__unlock(&t->init_lock);
 
     while (rc == 0) {
         struct thr_batch *tb;
@@ -182,7 +183,7 @@ void *thr_main(void *arg)
         ck_pr_store_64(&wk->batches, wk->batches + 1);
         bool awaited = exec__awaited(ex, &tb->b);
         exec__tsan_release(tb);
-        ck_ring_enqueue_spsc(&wk->out, wk->outbuf, tb);
+        THR_PUT(ck_ring_enqueue_spsc(&wk->out, wk->outbuf, tb));
         /* Wake a sleeping consumer only when a good share is done, we run
          * dry, it waits for this very batch, or results have waited long
          * enough: each wake-up costs both sides a context switch. */

@@ -18,7 +18,7 @@
 #ifndef SERVE_H
 #define SERVE_H
 
-#include "executor.h"
+#include "executor_records.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>

@@ -34,7 +34,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "executor.h"
+#include "executor_records.h"
 
 #include <pthread.h>
 #include <stdbool.h>

@@ -22,7 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "executor.h"
+#include "executor_records.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

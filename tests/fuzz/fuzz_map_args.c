@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "executor.h"
+#include "executor_records.h"
 #include "map_args.h"
 #include "wordtable.h"
 

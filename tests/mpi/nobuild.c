@@ -3,7 +3,7 @@
  * but nothing builds its classifier from a spec, so executor-map refuses it
  * (with --backend mpi: once, on every rank).
  */
-#include "executor.h"
+#include "executor_records.h"
 
 static int nobuild_process(void *ctx, void *wstate, const void *rec, size_t len,
                            exec_writer_t *out)

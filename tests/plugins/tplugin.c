@@ -4,7 +4,7 @@
  * the symbol, one of another ABI, one without ops, one whose ops have
  * another version.
  */
-#include "executor.h"
+#include "executor_records.h"
 
 #include <stdlib.h>
 #include <string.h>
