@@ -269,9 +269,12 @@ static void test_recycle_full_backlog(void **state)
     assert_int_equal(other, 0);
     assert_true(np >= recycle);
     assert_true(leaves >= recycle && leaves <= recycle + 1); /* the last may be unburied */
-    if (recycle < 5)
+    /* Each recycle forks a successor and copies its predecessor's pages first:
+     * under a sanitizer on a loaded machine only a few fit in the run. */
+    const uint64_t want = fu_sanitized() ? 2 : 5;
+    if (recycle < want)
         print_error("recycled %" PRIu64 ", %u processes\n", recycle, np);
-    assert_true(recycle >= 5);
+    assert_true(recycle >= want);
 }
 
 /* Every other worker_init after the first refuses: each failed successor

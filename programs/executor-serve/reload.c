@@ -90,10 +90,16 @@ static int worker_init(void *ctx, void **state)
 void ops_wrap(struct serve *s)
 {
     wrapped = s->pl;
-    worker_nice = s->o.worker_nice;
+    /* Relative to the server's own nice value, so that the workers go after
+     * the loop wherever the server was started (a unit's Nice=, a nice(1)). */
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, 0);
+    if (base == -1 && errno)
+        base = 0;
+    worker_nice = base + s->o.worker_nice > 19 ? 19 : base + s->o.worker_nice;
     s->ops = *s->pl->ops;
     s->ops.ctx_release = release_ctx;
-    if (worker_nice && !s->o.inline_run)
+    if (s->o.worker_nice && !s->o.inline_run)
         s->ops.worker_init = worker_init; /* inline: the loop is the worker */
 }
 
