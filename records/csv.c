@@ -209,8 +209,10 @@ static int src_fill(struct exec_source *s)
     src_move(s, s->buf, src_keep(s));
     if (s->cap - s->end < want) {
         size_t ncap = s->cap ? s->cap * 2 : want;
-        while (ncap - s->end < want)
+        while (ncap - s->end < want && ncap <= SIZE_MAX / 4)
             ncap *= 2;
+        if (ncap - s->end < want || ncap > SIZE_MAX / 2)
+            return s->ioerr = EXEC_ENOMEM;
         /* One spare byte past the data keeps lookahead reads in bounds. */
         char *nb = rec_realloc(s->buf, ncap + 1);
         if (!nb)
