@@ -171,7 +171,8 @@ run_serve() {
 # and test_backpressure: races are TSan's, valgrind runs one thread at a time, and the
 # millions of records these two push for counts and RSS (about 4 of valgrind's 7 minutes)
 # take the paths test_stream already takes there. The torture program, the bench and
-# the README check are not suites.
+# the README check are not suites. --fair-sched=yes hands the one running thread round
+# in turn: without it a thread that waits for another may wait for seconds.
 run_valgrind() {
     local t0 log=$root/valgrind.ctest.log result
     t0=$(date +%s)
@@ -180,7 +181,7 @@ run_valgrind() {
     if ! (cd "$root/default" && ctest -T memcheck --output-on-failure --no-tests=ignore \
         -R '^test_' -E '^test_(fork_|limits$|concurrency$|backpressure$)' \
         --overwrite MemoryCheckCommand="$(command -v valgrind)" \
-        --overwrite "MemoryCheckCommandOptions=--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
+        --overwrite "MemoryCheckCommandOptions=--fair-sched=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
         "${ctest_args[@]}") 2>&1 | tee "$log"; then
         fail "valgrind: tests (log: $log)"
     fi

@@ -523,6 +523,11 @@ static void insight(exec_backend_t be)
 {
     if (tu_fork_left_out(be == EXEC_FORK))
         return;
+    if (tu_under_valgrind()) {
+        /* Its figures are times, which valgrind stretches unevenly. */
+        print_message("under valgrind: left out (figures of time)\n");
+        return;
+    }
     const struct {
         uint64_t work_ns, emit_ns;
         unsigned hints;
