@@ -167,7 +167,12 @@ static void test_jitter_spreads(void **state)
     }
     exec_destroy(ex);
     assert_int_equal(other, 0);
-    assert_int_equal(recycle + 1, np);
+    /* Every process but the last left at its limit; when the last records'
+     * worker left at its limit too, its successor took over with none left
+     * to run and is not among those that ran records. */
+    if (recycle + 1 != np && recycle != np)
+        print_error("recycled %" PRIu64 ", %u processes ran records\n", recycle, np);
+    assert_true(recycle + 1 == np || recycle == np);
     assert_true(np >= 3);
     /* Finished lifetimes (all but the last process's): at least the limit;
      * most of them within [200, 220] (a late successor makes one longer). */
