@@ -69,20 +69,31 @@ run)
         cache=$(cd "$EXEC_APT_CACHE" && pwd)
     fi
     # In namespaces of its own: the mounts go when the command ends, and so does every
-    # process it started (pid 1 of the namespace is the shell below).
-    exec unshare --mount --pid --fork --propagation private /bin/sh -c '
+    # process it started (pid 1 of the namespace is the shell below). Inside a chroot,
+    # where / is no mount point, the mounts cannot be made private: they keep the
+    # propagation they have, and the shell unmounts them itself at the end.
+    prop=private
+    unshare --mount --propagation private true 2>/dev/null || prop=unchanged
+    exec unshare --mount --pid --fork --propagation "$prop" /bin/sh -c '
         set -e
-        root=$1 cache=$2
-        shift 2
+        root=$1 cache=$2 prop=$3
+        shift 3
+        if [ "$prop" != private ]; then
+            trap "for m in var/cache/apt/archives etc/resolv.conf sys dev proc; do
+                umount -l \"\$root/\$m\" 2>/dev/null || true; done" EXIT
+        fi
         mount -t proc proc "$root/proc"
         mount --rbind /dev "$root/dev"
         mount --rbind -o ro /sys "$root/sys" 2>/dev/null || true
         [ -f /etc/resolv.conf ] && touch "$root/etc/resolv.conf" &&
             mount --bind -o ro /etc/resolv.conf "$root/etc/resolv.conf"
         [ -z "$cache" ] || mount --bind "$cache" "$root/var/cache/apt/archives"
+        [ "$prop" = private ] || { chroot "$root" /usr/bin/env -i \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; exit; }
         exec chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
-    ' fresh-root "$root" "$cache" "$@"
+    ' fresh-root "$root" "$cache" "$prop" "$@"
     ;;
 remove)
     [ -d "$dir" ] || exit 0
