@@ -169,6 +169,29 @@ void exec__flight_remove(exec_t *ex, struct exec__batch *b);
  * alive until its result is delivered; the backend must have refs): 0,
  * EXEC_EAGAIN (no room: window or batches), EXEC_ESTATE, EXEC_EFATAL. */
 int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_ref);
+/* submit_lock held, room checked: the record goes into b (its bytes copied
+ * unless by_ref) and counts as submitted. */
+static inline void exec__batch_put(exec_t *ex, struct exec__batch *b, const void *rec,
+                                   size_t len, uint64_t tag, bool by_ref)
+{
+    struct exec__rec *r = &b->recs[b->n];
+    r->tag = tag;
+    r->len = len;
+    if (by_ref) {
+        r->p = rec;
+    } else {
+        r->p = b->data + b->data_len;
+        if (len)
+            memcpy(b->data + b->data_len, rec, len);
+        b->data_len += len;
+    }
+    if (b->rflags)
+        __atomic_store_n(&b->rflags[b->n], 0, __ATOMIC_RELAXED); /* a watcher may look */
+    b->n++;
+    ex->next_rec_seq++;
+    ck_pr_store_64(&ex->submitted, ex->submitted + 1);
+}
+
 /* submit_lock held. exec__append(), inline, for the common case only: the open batch has room for it and nothing is to be decided
  * (the record that may fill the batch, every 8th one, and any record while a
  * worker idles go through exec__append(), which decides whether the batch
@@ -182,22 +205,7 @@ static inline bool exec__append_quick(exec_t *ex, const void *rec, size_t len, u
         (!by_ref && b->data_cap - b->data_len < len) || ck_pr_load_32(&ex->idle) ||
         ex->submitted - ck_pr_load_64(&ex->collected) >= ex->opt.window)
         return false;
-    struct exec__rec *r = &b->recs[b->n];
-    r->tag = tag;
-    r->len = len;
-    if (by_ref) {
-        r->p = rec;
-    } else {
-        r->p = b->data + b->data_len;
-        if (len)
-            memcpy(b->data + b->data_len, rec, len);
-        b->data_len += len;
-    }
-    if (b->rflags)
-        __atomic_store_n(&b->rflags[b->n], 0, __ATOMIC_RELAXED);
-    b->n++;
-    ex->next_rec_seq++;
-    ck_pr_store_64(&ex->submitted, ex->submitted + 1);
+    exec__batch_put(ex, b, rec, len, tag, by_ref);
     return true;
 }
 

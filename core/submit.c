@@ -130,22 +130,7 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
         if (!b)
             return err;
     }
-    struct exec__rec *r = &b->recs[b->n];
-    r->tag = tag;
-    r->len = len;
-    if (by_ref) {
-        r->p = rec;
-    } else {
-        r->p = b->data + b->data_len;
-        if (len)
-            memcpy(b->data + b->data_len, rec, len);
-        b->data_len += len;
-    }
-    if (b->rflags)
-        __atomic_store_n(&b->rflags[b->n], 0, __ATOMIC_RELAXED); /* a watcher may look */
-    b->n++;
-    ex->next_rec_seq++;
-    ck_pr_store_64(&ex->submitted, ex->submitted + 1);
+    exec__batch_put(ex, b, rec, len, tag, by_ref);
     /* Send early when a worker runs short; looking every 8th record is enough
      * (and the first record of a batch always looks: latency mode); or at the
      * smaller size the backend asks for when records are heavy. Such early,
