@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define EXEC__PREFETCH 8 /* records ahead whose bytes a copy asks for */
+
 /* ------------------------------------------------------------------------- */
 /* Producer                                                                  */
 /* ------------------------------------------------------------------------- */
@@ -216,6 +218,14 @@ int exec__append_many(exec_t *ex, const exec_record_t *recs, size_t n, enum exec
         size_t j;
         for (j = 0; j < k; j++) {
             const exec_record_t *x = &recs[i + j];
+            /* Records a program allocated one by one lie apart: a copy
+             * waits on memory unless their bytes are asked for early. */
+            if (j + EXEC__PREFETCH < k) {
+                const exec_record_t *a = &x[EXEC__PREFETCH];
+                __builtin_prefetch(a->data);
+                if (a->len > 64)
+                    __builtin_prefetch((const char *)a->data + 64);
+            }
             r[j].tag = x->tag;
             r[j].len = x->len;
             if (how == EXEC__VIEWS ||
