@@ -129,7 +129,9 @@ struct exec {
 
     /* What a whole-stream call's thread spends per record besides running
      * batches (exec_stats' caller_ns): its CPU time from claim to unclaim
-     * less the time it ran batches (help), over the records it submitted.
+     * less the time it ran batches (help, on the monotonic clock: a help
+     * preempted by another process counts whole), over the records it
+     * submitted.
      * Written by that thread (ck_pr), read by exec_stats. */
     uint64_t caller_cpu_ns, caller_recs, help_ns;
     uint64_t claim_cpu_ns, claim_recs, claim_help_ns; /* at the claim */
