@@ -27,15 +27,27 @@ static struct exec__batch *fk_batch_get(exec_t *ex, int *err)
     struct fk_worker *best = NULL;
     if (ck_pr_load_32(&fk->held_all) >= fk->maxb)
         return NULL; /* old generations still hold their share */
-    /* The worker with the fewest slots queued; a tie goes to the first, so a
-     * lone record goes to the same worker as the last one, which is still
-     * awake (round robin would find each asleep). */
-    unsigned best_q = UINT_MAX;
+    /* The worker with the fewest records queued (a worker takes no records
+     * from another's queue, so the work must be spread when it is queued);
+     * a tie goes to the first, so a lone record goes to the same worker as
+     * the last one, which is still awake (round robin would find each
+     * asleep). A worker not serving yet counts as one record more when it
+     * was asked for a moment ago and its place has not failed (it is about
+     * to serve: the first records of a short job must not all go to the
+     * worker that happened to start first), else as full. */
+    uint64_t best_q = UINT64_MAX;
+    uint64_t now = 0;
     for (unsigned k = 0; k < g->nw; k++) {
         struct fk_worker *wk = &g->w[k];
         if (ck_pr_load_32(&wk->c.gone) || ck_ring_size(&wk->freer) == 0)
             continue;
-        unsigned q = ck_pr_load_uint(&wk->q.qn) + (ck_pr_load_32(&wk->alive) ? 0 : g->nslot);
+        uint64_t q = ck_pr_load_64(&wk->q.nrec);
+        if (!ck_pr_load_32(&wk->alive)) {
+            uint64_t young = ck_pr_load_64(&wk->young_at);
+            if (young && !now)
+                now = exec__now_ns();
+            q += young && now - young < FK_YOUNG_NS ? 1 : (uint64_t)1 << 40;
+        }
         if (q < best_q) {
             best = wk;
             best_q = q;

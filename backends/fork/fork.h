@@ -56,6 +56,7 @@
 #define FK_LIVED_NS 1000000000ull     /* a process admitted this long ago was no failed start */
 #define FK_CANCEL_NS 20000000ull      /* a cancelled record still running this long: kill */
 #define FK_SETTLE_NS 2000000000ull    /* EOF waits this long at most for a requested kill */
+#define FK_YOUNG_NS 50000000ull       /* a process asked for this recently is about to serve */
 
 /* Supervisor <-> zygote messages (channel.c). */
 enum { FK_M_SPAWN = 1, FK_M_EXIT, FK_M_SPAWNED, FK_M_FAILED, FK_M_EXITED, FK_M_KILL };
@@ -88,6 +89,7 @@ struct fk_slot {
     struct fk_worker *wk;
     uint32_t idx;  /* within its worker */
     uint32_t from; /* next record to run */
+    uint32_t qrec; /* records it added to its worker's q.nrec when queued */
     bool copied;   /* results are gathered in rbuf (more than one pass) */
     struct fk_slot *next_done;
     struct fk_sin *sin;
@@ -180,6 +182,7 @@ struct fk_worker {
         uint32_t *fifo;
         unsigned head, n;
         unsigned qn;          /* ck_pr mirror of n, read without the lock */
+        uint64_t nrec;        /* records in those slots not yet run (ck_pr) */
         uint64_t head_since;  /* ck_pr: when the head slot became the head */
         struct ck_ring in_sh; /* our side of hdr->in: p_tail and mask */
     } q;
@@ -208,6 +211,8 @@ struct fk_worker {
     struct fk_watch w; /* supervisor, fk->lock */
     struct fk_succ s;  /* supervisor, fk->lock */
     uint32_t alive;    /* ck_pr: a hint for batch_get */
+    uint64_t young_at; /* ck_pr: when a process of a place with no failed start was
+                          asked for (0: none or failing), a hint for batch_get */
 };
 
 struct fk_gen {

@@ -70,6 +70,8 @@ bool fk_enqueue(struct fk_worker *wk, struct fk_slot *s)
     wk->q.fifo[(wk->q.head + wk->q.n) % g->nslot] = s->idx;
     wk->q.n++;
     ck_pr_store_uint(&wk->q.qn, wk->q.n);
+    s->qrec = s->b.n - s->from;
+    ck_pr_store_64(&wk->q.nrec, wk->q.nrec + s->qrec);
     return fk_ring_put(wk, s);
 }
 
@@ -82,6 +84,9 @@ struct fk_slot *fk_fifo_pop(struct fk_worker *wk)
     wk->q.head = (wk->q.head + 1) % wk->g->nslot;
     wk->q.n--;
     ck_pr_store_uint(&wk->q.qn, wk->q.n);
+    EXEC__ASSERT(wk->q.nrec >= s->qrec);
+    ck_pr_store_64(&wk->q.nrec, wk->q.nrec - s->qrec);
+    s->qrec = 0;
     ck_pr_store_64(&wk->q.head_since, wk->q.n ? exec__now_ns() : 0);
     return s;
 }

@@ -269,6 +269,7 @@ static int fk_sup_pass(struct fk *fk, uint64_t now)
                  * (kill_req) before its SPAWNED message is read. */
                 fk_proc_reset(wk);
                 ck_pr_store_32(&wk->hdr->admit, 0);
+                ck_pr_store_64(&wk->young_at, wk->p.fails ? 0 : now);
                 struct fk_msg m = {FK_M_SPAWN, (int32_t)wk->p.zi, 0, 0};
                 fk_sup_send(g, &m);
                 wk->p.state = W_SPAWNING;
