@@ -150,6 +150,8 @@ struct exec {
     uint32_t batch_limit; /* records per batch the backend asks for (<= opt.batch) */
     uint32_t idle;        /* workers going to sleep: send what is open at once */
     uint64_t early_max;   /* most batches out before none is sent early */
+    uint32_t run_cap;     /* exec_run_records: most records a batch of its array
+                             holds (0: no cap), so a short array is spread */
     uint64_t ok, user_errors, crashed, timed_out, too_big, cancelled, worker_errors, batches,
         swaps, generation, respawns;
     uint32_t fatal; /* set once the backend gave up */

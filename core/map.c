@@ -13,6 +13,7 @@
 #include <time.h>
 
 #define EXEC__EMIT_CHUNK 128u /* results handed to an emit_many call at most */
+#define EXEC__SPREAD 8u       /* exec_run_records: batches a worker, at least */
 
 /* Where results go: one at a time, or a batch's worth at a time. */
 struct exec__emitter {
@@ -288,6 +289,13 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_
     struct exec__emitter em = {NULL, emit_cb, emit_arg};
     int stop = 0;
     size_t i = 0;
+    /* Eight batches a worker at least: before the first results nobody
+     * knows the records' weight, and a short array of heavy records cut
+     * into full batches would leave workers idle while one runs the rest
+     * (on EXEC_FORK no worker takes records queued to another). */
+    size_t per = (size_t)EXEC__SPREAD * ex->opt.workers;
+    size_t spread = (n + per - 1) / per;
+    ex->run_cap = spread < ex->opt.batch ? (uint32_t)spread : 0;
     while (i < n && rc == 0 && !stop) {
         size_t k = 0;
         rc = exec__append_many(ex, recs + i, n - i, how, &k);
@@ -298,6 +306,7 @@ int exec_run_records(exec_t *ex, const exec_record_t *recs, size_t n, exec_emit_
             exec__lock(&ex->submit_lock);
         }
     }
+    ex->run_cap = 0;
     exec__dispatch_open(ex);
     exec__unlock(&ex->submit_lock);
     int c = stop ? 0 : exec__collect(ex, &em, false, &stop);

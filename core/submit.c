@@ -147,7 +147,8 @@ int exec__append(exec_t *ex, const void *rec, size_t len, uint64_t tag, bool by_
 }
 
 /* submit_lock held. How many of `left` records go into b in one run: as
- * many as fit, the window allows, and the batch size the backend asks for. */
+ * many as fit, the window allows, the batch size the backend asks for, and
+ * the spread of a short array (run_cap). */
 static size_t exec__run_size(exec_t *ex, const struct exec__batch *b, size_t left,
                              uint64_t inflight)
 {
@@ -155,6 +156,11 @@ static size_t exec__run_size(exec_t *ex, const struct exec__batch *b, size_t lef
     size_t k = b->cap - b->n;
     if (k > left)
         k = left;
+    if (ex->run_cap) {
+        size_t room = b->n < ex->run_cap ? ex->run_cap - b->n : 0;
+        if (k > room)
+            k = room; /* 0: the batch is full, and goes out */
+    }
     if (k > ex->opt.window - inflight)
         k = (size_t)(ex->opt.window - inflight);
     if (exec__spare(ex) && lim > b->n && k > lim - b->n)

@@ -566,6 +566,62 @@ static void insight(exec_backend_t be)
     }
 }
 
+static int s_count(void *arg, const exec_result_t *res, size_t n)
+{
+    size_t *ok = arg;
+    for (size_t i = 0; i < n; i++)
+        *ok += res[i].status == 0;
+    return 0;
+}
+
+/* A short array of heavy records is spread over the workers: before the
+ * first results nobody knows their weight, and full batches of them would
+ * leave a worker idle while another ran the rest (on EXEC_FORK no worker
+ * takes records queued to another: 46 of 48 went to one worker before). */
+static void spread(exec_backend_t be)
+{
+    if (tu_fork_left_out(be == EXEC_FORK))
+        return;
+    struct ictx ctx = {2000000}; /* 2 ms a record */
+    exec_options_t o = {.workers = 2};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &i_ops, &ctx, be, &o), 0);
+    enum { N = 48 };
+    exec_record_t recs[N];
+    uint64_t v[N];
+    for (size_t i = 0; i < N; i++) {
+        v[i] = i;
+        recs[i] = (exec_record_t){&v[i], sizeof v[i], i};
+    }
+    size_t ok = 0;
+    assert_int_equal(exec_run_records(ex, recs, N, s_count, &ok), 0);
+    assert_int_equal(ok, N);
+    exec_stats_t st;
+    assert_int_equal(exec_stats(ex, &st), 0);
+    /* Eight batches a worker at least. */
+    assert_true(st.batches >= 16);
+    uint64_t w[2] = {0, 0};
+    for (unsigned i = 0; i < 2; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        w[i] = ws.records;
+    }
+    print_message("%s: workers ran %" PRIu64 " and %" PRIu64 " of %d records in %" PRIu64
+                  " batches\n",
+                  exec_backend_name(be), w[0], w[1], N, st.batches);
+    if (be == EXEC_FORK && !tu_under_valgrind()) {
+        /* (Under valgrind a worker may take long enough to start that the
+         * other is given its share.) */
+        assert_true(w[0] >= N / 4 && w[1] >= N / 4);
+    }
+    if (be == EXEC_THREADS)
+        assert_true(w[0] + w[1] < N); /* the caller ran some itself */
+    exec_destroy(ex);
+}
+
+static void test_spread_threads(void **s) { (void)s; spread(EXEC_THREADS); }
+static void test_spread_fork(void **s) { (void)s; spread(EXEC_FORK); }
+
 static void test_insight_threads(void **s) { (void)s; insight(EXEC_THREADS); }
 static void test_insight_fork(void **s) { (void)s; insight(EXEC_FORK); }
 
@@ -687,6 +743,8 @@ int main(void)
         cmocka_unit_test(test_caller_init_worker_goes_on_map),
         cmocka_unit_test(test_insight_threads),
         cmocka_unit_test(test_insight_fork),
+        cmocka_unit_test(test_spread_threads),
+        cmocka_unit_test(test_spread_fork),
         cmocka_unit_test(test_run_misuse),
         cmocka_unit_test(test_map_other_threads_busy),
     };
