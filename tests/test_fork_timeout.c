@@ -17,6 +17,7 @@ enum {
     T_SLEEP,
     T_QUICK, /* ignores SIGTERM, returns the moment exec_cancelled() says so */
     T_AFTER, /* default SIGTERM disposition, 20 ms of work, then its tag */
+    T_ABORT, /* SIGABRT at once */
 };
 
 #define T_MAX 64
@@ -93,6 +94,8 @@ static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
             ;
         return exec_write(out, &r.tag, sizeof r.tag);
     }
+    case T_ABORT:
+        abort();
     case T_SLEEP: {
         struct timespec ts = {0, 300000000};
         while (nanosleep(&ts, &ts) != 0)
@@ -373,6 +376,74 @@ static void test_signal_stays_on_its_record(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/*
+ * A crash is a crash even right after a soft stop: a record that stops the
+ * moment it is flagged is followed by one that aborts, before the supervisor
+ * looks at the worker again. The abort reads EXEC_ECRASHED, and its respawn
+ * counts as a crash, never as a timeout (the worker was not killed for one).
+ * In a stream, and one record at a time (each in the slot the stopped one
+ * had just left).
+ */
+static void test_crash_after_stopped_record(void **state)
+{
+    (void)state;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    enum { PAIRS = 4 };
+    static const int modes[] = {M_UNORDERED, M_ONE};
+    for (unsigned m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        const int mode = modes[m];
+        memset(sh, 0, sizeof *sh);
+        exec_options_t o = {.workers = 1,
+                            .timeout_ms = 200,
+                            .grace_ms = 5000,
+                            .batch = mode == M_ONE ? 1 : 0};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+        exec_result_t res;
+        unsigned got = 0;
+        for (unsigned i = 0; i < 2 * PAIRS || got < 2 * PAIRS;) {
+            if (i < 2 * PAIRS) {
+                struct t_rec r = {i % 2 ? T_ABORT : T_QUICK, i};
+                assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
+                i++;
+                if (mode != M_ONE)
+                    continue;
+            }
+            if (i == 2 * PAIRS && got == 0 && mode != M_ONE)
+                assert_int_equal(exec_finish(ex), 0);
+            assert_int_equal(exec_next(ex, &res, 30000), 0);
+            got++;
+            if (res.tag % 2 == 0) {
+                assert_int_equal(res.status, EXEC_ERECTIMEOUT);
+                assert_int_equal(res.flags, EXEC_RESULT_EARLY);
+            } else {
+                if (res.status != EXEC_ECRASHED)
+                    print_error("mode %d, tag %" PRIu64 ": %s (signal %d)\n", mode, res.tag,
+                                exec_strerror(res.status), res.signal);
+                assert_int_equal(res.status, EXEC_ECRASHED);
+                assert_int_equal(res.signal, SIGABRT);
+            }
+        }
+        if (mode == M_ONE)
+            assert_int_equal(exec_finish(ex), 0);
+        assert_int_equal(exec_next(ex, &res, 10000), EXEC_EOF);
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+        if (ws.respawns_crash != PAIRS || ws.respawns_timeout != 0)
+            print_error("mode %d: %" PRIu64 " crash and %" PRIu64 " timeout respawns\n", mode,
+                        ws.respawns_crash, ws.respawns_timeout);
+        assert_int_equal(ws.respawns_crash, PAIRS);
+        assert_int_equal(ws.respawns_timeout, 0);
+        exec_stats_t st;
+        assert_int_equal(exec_stats(ex, &st), 0);
+        assert_int_equal(st.respawns, PAIRS);
+        exec_destroy(ex);
+    }
+    munmap(sh, sizeof *sh);
+}
+
 /* Slow-record reports, gathered from the executor's thread. */
 struct t_slow {
     pthread_mutex_t lock;
@@ -468,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_grandchildren),
         cmocka_unit_test(test_slow_report),
         cmocka_unit_test(test_signal_stays_on_its_record),
+        cmocka_unit_test(test_crash_after_stopped_record),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }
