@@ -444,6 +444,54 @@ static void test_crash_after_stopped_record(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/*
+ * The soft stop's flag reaches a record whatever waits ahead of it: slots the
+ * worker finished and the consumer has not taken yet stay in its queue, and
+ * the record behind them that stops at its flag (SIGTERM ignored) lives on.
+ */
+static void test_flag_behind_unreaped_slots(void **state)
+{
+    (void)state;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    exec_options_t o = {.workers = 1, .timeout_ms = 200, .grace_ms = 600, .batch = 1};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+    static const uint32_t k[] = {T_OK, T_OK, T_QUICK, T_OK};
+    const unsigned n = sizeof k / sizeof k[0];
+    for (unsigned i = 0; i < n; i++) {
+        struct t_rec r = {k[i], i};
+        assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    /* Nothing taken until the stop (and the kill, were it missed) is over. */
+    struct timespec ts = {1, 200000000};
+    nanosleep(&ts, NULL);
+    exec_result_t res;
+    unsigned got = 0;
+    while (exec_next(ex, &res, 30000) == 0) {
+        got++;
+        if (k[res.tag] != T_QUICK) {
+            assert_int_equal(res.status, 0);
+            continue;
+        }
+        if (res.flags != EXEC_RESULT_EARLY)
+            print_error("%s, signal %d, flags %u\n", exec_strerror(res.status), res.signal,
+                        res.flags);
+        assert_int_equal(res.status, EXEC_ERECTIMEOUT);
+        assert_int_equal(res.flags, EXEC_RESULT_EARLY);
+        assert_int_equal(res.signal, 0);
+    }
+    assert_int_equal(got, n);
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    assert_int_equal(ws.respawns_timeout + ws.respawns_crash, 0);
+    exec_destroy(ex);
+    munmap(sh, sizeof *sh);
+}
+
 /* Slow-record reports, gathered from the executor's thread. */
 struct t_slow {
     pthread_mutex_t lock;
@@ -540,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_slow_report),
         cmocka_unit_test(test_signal_stays_on_its_record),
         cmocka_unit_test(test_crash_after_stopped_record),
+        cmocka_unit_test(test_flag_behind_unreaped_slots),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }
