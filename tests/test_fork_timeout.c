@@ -492,6 +492,117 @@ static void test_flag_behind_unreaped_slots(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/* One-byte records, any number of them: quick, crashing, or running past
+ * timeout_ms and dying of the SIGTERM, ignoring it, or stopping at the flag. */
+enum { C_OK, C_TERM, C_KILL, C_ABORT, C_QUICK, C_KINDS, C_RACE = C_KINDS };
+
+static int c_process(void *ctx, void *ws, const void *data, size_t len, exec_writer_t *out)
+{
+    (void)ctx, (void)ws;
+    if (len != 1)
+        return 99;
+    switch (*(const uint8_t *)data) {
+    case C_OK: { /* long enough for a successor to start meanwhile */
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        return exec_write(out, "k", 1);
+    }
+    case C_TERM: /* as a classifier that looks at its flag now and then */
+        signal(SIGTERM, SIG_DFL);
+        while (!exec_cancelled(out))
+            t_nap();
+        return 4;
+    case C_KILL:
+        signal(SIGTERM, SIG_IGN);
+        for (;;)
+            t_nap();
+    case C_ABORT:
+        abort();
+    case C_RACE: /* returns the moment it is flagged, the SIGTERM on its way */
+        signal(SIGTERM, SIG_DFL);
+        while (!exec_cancelled(out))
+            ;
+        return exec_write(out, "r", 1);
+    default:
+        signal(SIGTERM, SIG_IGN);
+        while (!exec_cancelled(out))
+            ;
+        return exec_write(out, "p", 1);
+    }
+}
+
+/* A worker that takes a while to die: *(size_t *)ctx bytes of its own. */
+static int c_init_big(void *ctx, void **ws)
+{
+    size_t n = *(const size_t *)ctx;
+    *ws = malloc(n);
+    if (!*ws)
+        return 1;
+    memset(*ws, 1, n);
+    return 0;
+}
+
+static void c_fini_big(void *ctx, void *ws)
+{
+    (void)ctx;
+    free(ws);
+}
+
+static const exec_ops_t c_ops_big = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = c_process,
+    .worker_init = c_init_big,
+    .worker_fini = c_fini_big,
+};
+
+/*
+ * A record that returns the moment it is flagged may leave before the soft
+ * stop's SIGTERM lands, and its worker then dies of it between records. The
+ * supervisor, looking again before the death shows (it looks every few ms
+ * with a short timeout, and a process with much memory of its own takes a
+ * while to die), sees the record left and lets the stop go; the death is
+ * still the timeout's: it counts in respawns_timeout, never as a crash, and
+ * the record reads EXEC_ERECTIMEOUT.
+ */
+static void test_death_as_it_left_its_record(void **state)
+{
+    (void)state;
+    size_t big = (fu_light() ? 64u : 256u) << 20;
+    exec_options_t o = {.workers = 1, .timeout_ms = 4, .grace_ms = 1000, .batch = 1};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &c_ops_big, &big, EXEC_FORK, &o), 0);
+    enum { N = 40 };
+    const uint8_t k = C_RACE;
+    exec_result_t res;
+    unsigned got = 0, killed = 0, wrong = 0;
+    for (unsigned i = 0; i < N; i++) {
+        assert_int_equal(exec_submit(ex, &k, 1, i), 0);
+        assert_int_equal(exec_next(ex, &res, 60000), 0);
+        got++;
+        if (res.status == EXEC_ERECTIMEOUT && res.signal == SIGTERM) {
+            killed++;
+        } else if (res.status != EXEC_ERECTIMEOUT || res.signal ||
+                   res.flags != EXEC_RESULT_EARLY) {
+            print_error("record %" PRIu64 ": %s, signal %d, flags %u\n", res.tag,
+                        exec_strerror(res.status), res.signal, res.flags);
+            wrong++;
+        }
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    assert_int_equal(exec_next(ex, &res, 10000), EXEC_EOF);
+    assert_int_equal(got, N);
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    if (wrong || ws.respawns_timeout != killed || ws.respawns_crash)
+        print_error("%u killed, %" PRIu64 " timeout and %" PRIu64 " crash respawns\n", killed,
+                    ws.respawns_timeout, ws.respawns_crash);
+    assert_int_equal(wrong, 0);
+    assert_int_equal(ws.respawns_timeout, killed);
+    assert_int_equal(ws.respawns_crash, 0);
+    exec_destroy(ex);
+}
+
 /* Slow-record reports, gathered from the executor's thread. */
 struct t_slow {
     pthread_mutex_t lock;
@@ -589,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_signal_stays_on_its_record),
         cmocka_unit_test(test_crash_after_stopped_record),
         cmocka_unit_test(test_flag_behind_unreaped_slots),
+        cmocka_unit_test(test_death_as_it_left_its_record),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }

@@ -78,6 +78,7 @@ static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
     if (on) {
         wk->w.soft_at = now ? now : 1;
         wk->w.soft_tick = tick;
+        wk->w.soft_sent = true;
     } else {
         /* It finished that record meanwhile: start its clock again. */
         wk->w.last_tick = 0;
