@@ -4,6 +4,7 @@
  * one-at-a-time delivery, and helpers forked by process() never survive. */
 #include "forkutil.h"
 
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 enum {
@@ -531,6 +532,12 @@ static int c_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
     }
 }
 
+static const exec_ops_t c_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = c_process,
+};
+
 /* A worker that takes a while to die: *(size_t *)ctx bytes of its own. */
 static int c_init_big(void *ctx, void **ws)
 {
@@ -555,6 +562,140 @@ static const exec_ops_t c_ops_big = {
     .worker_init = c_init_big,
     .worker_fini = c_fini_big,
 };
+
+struct c_run {
+    exec_t *ex;
+    uint8_t *kind;
+    unsigned n;
+    /* The consumer's. */
+    unsigned got, dup, wrong;
+    uint64_t killed, crashed; /* results of timeout kills, of crashes */
+    /* The swapper's. */
+    int ctx[2];
+    atomic_bool stop;
+    unsigned swaps, swap_err;
+};
+
+static void *c_consume(void *arg)
+{
+    struct c_run *c = arg;
+    uint8_t *seen = calloc(c->n, 1);
+    exec_result_t res;
+    int rc;
+    while (seen && (rc = exec_next(c->ex, &res, 60000)) == 0) {
+        if (res.tag >= c->n || seen[res.tag]++) {
+            c->dup++;
+            continue;
+        }
+        c->got++;
+        int st = res.status, sig = res.signal;
+        bool early = res.flags & EXEC_RESULT_EARLY;
+        c->killed += st == EXEC_ERECTIMEOUT && sig != 0;
+        c->crashed += st == EXEC_ECRASHED;
+        bool right;
+        switch (c->kind[res.tag]) {
+        case C_OK: right = st == 0; break;
+        case C_ABORT: right = st == EXEC_ECRASHED && sig == SIGABRT; break;
+        case C_KILL: right = st == EXEC_ERECTIMEOUT && sig == SIGKILL; break;
+        case C_TERM: right = st == EXEC_ERECTIMEOUT && (sig == SIGTERM || (!sig && early)); break;
+        /* Killed only where it was not scheduled within the grace. */
+        default: right = st == EXEC_ERECTIMEOUT && (sig == SIGKILL || (!sig && early)); break;
+        }
+        if (!right) {
+            print_error("record %" PRIu64 " (kind %u): %s, signal %d, flags %u\n", res.tag,
+                        c->kind[res.tag], exec_strerror(st), sig, res.flags);
+            c->wrong++;
+        }
+    }
+    free(seen);
+    return NULL;
+}
+
+static void *c_swap(void *arg)
+{
+    struct c_run *c = arg;
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        struct timespec ts = {0, 30000000};
+        nanosleep(&ts, NULL);
+        int rc = exec_swap_context(c->ex, &c->ctx[i % 2]);
+        if (rc == 0)
+            c->swaps++;
+        else if (rc != EXEC_EBUSY)
+            c->swap_err++;
+    }
+    return NULL;
+}
+
+/*
+ * Respawns by cause under churn: two workers, the records above among many
+ * quick ones, with recycling and, in the second round, swaps from another
+ * thread. Each record's result says what ended its worker, if anything:
+ * every worker killed by a timeout's stop counts once in respawns_timeout,
+ * every crash once in respawns_crash, and exec_stats().respawns is their sum
+ * with the recycles.
+ */
+static void test_respawn_causes_under_churn(void **state)
+{
+    (void)state;
+    const unsigned n = fu_light() ? 600 : 1500;
+    for (int round = 0; round < 2; round++) {
+        const bool swaps = round == 1;
+        struct c_run c = {.n = n, .kind = malloc(n)};
+        assert_non_null(c.kind);
+        uint64_t x = 0x9e3779b97f4a7c15ull + (uint64_t)round;
+        for (unsigned i = 0; i < n; i++) {
+            x = fu_mix(x + i);
+            /* 1 in 25 (1 in 50 in the first round, to leave room for recycles). */
+            c.kind[i] = x % (swaps ? 25 : 50) ? C_OK : (uint8_t)(1 + (x >> 32) % (C_KINDS - 1));
+        }
+        exec_options_t o = {.workers = 2,
+                            .timeout_ms = 20,
+                            .grace_ms = 20,
+                            .batch = 4,
+                            .max_records_per_worker = swaps ? 20 : 10};
+        assert_int_equal(exec_create(&c.ex, &c_ops, &c.ctx[0], EXEC_FORK, &o), 0);
+        pthread_t ct, st;
+        assert_int_equal(pthread_create(&ct, NULL, c_consume, &c), 0);
+        if (swaps)
+            assert_int_equal(pthread_create(&st, NULL, c_swap, &c), 0);
+        for (unsigned i = 0; i < n; i++)
+            assert_int_equal(exec_submit(c.ex, &c.kind[i], 1, i), 0);
+        assert_int_equal(exec_finish(c.ex), 0);
+        assert_int_equal(pthread_join(ct, NULL), 0);
+        atomic_store(&c.stop, true);
+        if (swaps)
+            assert_int_equal(pthread_join(st, NULL), 0);
+
+        uint64_t timeout = 0, crash = 0, recycle = 0, cancel = 0;
+        for (unsigned w = 0; w < o.workers; w++) {
+            exec_worker_stats_t ws;
+            assert_int_equal(exec_worker_stats(c.ex, w, &ws), 0);
+            timeout += ws.respawns_timeout;
+            crash += ws.respawns_crash;
+            recycle += ws.respawns_recycle;
+            cancel += ws.respawns_cancel;
+        }
+        exec_stats_t es;
+        assert_int_equal(exec_stats(c.ex, &es), 0);
+        if (timeout != c.killed || crash != c.crashed ||
+            es.respawns != timeout + crash + recycle + cancel)
+            print_error("round %d: respawns %" PRIu64 " timeout, %" PRIu64 " crash, %" PRIu64
+                        " recycle, %" PRIu64 " cancel, %" PRIu64 " in all; results: %" PRIu64
+                        " killed by a timeout, %" PRIu64 " crashed; %u swaps\n",
+                        round, timeout, crash, recycle, cancel, es.respawns, c.killed,
+                        c.crashed, c.swaps);
+        assert_int_equal(c.got, n);
+        assert_int_equal(c.dup, 0);
+        assert_int_equal(c.wrong, 0);
+        assert_int_equal(c.swap_err, 0);
+        assert_int_equal(timeout, c.killed);
+        assert_int_equal(crash, c.crashed);
+        assert_int_equal(cancel, 0);
+        assert_int_equal(es.respawns, timeout + crash + recycle);
+        exec_destroy(c.ex);
+        free(c.kind);
+    }
+}
 
 /*
  * A record that returns the moment it is flagged may leave before the soft
@@ -700,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_signal_stays_on_its_record),
         cmocka_unit_test(test_crash_after_stopped_record),
         cmocka_unit_test(test_flag_behind_unreaped_slots),
+        cmocka_unit_test(test_respawn_causes_under_churn),
         cmocka_unit_test(test_death_as_it_left_its_record),
     };
     return tu_run_group_tests(tests, NULL, NULL);
