@@ -4,6 +4,7 @@
  * one-at-a-time delivery, and helpers forked by process() never survive. */
 #include "forkutil.h"
 
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 enum {
@@ -17,6 +18,7 @@ enum {
     T_SLEEP,
     T_QUICK, /* ignores SIGTERM, returns the moment exec_cancelled() says so */
     T_AFTER, /* default SIGTERM disposition, 20 ms of work, then its tag */
+    T_ABORT, /* SIGABRT at once */
 };
 
 #define T_MAX 64
@@ -93,6 +95,8 @@ static int t_process(void *ctx, void *ws, const void *data, size_t len, exec_wri
             ;
         return exec_write(out, &r.tag, sizeof r.tag);
     }
+    case T_ABORT:
+        abort();
     case T_SLEEP: {
         struct timespec ts = {0, 300000000};
         while (nanosleep(&ts, &ts) != 0)
@@ -373,6 +377,373 @@ static void test_signal_stays_on_its_record(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/*
+ * A crash is a crash even right after a soft stop: a record that stops the
+ * moment it is flagged is followed by one that aborts, before the supervisor
+ * looks at the worker again. The abort reads EXEC_ECRASHED, and its respawn
+ * counts as a crash, never as a timeout (the worker was not killed for one).
+ * In a stream, and one record at a time (each in the slot the stopped one
+ * had just left).
+ */
+static void test_crash_after_stopped_record(void **state)
+{
+    (void)state;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    enum { PAIRS = 4 };
+    static const int modes[] = {M_UNORDERED, M_ONE};
+    for (unsigned m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        const int mode = modes[m];
+        memset(sh, 0, sizeof *sh);
+        exec_options_t o = {.workers = 1,
+                            .timeout_ms = 200,
+                            .grace_ms = 5000,
+                            .batch = mode == M_ONE ? 1 : 0};
+        exec_t *ex;
+        assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+        exec_result_t res;
+        unsigned got = 0;
+        for (unsigned i = 0; i < 2 * PAIRS || got < 2 * PAIRS;) {
+            if (i < 2 * PAIRS) {
+                struct t_rec r = {i % 2 ? T_ABORT : T_QUICK, i};
+                assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
+                i++;
+                if (mode != M_ONE)
+                    continue;
+            }
+            if (i == 2 * PAIRS && got == 0 && mode != M_ONE)
+                assert_int_equal(exec_finish(ex), 0);
+            assert_int_equal(exec_next(ex, &res, 30000), 0);
+            got++;
+            if (res.tag % 2 == 0) {
+                assert_int_equal(res.status, EXEC_ERECTIMEOUT);
+                assert_int_equal(res.flags, EXEC_RESULT_EARLY);
+            } else {
+                if (res.status != EXEC_ECRASHED)
+                    print_error("mode %d, tag %" PRIu64 ": %s (signal %d)\n", mode, res.tag,
+                                exec_strerror(res.status), res.signal);
+                assert_int_equal(res.status, EXEC_ECRASHED);
+                assert_int_equal(res.signal, SIGABRT);
+            }
+        }
+        if (mode == M_ONE)
+            assert_int_equal(exec_finish(ex), 0);
+        assert_int_equal(exec_next(ex, &res, 10000), EXEC_EOF);
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+        if (ws.respawns_crash != PAIRS || ws.respawns_timeout != 0)
+            print_error("mode %d: %" PRIu64 " crash and %" PRIu64 " timeout respawns\n", mode,
+                        ws.respawns_crash, ws.respawns_timeout);
+        assert_int_equal(ws.respawns_crash, PAIRS);
+        assert_int_equal(ws.respawns_timeout, 0);
+        exec_stats_t st;
+        assert_int_equal(exec_stats(ex, &st), 0);
+        assert_int_equal(st.respawns, PAIRS);
+        exec_destroy(ex);
+    }
+    munmap(sh, sizeof *sh);
+}
+
+/*
+ * The soft stop's flag reaches a record whatever waits ahead of it: slots the
+ * worker finished and the consumer has not taken yet stay in its queue, and
+ * the record behind them that stops at its flag (SIGTERM ignored) lives on.
+ */
+static void test_flag_behind_unreaped_slots(void **state)
+{
+    (void)state;
+    struct t_shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    exec_options_t o = {.workers = 1, .timeout_ms = 200, .grace_ms = 600, .batch = 1};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &t_ops, sh, EXEC_FORK, &o), 0);
+    static const uint32_t k[] = {T_OK, T_OK, T_QUICK, T_OK};
+    const unsigned n = sizeof k / sizeof k[0];
+    for (unsigned i = 0; i < n; i++) {
+        struct t_rec r = {k[i], i};
+        assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    /* Nothing taken until the stop (and the kill, were it missed) is over. */
+    struct timespec ts = {1, 200000000};
+    nanosleep(&ts, NULL);
+    exec_result_t res;
+    unsigned got = 0;
+    while (exec_next(ex, &res, 30000) == 0) {
+        got++;
+        if (k[res.tag] != T_QUICK) {
+            assert_int_equal(res.status, 0);
+            continue;
+        }
+        if (res.flags != EXEC_RESULT_EARLY)
+            print_error("%s, signal %d, flags %u\n", exec_strerror(res.status), res.signal,
+                        res.flags);
+        assert_int_equal(res.status, EXEC_ERECTIMEOUT);
+        assert_int_equal(res.flags, EXEC_RESULT_EARLY);
+        assert_int_equal(res.signal, 0);
+    }
+    assert_int_equal(got, n);
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    assert_int_equal(ws.respawns_timeout + ws.respawns_crash, 0);
+    exec_destroy(ex);
+    munmap(sh, sizeof *sh);
+}
+
+/* One-byte records, any number of them: quick, crashing, or running past
+ * timeout_ms and dying of the SIGTERM, ignoring it, or stopping at the flag. */
+enum { C_OK, C_TERM, C_KILL, C_ABORT, C_QUICK, C_KINDS, C_RACE = C_KINDS };
+
+static int c_process(void *ctx, void *ws, const void *data, size_t len, exec_writer_t *out)
+{
+    (void)ctx, (void)ws;
+    if (len != 1)
+        return 99;
+    switch (*(const uint8_t *)data) {
+    case C_OK: { /* long enough for a successor to start meanwhile */
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        return exec_write(out, "k", 1);
+    }
+    case C_TERM: /* as a classifier that looks at its flag now and then */
+        signal(SIGTERM, SIG_DFL);
+        while (!exec_cancelled(out))
+            t_nap();
+        return 4;
+    case C_KILL:
+        signal(SIGTERM, SIG_IGN);
+        for (;;)
+            t_nap();
+    case C_ABORT:
+        abort();
+    case C_RACE: /* returns the moment it is flagged, the SIGTERM on its way */
+        signal(SIGTERM, SIG_DFL);
+        while (!exec_cancelled(out))
+            ;
+        return exec_write(out, "r", 1);
+    default:
+        signal(SIGTERM, SIG_IGN);
+        while (!exec_cancelled(out))
+            ;
+        return exec_write(out, "p", 1);
+    }
+}
+
+static const exec_ops_t c_ops = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = c_process,
+};
+
+/* A worker that takes a while to die: *(size_t *)ctx bytes of its own. */
+static int c_init_big(void *ctx, void **ws)
+{
+    size_t n = *(const size_t *)ctx;
+    *ws = malloc(n);
+    if (!*ws)
+        return 1;
+    memset(*ws, 1, n);
+    return 0;
+}
+
+static void c_fini_big(void *ctx, void *ws)
+{
+    (void)ctx;
+    free(ws);
+}
+
+static const exec_ops_t c_ops_big = {
+    .version = EXEC_OPS_VERSION,
+    .caps = EXEC_CAP_FORK_SAFE,
+    .process = c_process,
+    .worker_init = c_init_big,
+    .worker_fini = c_fini_big,
+};
+
+struct c_run {
+    exec_t *ex;
+    uint8_t *kind;
+    unsigned n;
+    /* The consumer's. */
+    unsigned got, dup, wrong;
+    uint64_t killed, crashed; /* results of timeout kills, of crashes */
+    /* The swapper's. */
+    int ctx[2];
+    atomic_bool stop;
+    unsigned swaps, swap_err;
+};
+
+static void *c_consume(void *arg)
+{
+    struct c_run *c = arg;
+    uint8_t *seen = calloc(c->n, 1);
+    exec_result_t res;
+    int rc;
+    while (seen && (rc = exec_next(c->ex, &res, 60000)) == 0) {
+        if (res.tag >= c->n || seen[res.tag]++) {
+            c->dup++;
+            continue;
+        }
+        c->got++;
+        int st = res.status, sig = res.signal;
+        bool early = res.flags & EXEC_RESULT_EARLY;
+        c->killed += st == EXEC_ERECTIMEOUT && sig != 0;
+        c->crashed += st == EXEC_ECRASHED;
+        bool right;
+        switch (c->kind[res.tag]) {
+        case C_OK: right = st == 0; break;
+        case C_ABORT: right = st == EXEC_ECRASHED && sig == SIGABRT; break;
+        case C_KILL: right = st == EXEC_ERECTIMEOUT && sig == SIGKILL; break;
+        case C_TERM: right = st == EXEC_ERECTIMEOUT && (sig == SIGTERM || (!sig && early)); break;
+        /* Killed only where it was not scheduled within the grace. */
+        default: right = st == EXEC_ERECTIMEOUT && (sig == SIGKILL || (!sig && early)); break;
+        }
+        if (!right) {
+            print_error("record %" PRIu64 " (kind %u): %s, signal %d, flags %u\n", res.tag,
+                        c->kind[res.tag], exec_strerror(st), sig, res.flags);
+            c->wrong++;
+        }
+    }
+    free(seen);
+    return NULL;
+}
+
+static void *c_swap(void *arg)
+{
+    struct c_run *c = arg;
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        struct timespec ts = {0, 30000000};
+        nanosleep(&ts, NULL);
+        int rc = exec_swap_context(c->ex, &c->ctx[i % 2]);
+        if (rc == 0)
+            c->swaps++;
+        else if (rc != EXEC_EBUSY)
+            c->swap_err++;
+    }
+    return NULL;
+}
+
+/*
+ * Respawns by cause under churn: two workers, the records above among many
+ * quick ones, with recycling and, in the second round, swaps from another
+ * thread. Each record's result says what ended its worker, if anything:
+ * every worker killed by a timeout's stop counts once in respawns_timeout,
+ * every crash once in respawns_crash, and exec_stats().respawns is their sum
+ * with the recycles.
+ */
+static void test_respawn_causes_under_churn(void **state)
+{
+    (void)state;
+    const unsigned n = fu_light() ? 600 : 1500;
+    for (int round = 0; round < 2; round++) {
+        const bool swaps = round == 1;
+        struct c_run c = {.n = n, .kind = malloc(n)};
+        assert_non_null(c.kind);
+        uint64_t x = 0x9e3779b97f4a7c15ull + (uint64_t)round;
+        for (unsigned i = 0; i < n; i++) {
+            x = fu_mix(x + i);
+            /* 1 in 25 (1 in 50 in the first round, to leave room for recycles). */
+            c.kind[i] = x % (swaps ? 25 : 50) ? C_OK : (uint8_t)(1 + (x >> 32) % (C_KINDS - 1));
+        }
+        exec_options_t o = {.workers = 2,
+                            .timeout_ms = 20,
+                            .grace_ms = 20,
+                            .batch = 4,
+                            .max_records_per_worker = swaps ? 20 : 10};
+        assert_int_equal(exec_create(&c.ex, &c_ops, &c.ctx[0], EXEC_FORK, &o), 0);
+        pthread_t ct, st;
+        assert_int_equal(pthread_create(&ct, NULL, c_consume, &c), 0);
+        if (swaps)
+            assert_int_equal(pthread_create(&st, NULL, c_swap, &c), 0);
+        for (unsigned i = 0; i < n; i++)
+            assert_int_equal(exec_submit(c.ex, &c.kind[i], 1, i), 0);
+        assert_int_equal(exec_finish(c.ex), 0);
+        assert_int_equal(pthread_join(ct, NULL), 0);
+        atomic_store(&c.stop, true);
+        if (swaps)
+            assert_int_equal(pthread_join(st, NULL), 0);
+
+        uint64_t timeout = 0, crash = 0, recycle = 0, cancel = 0;
+        for (unsigned w = 0; w < o.workers; w++) {
+            exec_worker_stats_t ws;
+            assert_int_equal(exec_worker_stats(c.ex, w, &ws), 0);
+            timeout += ws.respawns_timeout;
+            crash += ws.respawns_crash;
+            recycle += ws.respawns_recycle;
+            cancel += ws.respawns_cancel;
+        }
+        exec_stats_t es;
+        assert_int_equal(exec_stats(c.ex, &es), 0);
+        if (timeout != c.killed || crash != c.crashed ||
+            es.respawns != timeout + crash + recycle + cancel)
+            print_error("round %d: respawns %" PRIu64 " timeout, %" PRIu64 " crash, %" PRIu64
+                        " recycle, %" PRIu64 " cancel, %" PRIu64 " in all; results: %" PRIu64
+                        " killed by a timeout, %" PRIu64 " crashed; %u swaps\n",
+                        round, timeout, crash, recycle, cancel, es.respawns, c.killed,
+                        c.crashed, c.swaps);
+        assert_int_equal(c.got, n);
+        assert_int_equal(c.dup, 0);
+        assert_int_equal(c.wrong, 0);
+        assert_int_equal(c.swap_err, 0);
+        assert_int_equal(timeout, c.killed);
+        assert_int_equal(crash, c.crashed);
+        assert_int_equal(cancel, 0);
+        assert_int_equal(es.respawns, timeout + crash + recycle);
+        exec_destroy(c.ex);
+        free(c.kind);
+    }
+}
+
+/*
+ * A record that returns the moment it is flagged may leave before the soft
+ * stop's SIGTERM lands, and its worker then dies of it between records. The
+ * supervisor, looking again before the death shows (it looks every few ms
+ * with a short timeout, and a process with much memory of its own takes a
+ * while to die), sees the record left and lets the stop go; the death is
+ * still the timeout's: it counts in respawns_timeout, never as a crash, and
+ * the record reads EXEC_ERECTIMEOUT.
+ */
+static void test_death_as_it_left_its_record(void **state)
+{
+    (void)state;
+    size_t big = (fu_light() ? 64u : 256u) << 20;
+    exec_options_t o = {.workers = 1, .timeout_ms = 4, .grace_ms = 1000, .batch = 1};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &c_ops_big, &big, EXEC_FORK, &o), 0);
+    enum { N = 40 };
+    const uint8_t k = C_RACE;
+    exec_result_t res;
+    unsigned got = 0, killed = 0, wrong = 0;
+    for (unsigned i = 0; i < N; i++) {
+        assert_int_equal(exec_submit(ex, &k, 1, i), 0);
+        assert_int_equal(exec_next(ex, &res, 60000), 0);
+        got++;
+        if (res.status == EXEC_ERECTIMEOUT && res.signal == SIGTERM) {
+            killed++;
+        } else if (res.status != EXEC_ERECTIMEOUT || res.signal ||
+                   res.flags != EXEC_RESULT_EARLY) {
+            print_error("record %" PRIu64 ": %s, signal %d, flags %u\n", res.tag,
+                        exec_strerror(res.status), res.signal, res.flags);
+            wrong++;
+        }
+    }
+    assert_int_equal(exec_finish(ex), 0);
+    assert_int_equal(exec_next(ex, &res, 10000), EXEC_EOF);
+    assert_int_equal(got, N);
+    exec_worker_stats_t ws;
+    assert_int_equal(exec_worker_stats(ex, 0, &ws), 0);
+    if (wrong || ws.respawns_timeout != killed || ws.respawns_crash)
+        print_error("%u killed, %" PRIu64 " timeout and %" PRIu64 " crash respawns\n", killed,
+                    ws.respawns_timeout, ws.respawns_crash);
+    assert_int_equal(wrong, 0);
+    assert_int_equal(ws.respawns_timeout, killed);
+    assert_int_equal(ws.respawns_crash, 0);
+    exec_destroy(ex);
+}
+
 /* Slow-record reports, gathered from the executor's thread. */
 struct t_slow {
     pthread_mutex_t lock;
@@ -468,6 +839,10 @@ int main(void)
         cmocka_unit_test(test_grandchildren),
         cmocka_unit_test(test_slow_report),
         cmocka_unit_test(test_signal_stays_on_its_record),
+        cmocka_unit_test(test_crash_after_stopped_record),
+        cmocka_unit_test(test_flag_behind_unreaped_slots),
+        cmocka_unit_test(test_respawn_causes_under_churn),
+        cmocka_unit_test(test_death_as_it_left_its_record),
     };
     return tu_run_group_tests(tests, NULL, NULL);
 }

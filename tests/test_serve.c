@@ -239,7 +239,8 @@ static void test_worker_faults(void **state)
              "1,fruit\n!error 500 record 2 EXEC_ECRASHED: worker crashed (killed by signal 6, "
              "SIGABRT)\n!error 504 record 3 EXEC_ERECTIMEOUT");
     /* A respawn is counted when the replacement is asked for, just after the
-     * record's result: wait for all five, crashes and timeouts. */
+     * record's result: wait for all five, each by its cause (a crash right
+     * after a timed-out record is a crash). */
     uint64_t end = ms_now() + 20000;
     long crash = 0, timeout = 0;
     for (;;) {
@@ -251,7 +252,7 @@ static void test_worker_faults(void **state)
         reply_free(&r);
         usleep(20000);
     }
-    if (crash < 1 || timeout < 1 || crash + timeout != 5)
+    if (crash != 2 || timeout != 3)
         fail_msg("respawns: %ld crash, %ld timeout; /metrics said:\n%s", crash, timeout, r.body);
     reply_free(&r);
     http(sv.port, "GET", "/metrics", NULL, NULL, &r);

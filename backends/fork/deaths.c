@@ -126,6 +126,23 @@ static void fk_reset_place(struct fk_worker *wk)
     wk->c.viol_head = false;
 }
 
+/* fk->lock held. wk died without a kill of ours: did a timeout's soft stop
+ * end it? Yes when it died still on the stopped record (of the SIGTERM or
+ * soon after), or of the SIGTERM as it left that record (one that returns
+ * at its flag may leave before the signal lands); not when it died on a
+ * later record. soft_at can say neither (the supervisor lets it go at its
+ * next look, which a quick crash or a slow death can beat): the header's
+ * tick, frozen at the death, says. */
+static bool fk_died_stopped(struct fk_worker *wk, int wstatus)
+{
+    EXEC__ASSERT_HELD(&wk->g->fk->lock);
+    if (!wk->w.soft_sent)
+        return false;
+    uint32_t tick = ck_pr_load_32(&wk->hdr->tick);
+    return tick == wk->w.soft_tick ||
+           (tick == wk->w.soft_tick + 1 && WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGTERM);
+}
+
 /* Consumer. wk died (W_DEAD): settle its slots, ask for a replacement. */
 static void fk_bury(struct fk *fk, struct fk_worker *wk)
 {
@@ -134,8 +151,8 @@ static void fk_bury(struct fk *fk, struct fk_worker *wk)
     struct fk_place *pl = wk->place;
     exec__lock(&fk->lock);
     int wstatus = wk->p.wstatus, why = wk->p.kill_why;
-    if (why == K_NONE && wk->w.soft_at)
-        why = K_TIMEOUT; /* died of the SIGTERM (or soon after) */
+    if (why == K_NONE && fk_died_stopped(wk, wstatus))
+        why = K_TIMEOUT;
     if (why == K_OURS && !(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL))
         why = K_NONE; /* it died of its own record before our SIGKILL landed: charge it */
     bool admitted = wk->p.admitted;

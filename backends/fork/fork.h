@@ -139,6 +139,9 @@ struct fk_watch {
     uint64_t last_change;
     uint64_t soft_at;   /* when it was asked to stop (timeout), or 0 */
     uint32_t soft_tick; /* its tick then */
+    bool soft_sent;     /* this process was asked to stop, on the record of
+                           soft_tick (kept when soft_at is let go: a death
+                           as it left that record may be seen later) */
     bool slow_told;     /* the record at last_tick was reported slow */
     bool mem_base_set, mem_told, mem_want;
     uint64_t mem_base; /* Private_Dirty (kB) right after worker_init */

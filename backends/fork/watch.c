@@ -43,11 +43,22 @@ static void fk_aim_end(struct fk_hdr *h, int sig)
     ck_pr_store_32(&h->aim_busy, 0);
 }
 
+/* q.lock held. Is slot cs the worker's (dispatched to it, not yet reaped)?
+ * Slots it finished wait ahead of the one it runs until the consumer takes
+ * them. */
+static bool fk_theirs(const struct fk_worker *wk, uint32_t cs)
+{
+    for (unsigned k = 0; k < wk->q.n; k++)
+        if (wk->q.fifo[(wk->q.head + k) % wk->g->nslot] == cs)
+            return true;
+    return false;
+}
+
 /*
  * wk ran past timeout_ms on (to_slot, to_rec) at `tick`: flag the record
  * (exec_cancelled() then says so) and send SIGTERM; the hard kill follows
  * after grace_ms. The flag goes on only while the slot is still the worker's
- * (its FIFO head), so a slot being refilled never gets it. False when the
+ * (in its FIFO), so a slot being refilled never gets it. False when the
  * FIFO lock is busy (lock order: q.lock before fk->lock): try again.
  */
 static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
@@ -58,8 +69,7 @@ static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
         return false;
     const bool on = fk_aim(wk->hdr, tick);
     uint32_t cs = wk->w.to_slot, cr = wk->w.to_rec;
-    if (on && wk->q.n && cs < g->nslot && wk->q.fifo[wk->q.head] == cs &&
-        cr < wk->slots[cs].b.n)
+    if (on && cs < g->nslot && fk_theirs(wk, cs) && cr < wk->slots[cs].b.n)
         __atomic_fetch_or(&wk->slots[cs].b.rflags[cr], EXEC__RF_SOFT, __ATOMIC_RELAXED);
     exec__unlock(&wk->q.lock);
     const bool sent =
@@ -68,6 +78,7 @@ static bool fk_soft_stop(struct fk_worker *wk, uint32_t tick, uint64_t now)
     if (on) {
         wk->w.soft_at = now ? now : 1;
         wk->w.soft_tick = tick;
+        wk->w.soft_sent = true;
     } else {
         /* It finished that record meanwhile: start its clock again. */
         wk->w.last_tick = 0;
@@ -106,8 +117,8 @@ static bool fk_slow_report(struct fk *fk, struct fk_worker *wk, uint32_t tick, u
     if (fk->nslow == fk->slow_cap || exec__trylock(&wk->q.lock) != 0)
         return false;
     uint32_t cs = 0, cr = 0;
-    bool ok = fk_where(wk->hdr, tick, &cs, &cr) && wk->q.n && cs < g->nslot &&
-              wk->q.fifo[wk->q.head] == cs && cr < wk->slots[cs].b.n;
+    bool ok = fk_where(wk->hdr, tick, &cs, &cr) && cs < g->nslot && fk_theirs(wk, cs) &&
+              cr < wk->slots[cs].b.n;
     if (ok) {
         const struct fk_slot *s = &wk->slots[cs];
         exec_slow_t *r = &fk->slow[fk->nslow++];
@@ -292,11 +303,8 @@ static int fk_on_cancelled(struct fk *fk, struct fk_worker *wk, uint32_t tick)
         return 0;
     if (exec__trylock(&wk->q.lock) != 0)
         return -1;
-    bool theirs = false;
-    for (unsigned k = 0; k < wk->q.n && !theirs; k++)
-        theirs = wk->q.fifo[(wk->q.head + k) % wk->g->nslot] == cs;
     const struct fk_slot *s = &wk->slots[cs];
-    bool on = theirs && cr < s->b.n && fk_cancelled(s, cr);
+    bool on = fk_theirs(wk, cs) && cr < s->b.n && fk_cancelled(s, cr);
     exec__unlock(&wk->q.lock);
     return on;
 }
