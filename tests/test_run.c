@@ -345,7 +345,10 @@ static void swaps_under_load(bool use_map, bool registered)
     assert_int_equal(c.got, n);
     assert_int_equal(c.bad, 0);
     assert_true(w.swaps > 0);
-    assert_true(atomic_load(&R.sh->by_caller) > 0);
+    /* (Valgrind runs one thread at a time: whether the caller finds a batch
+     * to run there depends on its scheduler, not on the library.) */
+    if (!tu_under_valgrind())
+        assert_true(atomic_load(&R.sh->by_caller) > 0);
     exec_destroy(ex);
     for (unsigned k = 0; k <= w.swaps; k++) {
         assert_int_equal(atomic_load(&ctxs[k].released), 1);
