@@ -52,14 +52,17 @@ static void usage(FILE *f)
         "                    that is enough\n"
         "  --ordered         libexecutor delivers results in input order (peers do not)\n"
         "  --executors LIST  which to run, from: static,threads,threads-map,threads-submit,\n"
-        "                    fork,fork-map,\n"
+        "                    fork,fork-map,fork-warm (a second pass),fork-buffer (records\n"
+        "                    in exec_buffer(), second pass),\n"
         "                    mutex,glib,omp-for,omp-task,tbb (default: all); for the real\n"
         "                    workloads threads and fork mean every path of the backend,\n"
-        "                    or name one: threads-run, -map, -submit, -source, fork-run,\n"
-        "                    fork-map, -submit, -source, -recycled\n"
+        "                    or name one: threads-run, -map, -submit, -source, -buffer,\n"
+        "                    fork-run, -map, -submit, -source, -buffer, -recycled\n"
         "  --runs K          each figure is the median of K runs, with min and max (default 3)\n"
         "  --out DIR         where results.csv, table.txt and efficiency.png go\n"
         "                    (default ./bench-out)\n"
+        "  --pages           what a page costs a new process the first time it reads it\n"
+        "                    (a fork worker pays that once a page), and nothing else\n"
         "  --latency         latency mode: one record in flight at a time, p50/p99/p999\n"
         "                    submit-to-result per executor (default weights 300,5000)\n"
         "  --swap            swap mode: exec_swap_context() every few ms under full load;\n"
@@ -158,7 +161,7 @@ int main(int argc, char **argv)
         {"swap", no_argument, NULL, 'S'},           {"quick", no_argument, NULL, 'q'},
         {"recycle", required_argument, NULL, 'R'},  {"init-ms", required_argument, NULL, 'I'},
         {"workloads", required_argument, NULL, 'W'}, {"full", no_argument, NULL, 'F'},
-        {"help", no_argument, NULL, 'h'},
+        {"pages", no_argument, NULL, 'P'},           {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -225,6 +228,7 @@ int main(int argc, char **argv)
             break;
         case 'W': o.workloads = optarg; break;
         case 'F': o.real_full = 1; break;
+        case 'P': o.pages = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -233,6 +237,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "executor-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
+    if (o.pages)
+        return run_pages();
     if (o.executors && select_executors(o.executors) != 0)
         return 2;
     if (o.workloads) {
@@ -337,8 +343,8 @@ int main(int argc, char **argv)
             d.nwords, base_ns, ns_per_iter);
         say("each figure: median of %d run%s [min-max]; eff = rate / (workers x sequential rate); "
             "ovh ns = (1/rate - 1/ideal) x workers;\nCPU ns = CPU time of the whole process per "
-            "record (fork workers not counted); +RSS MB = peak RSS during a run less RSS before "
-            "it%s\n",
+            "record (not for fork: its workers are other processes); +RSS MB = peak RSS during "
+            "a run less RSS before it%s\n",
             o.runs, o.runs > 1 ? "s" : "",
             o.ordered ? "; libexecutor in ordered mode, peers unordered" : "");
     }

@@ -31,6 +31,7 @@ struct opts {
     int runs;
     const char *out;
     int latency;
+    int pages; /* --pages */
     int swap;
     int quick;
     unsigned recycle;
@@ -120,13 +121,16 @@ struct executor {
     char notav_msg[128];
 };
 
-#define NEXEC 11 /* entries in executors[] */
+#define NEXEC 13 /* entries in executors[] */
 extern struct executor executors[NEXEC];
 extern struct fork_mem last_mem; /* set by the fork runner after each run */
 
 int run_seq(struct bench_run *r);
 int run_fork(struct bench_run *r);
 int bench_exec_create(struct bench_run *r, exec_backend_t backend, unsigned flags, exec_t **ex);
+/* The same with options.buffer_size (0: the default). */
+int bench_exec_create_buf(struct bench_run *r, exec_backend_t backend, unsigned flags,
+                          size_t buffer_size, exec_t **ex);
 void insights_print(exec_backend_t backend);
 int find_executor(const char *name, size_t len);
 int find_peer(const char *name);
@@ -168,5 +172,7 @@ void print_targets(const struct opts *o, const struct dataset *d, unsigned pw);
 /* The other modes. */
 void run_latency(const struct opts *o, const struct dataset *d, const char *dir);
 void run_swap_mode(const struct opts *o, const struct dataset *d, const char *dir);
+/* --pages: what a page costs a process the first time it touches it (pages.c). */
+int run_pages(void);
 
 #endif /* BENCH_HARNESS_H */

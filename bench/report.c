@@ -165,6 +165,7 @@ static const char *plot_style(const char *name)
         {"static", "lc rgb 'black' dt 2 lw 2 pt 6"},
         {"threads", "lc rgb '#0050c8' lw 4 pt 7 ps 1.4"},
         {"fork", "lc rgb '#d01c1c' lw 4 pt 5 ps 1.4"},
+        {"fork-buffer", "lc rgb '#d01c1c' dt 3 lw 3 pt 5 ps 1.2"},
         {"mutex", "lc rgb '#8c564b' lw 1.5 pt 9"},
         {"glib", "lc rgb '#9467bd' lw 1.5 pt 11"},
         {"omp-for", "lc rgb '#2ca02c' lw 1.5 pt 13"},

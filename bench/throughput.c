@@ -126,7 +126,8 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             c->rss_kb[e] = stat_of(rss[e], nr[e]).med;
             c->rss_add_kb[e] = stat_of(add[e], nr[e]).med;
             /* Fork workers are other processes: their CPU is not ours to see. */
-            c->cpu_ns[e] = executors[e].run == run_fork ? -1 : stat_of(cpu[e], nr[e]).med;
+            c->cpu_ns[e] = strncmp(executors[e].name, "fork", 4) == 0 ? -1
+                                                                   : stat_of(cpu[e], nr[e]).med;
         }
     }
 }
