@@ -844,5 +844,7 @@ int main(void)
         cmocka_unit_test(test_respawn_causes_under_churn),
         cmocka_unit_test(test_death_as_it_left_its_record),
     };
+    if (getenv("FU_ONLY"))
+        cmocka_set_test_filter(getenv("FU_ONLY"));
     return tu_run_group_tests(tests, NULL, NULL);
 }

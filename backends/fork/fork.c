@@ -39,7 +39,7 @@ static struct exec__batch *fk_batch_get(exec_t *ex, int *err)
     uint64_t now = 0;
     for (unsigned k = 0; k < g->nw; k++) {
         struct fk_worker *wk = &g->w[k];
-        if (ck_pr_load_32(&wk->c.gone) || ck_ring_size(&wk->freer) == 0)
+        if (ck_pr_load_32(&wk->c.gone) || ck_pr_load_32(&wk->freemask) == 0)
             continue;
         uint64_t q = ck_pr_load_64(&wk->q.nrec);
         if (!ck_pr_load_32(&wk->alive)) {
@@ -55,10 +55,9 @@ static struct exec__batch *fk_batch_get(exec_t *ex, int *err)
     }
     if (!best)
         return NULL;
-    struct fk_slot *s;
-    if (!ck_ring_dequeue_spsc(&best->freer, best->freebuf, &s))
+    struct fk_slot *s = fk_slot_take(best);
+    if (!s)
         return NULL;
-    exec__tsan_acquire(s);
     ck_pr_inc_32(&g->held);
     ck_pr_inc_32(&fk->held_all);
     return &s->b;
@@ -235,8 +234,7 @@ static void fk_batch_put(exec_t *ex, struct exec__batch *b)
     struct fk *fk = exec__priv(ex);
     struct fk_slot *s = (struct fk_slot *)b;
     struct fk_gen *g = s->g;
-    exec__tsan_release(s);
-    ck_ring_enqueue_spsc(&s->wk->freer, s->wk->freebuf, s);
+    fk_slot_give(s->wk, s);
     ck_pr_dec_32(&g->held);
     ck_pr_dec_32(&fk->held_all);
     if (ck_pr_load_32(&g->state) == G_RETIRING && ck_pr_load_32(&g->held) == 0)
@@ -393,7 +391,6 @@ static void fk_forget(exec_t *ex)
                 free(wk->slots[j].rbuf);
             free(wk->slots);
             free(wk->q.fifo);
-            free(wk->freebuf);
         }
         free(g->w);
         free(g->zpids);

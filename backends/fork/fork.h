@@ -40,6 +40,8 @@
 #include <sys/types.h>
 
 #define FK_MAXGEN 16        /* generations alive at once (current + draining) */
+#define FK_MAX_SLOTS 32u    /* slots per worker, at most (bits of freemask) */
+_Static_assert(FK_MAX_SLOTS <= 32, "freemask is 32 bits");
 #define FK_SPIN_NS 20000u   /* a worker out of work looks this long before it sleeps */
 #define FK_LOW 2u           /* a worker with this few slots queued runs dry */
 #define FK_MAX_FAILS 8      /* failed starts or deaths in a row before giving up */
@@ -206,9 +208,11 @@ struct fk_worker {
     struct exec__res *res_block;
     size_t res_bytes;
 
-    /* Free slots: batch_put (consumer) -> batch_get (producer). */
-    struct ck_ring freer;
-    ck_ring_buffer_t *freebuf;
+    /* Free slots, bit i for slot i (ck_pr): batch_put (consumers) sets a
+     * bit, batch_get (the producer) takes the lowest. With few batches in
+     * flight (a server, one record at a time) the same slots come back: their
+     * pages stay in cache, and a new worker reads few for the first time. */
+    uint32_t freemask;
 
     struct fk_proc p;  /* supervisor, fk->lock */
     struct fk_watch w; /* supervisor, fk->lock */
@@ -382,6 +386,10 @@ void fk_sup_gone(struct fk *fk, struct fk_gen *g, struct fk_worker *wk);
 /* queue.c */
 bool fk_enqueue(struct fk_worker *wk, struct fk_slot *s);
 bool fk_ring_put(struct fk_worker *wk, struct fk_slot *s);
+/* The lowest free slot of wk, taken (NULL when none); a slot given back.
+ * Any thread (ck_pr). */
+struct fk_slot *fk_slot_take(struct fk_worker *wk);
+void fk_slot_give(struct fk_worker *wk, struct fk_slot *s);
 struct fk_slot *fk_fifo_pop(struct fk_worker *wk);
 bool fk_cancelled(const struct fk_slot *s, uint32_t i);
 bool fk_harvest(struct fk_slot *s, uint32_t to, uint64_t rlen, bool in_place);

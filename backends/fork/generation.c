@@ -46,7 +46,6 @@ void fk_gen_free(struct fk *fk, struct fk_gen *g, bool release)
             fk_private_free(wk->res_block, wk->res_bytes);
             free(wk->slots);
             free(wk->q.fifo);
-            free(wk->freebuf);
             exec__mutex_destroy(&wk->q.lock);
         }
     }
@@ -73,16 +72,11 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
     wk->hdr->cur_slot = FK_NOSLOT;
     ck_ring_init(&wk->q.in_sh, FK_RING);
     ck_ring_init(&wk->c.out_sh, FK_RING);
-    unsigned fsz = 2;
-    while (fsz < g->nslot + 1)
-        fsz <<= 1;
-    ck_ring_init(&wk->freer, fsz);
-    wk->freebuf = exec__calloc(fsz, sizeof *wk->freebuf);
     wk->q.fifo = exec__calloc(g->nslot, sizeof *wk->q.fifo);
     wk->slots = exec__calloc(g->nslot, sizeof *wk->slots);
     wk->res_bytes = (size_t)g->nslot * o->batch * sizeof(struct exec__res);
     wk->res_block = fk_private(wk->res_bytes);
-    if (!wk->freebuf || !wk->q.fifo || !wk->slots || !wk->res_block)
+    if (!wk->q.fifo || !wk->slots || !wk->res_block)
         return EXEC_ENOMEM;
     for (unsigned s = 0; s < g->nslot; s++) {
         struct fk_slot *sl = &wk->slots[s];
@@ -100,8 +94,8 @@ static int fk_gen_place(struct fk *fk, struct fk_gen *g, struct fk_worker *wk, u
         sl->b.data = (char *)sl->sin + g->recs_size;
         sl->b.data_cap = g->dcap;
         sl->b.res = wk->res_block + (size_t)s * o->batch;
-        ck_ring_enqueue_spsc(&wk->freer, wk->freebuf, sl);
     }
+    ck_pr_store_32(&wk->freemask, g->nslot >= 32 ? UINT32_MAX : (1u << g->nslot) - 1u);
     return 0;
 }
 
@@ -202,9 +196,8 @@ static int fk_canary(struct fk *fk, struct fk_gen *g)
 {
     struct fk_worker *wk = &g->w[0];
     struct fk_slot *s;
-    if (!fk->probe_data || !ck_ring_dequeue_spsc(&wk->freer, wk->freebuf, &s))
+    if (!fk->probe_data || !(s = fk_slot_take(wk)))
         return 0;
-    exec__tsan_acquire(s);
     pthread_mutex_lock(&fk->probe_lock);
     s->b.recs = s->b.recs_buf;
     unsigned n = fk->probe_n < s->b.cap ? fk->probe_n : s->b.cap;
@@ -257,8 +250,7 @@ static int fk_canary(struct fk *fk, struct fk_gen *g)
     }
     if (rc == 0) {
         wk->c.completed = 0;
-        exec__tsan_release(s);
-        ck_ring_enqueue_spsc(&wk->freer, wk->freebuf, s);
+        fk_slot_give(wk, s);
     }
     return rc; /* on failure the slot goes with the generation */
 }

@@ -39,6 +39,26 @@ void fk_violation(struct fk *fk, struct fk_worker *wk, bool head)
     fk_kill_req(fk, wk, K_OURS);
 }
 
+struct fk_slot *fk_slot_take(struct fk_worker *wk)
+{
+    uint32_t m = ck_pr_load_32(&wk->freemask);
+    while (m) {
+        uint32_t bit = m & -m;
+        if (ck_pr_cas_32_value(&wk->freemask, m, m & ~bit, &m)) {
+            struct fk_slot *s = &wk->slots[__builtin_ctz(bit)];
+            exec__tsan_acquire(s);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+void fk_slot_give(struct fk_worker *wk, struct fk_slot *s)
+{
+    exec__tsan_release(s);
+    ck_pr_or_32(&wk->freemask, 1u << s->idx);
+}
+
 /* q.lock held. Puts s on wk's `in` ring (not the FIFO). */
 bool fk_ring_put(struct fk_worker *wk, struct fk_slot *s)
 {

@@ -65,7 +65,7 @@ int fk_region_map(struct fk_gen *g, const exec_options_t *o)
     g->out_slot = g->res_size + fk_align(g->rcap, 64);
     size_t per = g->in_slot + g->out_slot;
     size_t ns = 64 * FK_MIB / per;
-    g->nslot = ns > 32 ? 32 : ns < 4 ? 4 : (unsigned)ns;
+    g->nslot = ns > FK_MAX_SLOTS ? FK_MAX_SLOTS : ns < 4 ? 4 : (unsigned)ns;
     g->hdr_size = fk_align(sizeof(struct fk_hdr), 64);
     long pg = sysconf(_SC_PAGESIZE);
     size_t page = pg > 0 ? (size_t)pg : 4096;
