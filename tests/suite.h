@@ -137,6 +137,22 @@ static inline bool tu_sanitized(void)
 #endif
 }
 
+/* True in a TSan build. */
+static inline bool tu_tsan(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return true;
+#else
+    return false;
+#endif
+#else
+    return false;
+#endif
+}
+
 /* True (and says so) when an EXEC_FORK case is to be left out: under valgrind. */
 static inline bool tu_fork_left_out(bool is_fork)
 {

@@ -48,24 +48,13 @@ static long pss_kb(pid_t pid)
     return kb;
 }
 
-static bool under_tsan(void)
-{
-#if defined(__SANITIZE_THREAD__)
-    return true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    return true;
-#endif
-#endif
-    return false;
-}
 
 static void test_pss(void **state)
 {
     (void)state;
     /* TSan writes shadow memory for every read, in every process: the pages
      * it dirties are its own, not the context's. */
-    if (under_tsan()) {
+    if (tu_tsan()) {
         skip();
         return;
     }
