@@ -87,7 +87,9 @@ extern "C" {
 #define EXEC_ERESULT2BIG  (-4088) /* result: larger than options.max_result */
 #define EXEC_ECANCELLED   (-4087) /* result: record was cancelled */
 #define EXEC_EINIT        (-4086) /* worker_init() failed, or a worker did not start */
-#define EXEC_EWORKER      (-4085) /* result: a worker broke the protocol (garbage output) */
+#define EXEC_EWORKER      (-4085) /* result: a worker failed outside the record: garbage
+                                     output, a stall, or its place given up after
+                                     repeated deaths (EXEC_WORKER_GONE) */
 #define EXEC_EFATAL       (-4084) /* executor gave up (workers die in a loop) */
 #define EXEC_ELIMIT       (-4083) /* cannot start a thread or process: a resource
                                      limit (RLIMIT_NPROC, threads-max, pid_max, or
