@@ -119,35 +119,40 @@ static inline bool tu_under_valgrind(void)
 #endif
 }
 
-/* True in an ASan or TSan build: suites that push millions of records for counts
- * and memory figures push fewer there (the sanitizers look at the paths, not at how
- * often they are taken). */
-static inline bool tu_sanitized(void)
-{
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return true;
+/* Which sanitizer the build has (gcc says __SANITIZE_*__, clang
+ * __has_feature): TU_ASAN, TU_TSAN. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_ASAN 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    return true;
-#else
-    return false;
+#if __has_feature(address_sanitizer)
+#define TU_ASAN 1
 #endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+
+/* True in a TSan build. */
+static inline bool tu_tsan(void)
+{
+#ifdef TU_TSAN
+    return true;
 #else
     return false;
 #endif
 }
 
-/* True in a TSan build. */
-static inline bool tu_tsan(void)
+/* True in an ASan or TSan build: suites that push millions of records for counts
+ * and memory figures push fewer there (the sanitizers look at the paths, not at how
+ * often they are taken). */
+static inline bool tu_sanitized(void)
 {
-#if defined(__SANITIZE_THREAD__)
+#if defined(TU_ASAN) || defined(TU_TSAN)
     return true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    return true;
-#else
-    return false;
-#endif
 #else
     return false;
 #endif
