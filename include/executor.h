@@ -588,7 +588,9 @@ int exec_fd(const exec_t *ex);
  * emit_cb call. The calling thread works too: when it would wait for
  * room or results it runs batches itself (EXEC_THREADS; one worker thread rests
  * meanwhile, so `workers` threads run in all), as OpenMP's and oneTBB's callers
- * do. The callbacks run in the calling thread with internal locks held: calls
+ * do; unless the workers' worker_init took over 1 ms each: the caller then makes
+ * no worker state of its own (it would hold the stream up as long), and only
+ * feeds the workers and collects. The callbacks run in the calling thread with internal locks held: calls
  * on this executor from them are refused (EXEC_ESTATE; exec_destroy() does
  * nothing there), another executor is fine; other threads' submit and next
  * calls get EXEC_EBUSY until exec_map returns. When emit_cb stops the map, a

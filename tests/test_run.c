@@ -34,6 +34,7 @@ struct rsetup {
     uint64_t spin_ns; /* work per record */
     bool init_waits;  /* the caller's worker_init waits for workers' records */
     bool init_saw;    /* ... and saw them */
+    unsigned init_ms; /* the workers' worker_init (not the caller's) takes this long */
 };
 
 static struct rsetup R;
@@ -76,6 +77,8 @@ static int r_init(void *ctx, void **ws)
 {
     (void)ctx;
     *ws = NULL;
+    if (!pthread_equal(pthread_self(), R.caller) && R.init_ms)
+        usleep(R.init_ms * 1000u); /* a model loading */
     if (pthread_equal(pthread_self(), R.caller)) {
         atomic_fetch_add(&R.sh->inits_caller, 1);
         /* A slow worker_init in the caller (a model loading): do the
@@ -127,6 +130,7 @@ static void r_begin(void)
     memset(R.sh, 0, sizeof *R.sh);
     R.caller = pthread_self();
     R.init_waits = R.init_saw = false;
+    R.init_ms = 0;
     R.base = NULL;
     R.span = 0;
     R.spin_ns = 0;
@@ -474,6 +478,53 @@ static void caller_init_worker_goes_on(bool use_map)
     r_end();
 }
 
+/* Workers whose worker_init took long (here 5 ms each): the caller makes no
+ * state of its own, which would hold the stream up as long (it feeds the
+ * workers and collects); it runs no record, and no worker rests. Every
+ * record still yields its result, over two calls. */
+static void caller_skips_dear_init(bool use_map)
+{
+    r_begin();
+    R.init_ms = 5;
+    struct rctx ctx = {.salt = 29};
+    exec_options_t o = {.workers = 2, .batch = 64};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_THREADS, &o), 0);
+    R.spin_ns = 1000;
+    const uint64_t n = 20000;
+    uint64_t *bytes;
+    exec_record_t *recs = r_records(n, &bytes);
+    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ctxs = &ctx, .nctx = 1};
+    assert_non_null(c.seen);
+    if (use_map) {
+        struct mapper m = {.n = n, .c = &c};
+        assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
+    } else {
+        assert_int_equal(exec_run_records(ex, recs, n / 2, r_emit, &c), 0);
+        assert_int_equal(exec_run_records(ex, recs + n / 2, n / 2, r_emit, &c), 0);
+    }
+    assert_int_equal(c.got, n);
+    assert_int_equal(c.bad, 0);
+    assert_int_equal(atomic_load(&R.sh->inits_caller), 0);
+    assert_int_equal(atomic_load(&R.sh->by_caller), 0);
+    /* Both workers ran records: none rested for the caller. */
+    for (unsigned i = 0; i < 2; i++) {
+        exec_worker_stats_t ws;
+        assert_int_equal(exec_worker_stats(ex, i, &ws), 0);
+        assert_true(ws.startup_ns >= 5000000u);
+        assert_true(ws.records > 0);
+    }
+    exec_destroy(ex);
+    assert_int_equal(atomic_load(&R.sh->finis_caller), 0);
+    free(c.seen);
+    free(recs);
+    free(bytes);
+    r_end();
+}
+
+static void test_caller_skips_dear_init_run(void **s) { (void)s; caller_skips_dear_init(false); }
+static void test_caller_skips_dear_init_map(void **s) { (void)s; caller_skips_dear_init(true); }
+
 static void test_caller_init_worker_goes_on_run(void **s) { (void)s; caller_init_worker_goes_on(false); }
 static void test_caller_init_worker_goes_on_map(void **s) { (void)s; caller_init_worker_goes_on(true); }
 
@@ -744,6 +795,8 @@ int main(void)
         cmocka_unit_test(test_one_worker_map),
         cmocka_unit_test(test_caller_init_worker_goes_on_run),
         cmocka_unit_test(test_caller_init_worker_goes_on_map),
+        cmocka_unit_test(test_caller_skips_dear_init_run),
+        cmocka_unit_test(test_caller_skips_dear_init_map),
         cmocka_unit_test(test_insight_threads),
         cmocka_unit_test(test_insight_fork),
         cmocka_unit_test(test_spread_threads),

@@ -175,6 +175,15 @@ bool thr_help(exec_t *ex)
     return true;
 }
 
+/* Did every worker take over THR_SLOW_INIT_NS to start (worker_init)? */
+static bool thr_init_slow(const struct thr *t)
+{
+    for (unsigned i = 0; i < t->nw; i++)
+        if (ck_pr_load_64(&t->w[i].startup_ns) < THR_SLOW_INIT_NS)
+            return false;
+    return true;
+}
+
 void thr_caller_joins(exec_t *ex, bool joins)
 {
     struct thr *t = exec__priv(ex);
@@ -184,6 +193,13 @@ void thr_caller_joins(exec_t *ex, bool joins)
         t->help_tried = false;
         if (!t->ops->worker_init)
             t->help_ready = true;
+        if (!t->help_ready && thr_init_slow(t)) {
+            /* Making a state as dear as the workers' would hold the stream
+             * up as long (this thread feeds the workers and collects): it
+             * only does that, and every worker works. */
+            t->help_tried = true;
+            return;
+        }
         /* P workers mean P runners: one worker rests while the caller works
          * (but not while the caller makes its worker state, see thr_help). */
         thr_park(t);

@@ -27,6 +27,7 @@
 #define THR_SPIN_NS 20000u       /* a worker out of work looks this long before it sleeps */
 #define THR_LOW 2u               /* a worker with this few batches queued is running dry */
 #define THR_BATCH_NS 250000u     /* aim for batches of about this much work */
+#define THR_SLOW_INIT_NS 1000000u /* a worker state this dear: the caller makes none */
 
 /* An enqueue on a ring sized to hold every batch: it never fails (asserted
  * in checked builds; the call runs in every build). */
