@@ -586,6 +586,42 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
                     rs_med(s->create, s->nr) * 1e3, rs_med(s->destroy, s->nr) * 1e3,
                     s->st.speedup_est, s->st.hints);
     }
+    /* Where a path ran slower than the loop, what its own figures show: the
+     * CPU it spent a record in all (the loop's is its weight), how many of
+     * the cores that kept busy, and on fork who spent it. */
+    const double loop_ns = 1e9 / loop;
+    const unsigned nw = o->workers[o->nworkers - 1];
+    int head = 0;
+    for (unsigned pi = 0; pi < RP_N; pi++) {
+        const struct rpath *p = &rpaths[pi];
+        const struct rstat *s = &rs[pi];
+        if (!s->nr || p->how == RP_LOOP || p->how == RP_OMP)
+            continue;
+        double rate = rs_med(s->rate, s->nr);
+        if (rate >= loop)
+            continue;
+        const int fork_be = p->backend == EXEC_FORK;
+        double self = rs_med(s->cpu_self, s->nr);
+        double all = fork_be ? (s->cpu_all_known == s->nr ? rs_med(s->cpu_all, s->nr) : -1) : self;
+        if (all < 0)
+            continue;
+        if (!head) {
+            say("below the loop, from their figures (a run of %.0f ms of loop work):\n",
+                (double)d->n * loop_ns / 1e6);
+            head = 1;
+        }
+        say("  %-14s %.2fx: %.0f ns of CPU a record in all against the loop's %.0f, %.1f of "
+            "%u cores busy", p->name, rate / loop, all, loop_ns, all * rate / 1e9,
+            nw < 2 ? 2 : nw);
+        if (fork_be) {
+            double wk = all - self;
+            say("; the parent %.0f, the workers %.0f", self, wk);
+            if (wk > 1.15 * loop_ns && p->how != RP_BUFFER)
+                say(" (a fresh executor's processes pay a first touch of each page they "
+                    "read, and a copy of each they write: --pages)");
+        }
+        say("\n");
+    }
     /* What a recycle costs: the recycled run's worker time and wall time
      * over the same run without recycling, per respawn. */
     const struct rstat *a = NULL, *b = NULL;
