@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <sys/resource.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,6 +62,7 @@ struct bench_run {
     unsigned recycle; /* EXEC_FORK: max_records_per_worker (0: none) */
     uint64_t checksum;
     double seconds;
+    double cpu_s;  /* this process's CPU time over `seconds` (< 0: not measured) */
     char err[128]; /* why a runner returned non-zero */
 };
 
@@ -75,6 +77,15 @@ static inline double bench_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of every thread of this process so far, in s. */
+static inline double bench_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static inline uint64_t bench_mix64(uint64_t x)

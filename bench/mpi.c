@@ -33,10 +33,11 @@ extern double base_ns, ns_per_iter;
 int run_seq(struct bench_run *r)
 {
     uint64_t sum = 0;
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     for (size_t i = 0; i < r->n; i++)
         sum += bench_sum_add(i, bench_classify(r->ctx, r->recs[i].p, r->recs[i].len));
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = sum;
     return 0;
 }

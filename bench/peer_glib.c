@@ -50,7 +50,7 @@ int bench_run_glib(struct bench_run *r)
         g_free(j.vals);
         return BENCH_FAIL;
     }
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     for (size_t i = 0; i < r->n; i++)
         g_thread_pool_push(pool, GSIZE_TO_POINTER(i + 1), NULL);
     uint64_t sum = 0;
@@ -59,6 +59,7 @@ int bench_run_glib(struct bench_run *r)
         sum += bench_sum_add(idx, j.vals[idx]);
     }
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = sum;
     g_thread_pool_free(pool, FALSE, TRUE);
     g_async_queue_unref(j.done);

@@ -138,7 +138,7 @@ int bench_run_mutex_pool(struct bench_run *r)
         strcpy(r->err, "mutex pool: out of memory or threads");
         return BENCH_FAIL;
     }
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     for (size_t i = 0; i < r->n; i++) {
         tasks[i].idx = i;
         pool_submit(&p, &tasks[i]);
@@ -152,6 +152,7 @@ int bench_run_mutex_pool(struct bench_run *r)
         }
     }
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = sum;
     pool_stop(&p);
     free(tasks);

@@ -46,7 +46,7 @@ extern "C" int bench_run_tbb(struct bench_run *r)
 
     uint64_t sum = 0;
     bool nomem = false;
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     arena.execute([&] {
         size_t next = 0;
         tbb::parallel_pipeline(
@@ -82,6 +82,7 @@ extern "C" int bench_run_tbb(struct bench_run *r)
                                                 }));
     });
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = sum;
     if (nomem) {
         std::strcpy(r->err, "tbb: out of memory");

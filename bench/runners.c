@@ -70,10 +70,11 @@ int run_seq(struct bench_run *r)
 {
     const struct bench_rec *recs = r->recs;
     uint64_t sum = 0;
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     for (size_t i = 0; i < r->n; i++)
         sum += bench_sum_add(i, bench_classify(r->ctx, recs[i].p, recs[i].len));
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = sum;
     return 0;
 }
@@ -134,7 +135,7 @@ static int run_static(struct bench_run *r)
         abort();
     }
     /* The clock starts before the barrier opens: no worker can start earlier. */
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     pthread_barrier_wait(&bar);
     for (unsigned i = 0; i < p; i++)
         pthread_join(tid[i], NULL);
@@ -142,6 +143,7 @@ static int run_static(struct bench_run *r)
     for (size_t i = 0; i < r->n; i++)
         sum += bench_sum_add(i, res[i]);
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = sum;
     pthread_barrier_destroy(&bar);
     free(a);
@@ -337,7 +339,7 @@ static int exec_runner(struct bench_run *r, exec_backend_t backend, int how)
             return BENCH_FAIL;
         }
     }
-    double t0 = bench_now();
+    double t0 = bench_now(), c0 = bench_cpu();
     if (how == X_RUN || how == X_WARM || how == X_BUFFER) {
         rc = exec_run_records(ex, how == X_BUFFER ? bufrecs : recs, r->n, xm_emit_many, &m);
     } else if (how == X_MAP) {
@@ -364,6 +366,7 @@ static int exec_runner(struct bench_run *r, exec_backend_t backend, int how)
             rc = 0;
     }
     r->seconds = bench_now() - t0;
+    r->cpu_s = bench_cpu() - c0;
     r->checksum = m.sum;
     free(recs);
     if (backend == EXEC_FORK)

@@ -68,6 +68,7 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             r.workers = c->workers;
             r.ordered = o->ordered && x->takes_order;
             r.recycle = o->recycle;
+            r.cpu_s = -1;
             progress("%d/%d: %.0f ns x %u workers, run %d/%d: %s", cellno, ncell, c->weight,
                      c->workers, k + 1, o->runs, exec_label(e, o->ordered));
             malloc_trim(0); /* what the last executor freed is not this one's */
@@ -106,7 +107,9 @@ static void run_cell(struct cell *c, const struct opts *o, const struct dataset 
             rates[e][nr[e]] = (double)c->n / r.seconds;
             rss[e][nr[e]] = (double)rss_peak_kb();
             add[e][nr[e]] = rss[e][nr[e]] - (double)rss0;
-            cpu[e][nr[e]] = (cpu1 - cpu0) * 1e9 / (double)c->n;
+            /* Over the timed part where the runner measured it (not its
+             * set-up: an executor's create, an array of the records). */
+            cpu[e][nr[e]] = (r.cpu_s >= 0 ? r.cpu_s : cpu1 - cpu0) * 1e9 / (double)c->n;
             nr[e]++;
             if (last_mem.workers)
                 c->mem = last_mem;
