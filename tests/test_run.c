@@ -441,6 +441,31 @@ static void one_worker(bool use_map, unsigned flags)
     r_end();
 }
 
+/* 20,000 records of 1 us through ex from this thread: exec_map(), or
+ * exec_run_records() in two calls (a state the caller made is kept). Every
+ * result arrives, and is right. */
+static void caller_stream(exec_t *ex, struct rctx *ctx, bool use_map)
+{
+    R.spin_ns = 1000;
+    const uint64_t n = 20000;
+    uint64_t *bytes;
+    exec_record_t *recs = r_records(n, &bytes);
+    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ctxs = ctx, .nctx = 1};
+    assert_non_null(c.seen);
+    if (use_map) {
+        struct mapper m = {.n = n, .c = &c};
+        assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
+    } else {
+        assert_int_equal(exec_run_records(ex, recs, n / 2, r_emit, &c), 0);
+        assert_int_equal(exec_run_records(ex, recs + n / 2, n / 2, r_emit, &c), 0);
+    }
+    assert_int_equal(c.got, n);
+    assert_int_equal(c.bad, 0);
+    free(c.seen);
+    free(recs);
+    free(bytes);
+}
+
 /* The caller makes its worker state the first time it has a batch to run;
  * the worker it will stand in for runs meanwhile, however long worker_init
  * takes (it rests from then on). Later calls reuse the state. */
@@ -451,30 +476,13 @@ static void caller_init_worker_goes_on(bool use_map)
     exec_options_t o = {.workers = 1, .batch = 64};
     exec_t *ex;
     assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_THREADS, &o), 0);
-    R.spin_ns = 1000;
     R.init_waits = true;
-    const uint64_t n = 20000;
-    uint64_t *bytes;
-    exec_record_t *recs = r_records(n, &bytes);
-    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ctxs = &ctx, .nctx = 1};
-    assert_non_null(c.seen);
-    if (use_map) {
-        struct mapper m = {.n = n, .c = &c};
-        assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
-    } else {
-        assert_int_equal(exec_run_records(ex, recs, n / 2, r_emit, &c), 0);
-        assert_int_equal(exec_run_records(ex, recs + n / 2, n / 2, r_emit, &c), 0);
-    }
+    caller_stream(ex, &ctx, use_map);
     assert_true(R.init_saw);
     assert_int_equal(atomic_load(&R.sh->inits_caller), 1);
-    assert_int_equal(c.got, n);
-    assert_int_equal(c.bad, 0);
     assert_true(atomic_load(&R.sh->by_caller) > 0);
     exec_destroy(ex);
     assert_int_equal(atomic_load(&R.sh->finis_caller), 1);
-    free(c.seen);
-    free(recs);
-    free(bytes);
     r_end();
 }
 
@@ -490,21 +498,7 @@ static void caller_skips_dear_init(bool use_map)
     exec_options_t o = {.workers = 2, .batch = 64};
     exec_t *ex;
     assert_int_equal(exec_create(&ex, &r_ops, &ctx, EXEC_THREADS, &o), 0);
-    R.spin_ns = 1000;
-    const uint64_t n = 20000;
-    uint64_t *bytes;
-    exec_record_t *recs = r_records(n, &bytes);
-    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ctxs = &ctx, .nctx = 1};
-    assert_non_null(c.seen);
-    if (use_map) {
-        struct mapper m = {.n = n, .c = &c};
-        assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
-    } else {
-        assert_int_equal(exec_run_records(ex, recs, n / 2, r_emit, &c), 0);
-        assert_int_equal(exec_run_records(ex, recs + n / 2, n / 2, r_emit, &c), 0);
-    }
-    assert_int_equal(c.got, n);
-    assert_int_equal(c.bad, 0);
+    caller_stream(ex, &ctx, use_map);
     assert_int_equal(atomic_load(&R.sh->inits_caller), 0);
     assert_int_equal(atomic_load(&R.sh->by_caller), 0);
     /* Both workers ran records: none rested for the caller. */
@@ -516,9 +510,6 @@ static void caller_skips_dear_init(bool use_map)
     }
     exec_destroy(ex);
     assert_int_equal(atomic_load(&R.sh->finis_caller), 0);
-    free(c.seen);
-    free(recs);
-    free(bytes);
     r_end();
 }
 
