@@ -30,7 +30,8 @@ static const struct exec__errdesc exec__errors[] = {
     {EXEC_ERESULT2BIG, "EXEC_ERESULT2BIG", "result larger than max_result"},
     {EXEC_ECANCELLED, "EXEC_ECANCELLED", "record cancelled"},
     {EXEC_EINIT, "EXEC_EINIT", "a worker failed to start (worker_init)"},
-    {EXEC_EWORKER, "EXEC_EWORKER", "a worker failed outside the record (garbage output, a stall, or its place given up)"},
+    {EXEC_EWORKER, "EXEC_EWORKER",
+     "a worker failed outside the record (garbage output, a stall, or its place given up)"},
     {EXEC_EFATAL, "EXEC_EFATAL", "executor gave up: workers keep dying"},
     {EXEC_ELIMIT, "EXEC_ELIMIT",
      "cannot start a thread or process: a resource limit was reached (RLIMIT_NPROC, "

@@ -590,12 +590,12 @@ int exec_fd(const exec_t *ex);
  * meanwhile, so `workers` threads run in all), as OpenMP's and oneTBB's callers
  * do; unless the workers' worker_init took over 1 ms each: the caller then makes
  * no worker state of its own (it would hold the stream up as long), and only
- * feeds the workers and collects. The callbacks run in the calling thread with internal locks held: calls
- * on this executor from them are refused (EXEC_ESTATE; exec_destroy() does
- * nothing there), another executor is fine; other threads' submit and next
- * calls get EXEC_EBUSY until exec_map returns. When emit_cb stops the map, a
- * record read_cb had just returned may not have been submitted (no room yet);
- * it yields no result.
+ * feeds the workers and collects. The callbacks run in the calling thread with
+ * internal locks held: calls on this executor from them are refused
+ * (EXEC_ESTATE; exec_destroy() does nothing there), another executor is fine;
+ * other threads' submit and next calls get EXEC_EBUSY until exec_map returns.
+ * When emit_cb stops the map, a record read_cb had just returned may not have
+ * been submitted (no room yet); it yields no result.
  * Errors: EXEC_EINVAL, EXEC_EBUSY (records were already submitted), EXEC_ESTATE
  * (after exec_finish), EXEC_E2BIG (a record from read_cb was too large).
  */
