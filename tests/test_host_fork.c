@@ -103,6 +103,8 @@ static int hf_child(exec_t *ex)
     HF_REFUSED(6, exec_run_records(ex, &one, 1, hf_emit_many, NULL));
     if (acc != 0 || got != 0)
         fail |= 1 << 7;
+    if (tu_tsan())
+        return fail; /* (see host_fork: no free() here under TSan) */
     int fds = fu_count_fds();
     uint64_t t0 = tu_now_ms();
     exec_destroy(ex);
@@ -128,22 +130,42 @@ static void host_fork(exec_backend_t backend)
      * parent inside malloc() at the fork would leave the sanitizers'
      * allocator locked in the child (gcc 12's ASan has no fork handler for
      * it, glibc's malloc has one), and LeakSanitizer would wait for ever. */
+    /* This thread is the only consumer: where there is no room (the window,
+     * or the backend's batches, of which early small ones may take half), it
+     * collects a result before it submits more. A blocking submit here could
+     * wait for ever. */
     struct fu_rec warm = {.value = 0};
     exec_record_t *recs = calloc(n, sizeof *recs);
     for (uint64_t i = 0; i < n; i++)
         recs[i] = (exec_record_t){&warm, sizeof warm, i};
-    size_t acc;
-    assert_int_equal(exec_submit_many(ex, recs, n, &acc), 0);
-    for (uint64_t i = 0; i < n; i++)
+    uint64_t warm_got = 0;
+    for (size_t sent = 0, acc = 0; sent < n; sent += acc) {
+        int r = exec_try_submit_many(ex, recs + sent, n - sent, &acc);
+        if (r == EXEC_EAGAIN) {
+            assert_int_equal(exec_next(ex, &res, 10000), 0);
+            warm_got++;
+        } else {
+            assert_int_equal(r, 0);
+        }
+    }
+    for (; warm_got < n; warm_got++)
         assert_int_equal(exec_next(ex, &res, 10000), 0);
     free(recs);
-    for (uint64_t i = 0; i < n; i++) {
-        struct fu_rec r = {.value = i};
-        assert_int_equal(exec_submit(ex, &r, sizeof r, i), 0);
-    }
-    assert_int_equal(exec_finish(ex), 0);
     unsigned char *seen = calloc(n, 1);
     uint64_t got = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        struct fu_rec r = {.value = i};
+        int sr;
+        while ((sr = exec_try_submit(ex, &r, sizeof r, i)) == EXEC_EAGAIN) {
+            assert_int_equal(exec_next(ex, &res, 10000), 0);
+            assert_true(res.tag < n);
+            assert_int_equal(res.status, 0);
+            assert_int_equal(seen[res.tag]++, 0);
+            got++;
+        }
+        assert_int_equal(sr, 0);
+    }
+    assert_int_equal(exec_finish(ex), 0);
     /* A few results first: the host forks in the middle of the stream. */
     while (got < 50) {
         assert_int_equal(exec_next(ex, &res, 10000), 0);
@@ -157,6 +179,12 @@ static void host_fork(exec_backend_t backend)
         /* exit(), not _exit(): LeakSanitizer looks at what the child holds
          * then, the executor's memory included. (It also warns that it
          * could not suspend the parent's threads: they are not here.) */
+        /* Under TSan the child neither frees nor exits through atexit: gcc
+         * 12's TSan allocator has no fork handler, so a lock one of the
+         * parent's threads held at the fork stays held here, and the first
+         * free() reaching it waits for ever (glibc's malloc has handlers). */
+        if (tu_tsan())
+            _exit(hf_child(ex));
         free(seen);
         exit(hf_child(ex));
     }
