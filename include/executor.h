@@ -588,7 +588,7 @@ int exec_fd(const exec_t *ex);
  * emit_cb call. The calling thread works too: when it would wait for
  * room or results it runs batches itself (EXEC_THREADS; one worker thread rests
  * meanwhile, so `workers` threads run in all), as OpenMP's and oneTBB's callers
- * do; unless the workers' worker_init took over 1 ms each: the caller then makes
+ * do; unless the workers' worker_init took over 1 ms of CPU each: the caller makes
  * no worker state of its own (it would hold the stream up as long), and only
  * feeds the workers and collects. The callbacks run in the calling thread with
  * internal locks held: calls on this executor from them are refused

@@ -175,11 +175,11 @@ bool thr_help(exec_t *ex)
     return true;
 }
 
-/* Did every worker take over THR_SLOW_INIT_NS to start (worker_init)? */
+/* Did every worker's worker_init take over THR_SLOW_INIT_NS of CPU? */
 static bool thr_init_slow(const struct thr *t)
 {
     for (unsigned i = 0; i < t->nw; i++)
-        if (ck_pr_load_64(&t->w[i].startup_ns) < THR_SLOW_INIT_NS)
+        if (ck_pr_load_64(&t->w[i].init_cpu_ns) < THR_SLOW_INIT_NS)
             return false;
     return true;
 }

@@ -27,7 +27,7 @@
 #define THR_SPIN_NS 20000u       /* a worker out of work looks this long before it sleeps */
 #define THR_LOW 2u               /* a worker with this few batches queued is running dry */
 #define THR_BATCH_NS 250000u     /* aim for batches of about this much work */
-#define THR_SLOW_INIT_NS 1000000u /* a worker state this dear: the caller makes none */
+#define THR_SLOW_INIT_NS 1000000u /* a worker state this dear (CPU): the caller makes none */
 
 /* An enqueue on a ring sized to hold every batch: it never fails (asserted
  * in checked builds; the call runs in every build). */
@@ -60,6 +60,7 @@ struct thr_worker {
     int init_rc;
     /* Figures: written by the worker (ck_pr stores), read by anyone. */
     uint64_t t_start, startup_ns, busy_ns, records, batches;
+    uint64_t init_cpu_ns; /* CPU time its worker_init took */
     uint64_t ewma_ns; /* smoothed cost of one record */
 };
 
