@@ -160,13 +160,7 @@ long rss_peak_kb(void)
 }
 
 /* CPU time of every thread of this process so far. */
-double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
+double cpu_seconds(void) { return bench_cpu(); }
 
 /*
  * Memory of this process's fork workers: its descendants that have no children

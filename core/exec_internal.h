@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define EXEC__MAX_WORKERS 1024u
 #define EXEC__MAX_WINDOW (1u << 24)
@@ -250,6 +251,14 @@ EXEC__SEAM int exec__efd(const exec_t *ex);      /* the consumer's eventfd */
 EXEC__SEAM uint32_t exec__max_batches(const exec_t *ex);
 /* Nanoseconds on CLOCK_MONOTONIC. */
 EXEC__SEAM uint64_t exec__now_ns(void);
+/* CPU time of the calling thread, in ns (0 if unknown). */
+static inline uint64_t exec__thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /*
  * Where workers find the consumer's "armed" word (it sleeps, wake it): a

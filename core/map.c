@@ -63,15 +63,6 @@ static int exec__drain(exec_t *ex, const struct exec__emitter *em, bool wait, bo
     return rc == EXEC_EAGAIN ? 0 : rc;
 }
 
-/* CPU time of the calling thread, in ns. */
-static uint64_t exec__thread_cpu_ns(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return 0;
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* The calling thread runs a queued batch (the backend's help), its time
  * counted: that is work, not the caller's hand-over. The clock is the
  * monotonic one (vDSO, ~25 ns): a thread CPU clock is a system call, over

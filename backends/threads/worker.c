@@ -77,16 +77,6 @@ static void thr_tune(struct thr_worker *wk, uint64_t ns, uint32_t n)
     exec__tune_batch(wk->t->ex, limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit);
 }
 
-/* This thread's CPU time, in ns (CPU, not wall: a preempted worker_init is
- * not a dear one). */
-static uint64_t thr_cpu_ns(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return 0;
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static bool thr_parked(const struct thr_worker *wk)
 {
     return ck_pr_load_32(&wk->t->parked) == wk->idx + 1;
@@ -168,9 +158,10 @@ void *thr_main(void *arg)
         urcu_memb_read_lock();
         struct exec__ctxref *ref = rcu_dereference(t->cur);
         exec__tsan_acquire(ref);
-        uint64_t c0 = thr_cpu_ns();
+        /* (CPU, not wall: a preempted worker_init is not a dear one.) */
+        uint64_t c0 = exec__thread_cpu_ns();
         rc = t->ops->worker_init(ref->ctx, &wstate);
-        ck_pr_store_64(&wk->init_cpu_ns, thr_cpu_ns() - c0);
+        ck_pr_store_64(&wk->init_cpu_ns, exec__thread_cpu_ns() - c0);
         urcu_memb_read_unlock();
     }
     ck_pr_store_64(&wk->startup_ns, exec__now_ns() - wk->t_start);
