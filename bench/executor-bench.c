@@ -76,6 +76,11 @@ static void usage(FILE *f)
         "                    (PCRE2), lua (an interpreter per record) (default: all). The\n"
         "                    real ones run in a short form: ~0.03 s of loop work a run\n"
         "  --full            the real workloads at full size (~0.15 s a run, 5 runs)\n"
+        "  --perf-ctl CTL,ACK[,EVENT]  under `perf record -D -1 -e dummy -e EVENT\n"
+        "                    --control=fifo:CTL,ACK` (EVENT: cpu-clock by default): EVENT\n"
+        "                    is sampled only in the timed part of the real paths that\n"
+        "                    --executors names (\"loop\" too), not in the set-up, the\n"
+        "                    other paths or the checks (scripts/perf-paths.sh)\n"
         "  --quick           a tiny data set and one short run: a sanity check\n"
         "  --help            this text\n"
         "\n"
@@ -162,6 +167,7 @@ int main(int argc, char **argv)
         {"recycle", required_argument, NULL, 'R'},  {"init-ms", required_argument, NULL, 'I'},
         {"workloads", required_argument, NULL, 'W'}, {"full", no_argument, NULL, 'F'},
         {"pages", no_argument, NULL, 'P'},           {"help", no_argument, NULL, 'h'},
+        {"perf-ctl", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -229,6 +235,7 @@ int main(int argc, char **argv)
         case 'W': o.workloads = optarg; break;
         case 'F': o.real_full = 1; break;
         case 'P': o.pages = 1; break;
+        case 'C': o.perf_ctl = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -241,6 +248,11 @@ int main(int argc, char **argv)
         return run_pages();
     if (o.executors && select_executors(o.executors) != 0)
         return 2;
+    if (o.perf_ctl && (!o.executors || !strchr(o.perf_ctl, ','))) {
+        fprintf(stderr, "executor-bench: --perf-ctl wants CTL,ACK[,EVENT] (two FIFOs) and "
+                        "--executors naming the paths to sample\n");
+        return 2;
+    }
     if (o.workloads) {
         for (const char *s = o.workloads; *s;) {
             size_t len = strcspn(s, ",");

@@ -39,6 +39,7 @@ struct opts {
     const char *workloads; /* synthetic,regex,lua: which to run (NULL: all) */
     int real_full;         /* the real workloads at full size */
     int records_set, runs_set;
+    const char *perf_ctl; /* --perf-ctl CTL,ACK: perf record's control FIFOs */
 };
 
 /* The data set: the context's table and the records (dataset.c). */

@@ -209,6 +209,7 @@ struct rrun {
     size_t got, bad;
     double seconds, create_s, destroy_s;
     double cpu_self_s, cpu_workers_s; /* cpu_workers_s < 0: not known */
+    int perf;                         /* perf samples its timed part */
     exec_stats_t st;
     char err[160];
 };
@@ -282,6 +283,98 @@ static double rr_workers_cpu(exec_t *ex, unsigned nw, int *pids)
     return sum;
 }
 
+/* ------------------------------------------------------------------------- */
+/* perf record's switch (--perf-ctl)                                          */
+/* ------------------------------------------------------------------------- */
+
+/* The FIFOs of `perf record -D -1 -e dummy -e EVENT --control=fifo:CTL,ACK`
+ * (every event off at the start): -1 when not asked for. EVENT is switched
+ * on for the timed parts only; the dummy event from the start on, so perf
+ * knows the fork workers (their forks and mappings) when they come into the
+ * samples. */
+static int perf_ctl = -1, perf_ack = -1;
+static char perf_event[64];
+static unsigned perf_windows; /* timed parts sampled */
+
+static void perf_close(void)
+{
+    if (perf_ctl >= 0)
+        close(perf_ctl);
+    if (perf_ack >= 0)
+        close(perf_ack);
+    perf_ctl = perf_ack = -1;
+}
+
+/* Sends "enable EVENT" or "disable EVENT" (EVENT: perf_event, or ev) and waits for perf's "ack\n" (perf
+ * writes a NUL after it: skipped). A perf that went away ends the sampling,
+ * as an error. */
+static void perf_cmd(const char *verb, const char *ev)
+{
+    if (perf_ctl < 0)
+        return;
+    char cmd[96], line[16];
+    int len = snprintf(cmd, sizeof cmd, "%s %s\n", verb, ev ? ev : perf_event);
+    size_t n = 0;
+    int ok = write(perf_ctl, cmd, (size_t)len) == len;
+    while (ok && n < sizeof line - 1) {
+        ssize_t k = read(perf_ack, line + n, 1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            ok = 0;
+        else if (line[n] && line[n++] == '\n')
+            break;
+    }
+    line[n] = 0;
+    if (!ok || strcmp(line, "ack\n") != 0) {
+        fprintf(stderr, "executor-bench: --perf-ctl: no ack from perf for %s", cmd);
+        failures++;
+        perf_close();
+    }
+}
+
+/* spec: CTL,ACK[,EVENT]. The dummy event goes on, EVENT off (where perf
+ * started without -D -1). */
+static int perf_open(const char *spec)
+{
+    const char *comma = strchr(spec, ','), *ev = strchr(comma + 1, ',');
+    char ctl[4096], ack[4096];
+    snprintf(ctl, sizeof ctl, "%.*s", (int)(comma - spec), spec);
+    snprintf(ack, sizeof ack, "%.*s", (int)(ev ? ev - comma - 1 : (ptrdiff_t)strlen(comma + 1)),
+             comma + 1);
+    snprintf(perf_event, sizeof perf_event, "%s", ev && ev[1] ? ev + 1 : "cpu-clock");
+    /* Non-blocking opens: with nobody reading CTL this fails (ENXIO) at
+     * once instead of waiting for a reader; then blocking, to wait for acks. */
+    perf_ctl = open(ctl, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (perf_ctl >= 0)
+        perf_ack = open(ack, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (perf_ctl < 0 || perf_ack < 0 || fcntl(perf_ctl, F_SETFL, 0) != 0 ||
+        fcntl(perf_ack, F_SETFL, 0) != 0) {
+        fprintf(stderr, "executor-bench: --perf-ctl %s: %s (run under perf record -D -1 -e "
+                        "dummy -e %s --control=fifo:CTL,ACK)\n", spec, strerror(errno),
+                perf_event);
+        perf_close();
+        return -1;
+    }
+    perf_cmd("enable", "dummy");
+    perf_cmd("disable", NULL);
+    return perf_ctl >= 0 ? 0 : -1;
+}
+
+static void perf_on(const struct rrun *r)
+{
+    if (r->perf)
+        perf_cmd("enable", NULL);
+}
+
+static void perf_off(const struct rrun *r)
+{
+    if (r->perf && perf_ctl >= 0) {
+        perf_cmd("disable", NULL);
+        perf_windows++;
+    }
+}
+
 static int rr_loop(struct rrun *r, int omp)
 {
     struct real_load *l = r->l;
@@ -301,6 +394,7 @@ static int rr_loop(struct rrun *r, int omp)
             snprintf(r->err, sizeof r->err, "%s: no state", l->name);
             return BENCH_FAIL;
         }
+        perf_on(r);
         double c0 = cpu_seconds(), t0 = bench_now();
         for (size_t i = 0; i < n; i++)
             res[i] = l->run(l->ctx, ws, d->p[i], d->len[i]);
@@ -308,6 +402,7 @@ static int rr_loop(struct rrun *r, int omp)
             r->sum += bench_sum_add(i, res[i]);
         r->seconds = bench_now() - t0;
         r->cpu_self_s = cpu_seconds() - c0;
+        perf_off(r);
         if (l->state_free)
             l->state_free(l->ctx, ws);
     } else {
@@ -328,6 +423,7 @@ static int rr_loop(struct rrun *r, int omp)
             snprintf(r->err, sizeof r->err, "%s: no state", l->name);
         } else {
             long nl = (long)n;
+            perf_on(r);
             double c0 = cpu_seconds(), t0 = bench_now();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, REAL_CHUNK)
             for (long i = 0; i < nl; i++)
@@ -336,6 +432,7 @@ static int rr_loop(struct rrun *r, int omp)
                 r->sum += bench_sum_add(i, res[i]);
             r->seconds = bench_now() - t0;
             r->cpu_self_s = cpu_seconds() - c0;
+            perf_off(r);
         }
 #pragma omp parallel num_threads(nt)
         {
@@ -460,6 +557,7 @@ static int rr_exec(struct rrun *r, const struct rpath *p)
     }
     int pids0[MAX_WORKERS] = {0}, pids1[MAX_WORKERS] = {0};
     double w0 = fork_be ? rr_workers_cpu(ex, r->workers, pids0) : 0;
+    perf_on(r);
     double c0 = cpu_seconds();
     t0 = bench_now();
     if (p->how == RP_RUN || p->how == RP_BUFFER || p->how == RP_RECYCLE) {
@@ -475,6 +573,7 @@ static int rr_exec(struct rrun *r, const struct rpath *p)
     }
     r->seconds = bench_now() - t0;
     r->cpu_self_s = cpu_seconds() - c0;
+    perf_off(r);
     double w1 = fork_be ? rr_workers_cpu(ex, r->workers, pids1) : 0;
     r->cpu_workers_s = w0 >= 0 && w1 >= 0 && !memcmp(pids0, pids1, sizeof pids0) ? w1 - w0 : -1;
     exec_stats(ex, &r->st);
@@ -522,14 +621,14 @@ int real_path_known(const char *name, size_t len)
     return 0;
 }
 
-/* --executors names the synthetic bench's executors and the real paths: a
- * path runs when it is named, or its family is (omp-for; threads and fork:
- * every path of the backend). The loop always runs. */
-static int path_selected(const struct opts *o, const struct rpath *p)
+/* Does --executors name p, or its family (omp-for; threads and fork: every
+ * path of the backend)? The loop only by its name. */
+static int path_named(const struct opts *o, const struct rpath *p)
 {
-    if (!o->executors || p->how == RP_LOOP)
-        return 1;
-    const char *family = p->how == RP_OMP ? "omp-for"
+    if (!o->executors)
+        return 0;
+    const char *family = p->how == RP_LOOP ? "loop"
+                         : p->how == RP_OMP ? "omp-for"
                          : p->backend == EXEC_THREADS ? "threads"
                                                         : "fork";
     for (const char *s = o->executors; *s;) {
@@ -540,6 +639,13 @@ static int path_selected(const struct opts *o, const struct rpath *p)
         s += len + (s[len] == ',');
     }
     return 0;
+}
+
+/* --executors names the synthetic bench's executors and the real paths: a
+ * path runs when it is named (path_named). The loop always runs. */
+static int path_selected(const struct opts *o, const struct rpath *p)
+{
+    return !o->executors || p->how == RP_LOOP || path_named(o, p);
 }
 
 static void real_report(const struct opts *o, struct real_load *l, const struct rl_data *d,
@@ -687,6 +793,7 @@ static int real_one(const struct opts *o, struct real_load *l, FILE *csv)
                 rr_loop(&r, 0); /* warms the caches */
                 memset(&r.sum, 0, sizeof r.sum);
             }
+            r.perf = perf_ctl >= 0 && path_named(o, p);
             int rc = p->how == RP_LOOP ? rr_loop(&r, 0)
                      : p->how == RP_OMP ? rr_loop(&r, 1)
                                         : rr_exec(&r, p);
@@ -755,6 +862,12 @@ int run_real(const struct opts *o)
         "and destroy: exec_create() and exec_destroy() (not in the rate);\nest = the library's own "
         "estimate of the best speedup over one thread (exec_stats' speedup_est), ! where it\n"
         "says the plain loop would be faster (EXEC_HINT_SLOWER)\n");
+    if (o->perf_ctl && perf_open(o->perf_ctl) != 0) {
+        failures++;
+        if (csv)
+            fclose(csv);
+        return 0;
+    }
     int ran = 0;
     for (size_t i = 0; i < sizeof opens / sizeof opens[0]; i++) {
         struct real_load l;
@@ -770,6 +883,10 @@ int run_real(const struct opts *o)
         ran++;
         l.destroy(&l);
     }
+    if (o->perf_ctl)
+        say("perf: %s sampled in %u timed runs (process %ld)\n", perf_event, perf_windows,
+            (long)getpid());
+    perf_close();
     if (csv) {
         fclose(csv);
         if (ran)
