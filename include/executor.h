@@ -329,7 +329,10 @@ typedef struct exec_options {
                              default: every rank but rank 0 */
     unsigned window;      /* records submitted but not yet collected, at most;
                              default 4096 x workers (EXEC_MPI: 16384 x ranks),
-                             at most 1<<24 */
+                             at most 1<<24. It sizes the batches' memory,
+                             touched as used (EXEC_THREADS: ~2 x window / batch
+                             batches of ~75 bytes a record slot and 64 KiB or
+                             max_record of record bytes; docs/architecture.md) */
     unsigned batch;       /* most records in one batch; default 128; at most 4096.
                              Batches go out early when a worker runs short, and
                              EXEC_THREADS sends about 250 us of work per batch

@@ -671,6 +671,62 @@ static void spread(exec_backend_t be)
     exec_destroy(ex);
 }
 
+/* EXEC_THREADS keeps its batches in mappings of groups of batches, the
+ * record bytes there or malloc'd, a first result buffer there that grows
+ * into malloc'd memory. Each layout, through exec_run_records() (in place)
+ * and exec_map() (copies), chunk after chunk on one executor: every result
+ * exact. */
+static void batch_memory(exec_options_t o, uint64_t n)
+{
+    r_begin();
+    struct rctx ctx = {.salt = 23};
+    exec_t *ex;
+    assert_int_equal(exec_create(&ex, &r_ops_noinit, &ctx, EXEC_THREADS, &o), 0);
+    uint64_t *bytes;
+    exec_record_t *recs = r_records(n, &bytes);
+    for (int round = 0; round < 2; round++) { /* the second on batches used before */
+        struct rcheck c = {.seen = calloc(n, 1), .n = n, .ordered = o.flags & EXEC_ORDERED,
+                           .ctxs = &ctx, .nctx = 1, .next_seq = (uint64_t)round * n};
+        assert_non_null(c.seen);
+        assert_int_equal(exec_run_records(ex, recs, n, r_emit, &c), 0);
+        assert_int_equal(c.got, n);
+        assert_int_equal(c.bad, 0);
+        free(c.seen);
+    }
+    exec_destroy(ex);
+    assert_int_equal(atomic_load(&R.sh->in_place), 2 * n);
+    /* exec_map() copies each record into its batch: a fresh executor. */
+    assert_int_equal(exec_create(&ex, &r_ops_noinit, &ctx, EXEC_THREADS, &o), 0);
+    struct rcheck c = {.seen = calloc(n, 1), .n = n, .ordered = o.flags & EXEC_ORDERED,
+                       .ctxs = &ctx, .nctx = 1};
+    assert_non_null(c.seen);
+    struct mapper m = {.n = n, .c = &c};
+    assert_int_equal(exec_map(ex, m_read, &m, m_emit, &m), 0);
+    assert_int_equal(c.got, n);
+    assert_int_equal(c.bad, 0);
+    exec_destroy(ex);
+    free(c.seen);
+    free(recs);
+    free(bytes);
+    r_end();
+}
+
+static void test_batch_memory_layouts(void **s)
+{
+    (void)s;
+    /* The default: one group, record bytes in it. */
+    batch_memory((exec_options_t){.workers = 2}, 100000);
+    /* Batches of 4096: 8 to a group (many groups), results past the first
+     * buffer; ordered, so that batches wait for each other. */
+    batch_memory((exec_options_t){.workers = 2, .batch = 4096, .window = 1u << 17,
+                                  .flags = EXEC_ORDERED},
+                 150000);
+    /* Records up to 8 MiB: the record bytes malloc'd batch by batch. */
+    batch_memory((exec_options_t){.workers = 2, .max_record = (size_t)8 << 20}, 50000);
+    /* A small window: the groups' small parts not worth a huge page. */
+    batch_memory((exec_options_t){.workers = 3, .window = 64, .batch = 16}, 20000);
+}
+
 static void test_spread_threads(void **s) { (void)s; spread(EXEC_THREADS); }
 static void test_spread_fork(void **s) { (void)s; spread(EXEC_FORK); }
 
@@ -798,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_insight_threads),
         cmocka_unit_test(test_insight_fork),
         cmocka_unit_test(test_spread_threads),
+        cmocka_unit_test(test_batch_memory_layouts),
         cmocka_unit_test(test_spread_fork),
         cmocka_unit_test(test_run_misuse),
         cmocka_unit_test(test_map_other_threads_busy),

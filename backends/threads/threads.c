@@ -12,16 +12,98 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
+/* A batch's result buffer outgrew the one in the mapping (or grows again):
+ * from here on it is malloc'd, and own[] knows it. */
 static int thr_grow(struct exec_writer *w, size_t need)
 {
     struct thr_batch *tb = w->grow_arg;
-    int rc = exec__writer_grow(w, need);
-    if (rc == 0) {
-        tb->b.rdata = w->buf;
-        tb->b.rdata_cap = w->cap;
+    struct thr *t = tb->t;
+    if (t->own[t->maxb + tb->idx]) {
+        int rc = exec__writer_grow(w, need);
+        if (rc)
+            return rc;
+    } else {
+        size_t cap = w->cap * 2;
+        while (cap < need)
+            cap *= 2;
+        char *p = exec__malloc(cap);
+        if (!p)
+            return EXEC_ENOMEM;
+        memcpy(p, w->buf, w->len);
+        w->buf = p;
+        w->cap = cap;
     }
-    return rc;
+    t->own[t->maxb + tb->idx] = w->buf;
+    tb->b.rdata = w->buf;
+    tb->b.rdata_cap = w->cap;
+    return 0;
+}
+
+/* Each batch's small part: the thr_batch, record and result entries, flags
+ * and the first result buffer, 64-byte aligned. */
+static size_t thr_small_size(const exec_options_t *o)
+{
+    size_t n = sizeof(struct thr_batch) +
+               o->batch * (sizeof(struct exec__rec) + sizeof(struct exec__res) + 1) + THR_WBUF;
+    return (n + 63) & ~(size_t)63;
+}
+
+/*
+ * The batches' memory, laid out (threads.h) so that what every batch writes,
+ * its entries, lies together, asked for huge pages (MADV_HUGEPAGE): a fresh
+ * executor otherwise pays a fault for each 4 KiB of it (~11 us on a VM that
+ * shadows page tables; docs/architecture.md). A group is mapped when its
+ * first batch is needed, and touched only as batches use it (LIFO reuse keeps
+ * that to what is in flight). MADV_DONTFORK: a child (a fork executor's
+ * zygote, a host's fork) neither inherits nor copies it.
+ */
+static int thr_layout(struct thr *t, const exec_options_t *o)
+{
+    t->small_sz = thr_small_size(o);
+    t->dcap = o->max_record > 65536 ? o->max_record : 65536;
+    t->own = exec__calloc(2 * (size_t)t->maxb, sizeof *t->own);
+    /* A group: a huge page of small parts (one batch at least), all batches
+     * at most. */
+    size_t n = THR_HUGE / t->small_sz;
+    if (n > t->maxb)
+        n = t->maxb;
+    if (n == 0)
+        n = 1;
+    t->grp_n = (uint32_t)n;
+    t->grp_small = (n * t->small_sz + THR_HUGE - 1) & ~(THR_HUGE - 1);
+    t->grp_data = n * t->dcap <= THR_DATA_MAP;
+    /* A huge page's worth more, to start the small parts on a boundary. */
+    t->grp_len = t->grp_small + (t->grp_data ? n * t->dcap : 0) + THR_HUGE;
+    t->grp = exec__calloc(t->maxb / n + 1, sizeof *t->grp); /* (one to spare at most) */
+    return t->grp && t->own ? 0 : EXEC_ENOMEM;
+}
+
+/* Group g's small parts, on a huge-page boundary. */
+static char *thr_group_base(const struct thr *t, uint32_t g)
+{
+    return (char *)(((uintptr_t)t->grp[g] + THR_HUGE - 1) & ~(uintptr_t)(THR_HUGE - 1));
+}
+
+static int thr_group(struct thr *t, uint32_t g)
+{
+    if (exec__fault())
+        return EXEC_ENOMEM;
+    void *m = mmap(NULL, t->grp_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                   0);
+    if (m == MAP_FAILED)
+        return EXEC_ENOMEM;
+    t->grp[g] = m;
+    madvise(m, t->grp_len, MADV_DONTFORK);
+#ifdef MADV_HUGEPAGE
+    /* Where the small parts fill half a huge page or more (a small window's
+     * would hold a whole one for little). Advice: nothing happens where
+     * transparent huge pages are off. */
+    if ((size_t)t->grp_n * t->small_sz >= THR_HUGE / 2)
+        madvise(thr_group_base(t, g), t->grp_small, MADV_HUGEPAGE);
+#endif
+    return 0;
 }
 
 static unsigned thr_pow2(unsigned n)
@@ -54,11 +136,13 @@ static int thr_start(exec_t *ex)
 
     unsigned rsz = thr_pow2(t->maxb + 1);
     t->w = exec__calloc(t->nw, sizeof *t->w);
-    t->all = exec__calloc(t->maxb, sizeof *t->all); /* NOLINT(bugprone-sizeof-expression): pointers */
     t->cur = exec__calloc(1, sizeof *t->cur);
     t->help_outbuf = exec__calloc(rsz, sizeof *t->help_outbuf);
-    if (!t->w || !t->all || !t->cur || !t->help_outbuf)
+    if (!t->w || !t->cur || !t->help_outbuf)
         return EXEC_ENOMEM;
+    int rc = thr_layout(t, o);
+    if (rc)
+        return rc;
     ck_ring_init(&t->help_out, rsz);
     ck_stack_init(&t->free);
     t->cur->ctx = exec__ctx0(ex);
@@ -74,7 +158,7 @@ static int thr_start(exec_t *ex)
         if (!wk->inbuf || !wk->outbuf)
             return EXEC_ENOMEM;
     }
-    int rc = exec__spawn(&t->reclaimer, thr_reclaim_main, t);
+    rc = exec__spawn(&t->reclaimer, thr_reclaim_main, t);
     if (rc)
         return rc;
     t->reclaimer_started = true;
@@ -109,32 +193,46 @@ static struct exec__batch *thr_batch_get(exec_t *ex, int *err)
     EXEC__ASSERT(t->nall <= t->maxb);
     if (t->nall == t->maxb)
         return NULL;
-    tb = exec__calloc(1, sizeof *tb);
-    if (!tb) {
+    /* Batch nall's place in its group's mapping (zero-filled, never used). */
+    const uint32_t i = t->nall, g = i / t->grp_n, k = i % t->grp_n;
+    if (!t->grp[g]) {
+        int rc = thr_group(t, g);
+        if (rc) {
+            *err = rc;
+            return NULL;
+        }
+    }
+    char *p = thr_group_base(t, g) + (size_t)k * t->small_sz;
+    char *data = t->grp_data ? thr_group_base(t, g) + t->grp_small + (size_t)k * t->dcap
+                             : exec__malloc(t->dcap);
+    if (!data) {
         *err = EXEC_ENOMEM;
         return NULL;
     }
-    size_t dcap = o->max_record > 65536 ? o->max_record : 65536;
+    if (!t->grp_data)
+        t->own[i] = data;
+    tb = (struct thr_batch *)p;
+    p += sizeof *tb;
+    tb->b.recs = (struct exec__rec *)p;
+    p += o->batch * sizeof *tb->b.recs;
+    tb->b.res = (struct exec__res *)p;
+    p += o->batch * sizeof *tb->b.res;
+    tb->b.rflags = (uint8_t *)p;
+    p += o->batch;
     tb->b.cap = o->batch;
-    tb->b.recs = exec__malloc(tb->b.cap * sizeof *tb->b.recs);
-    tb->b.res = exec__malloc(tb->b.cap * sizeof *tb->b.res);
-    tb->b.data = exec__malloc(dcap);
-    tb->b.rflags = exec__malloc(tb->b.cap);
-    if (!tb->b.recs || !tb->b.res || !tb->b.data || !tb->b.rflags) {
-        free(tb->b.recs);
-        free(tb->b.res);
-        free(tb->b.data);
-        free(tb->b.rflags);
-        free(tb);
-        *err = EXEC_ENOMEM;
-        return NULL;
-    }
     tb->b.recs_buf = tb->b.recs; /* views of a caller's array come and go */
-    tb->b.data_cap = dcap;
+    tb->b.data = data;
+    tb->b.data_cap = t->dcap;
+    tb->w.buf = p;
+    tb->w.cap = THR_WBUF;
+    tb->b.rdata = tb->w.buf;
+    tb->b.rdata_cap = tb->w.cap;
     tb->w.max = o->max_result;
     tb->w.grow = thr_grow;
     tb->w.grow_arg = tb;
-    t->all[t->nall++] = tb;
+    tb->t = t;
+    tb->idx = i;
+    t->nall++;
     return &tb->b;
 }
 
@@ -207,16 +305,23 @@ static void thr_batch_put(exec_t *ex, struct exec__batch *b)
     ck_stack_push_upmc(&t->free, &tb->link);
 }
 
-/* The memory of the batches and rings (stop, and forget in a child). */
-static void thr_free_all(struct thr *t)
+/* The memory of the batches and rings: at stop, and in a child of the host
+ * (child: the mapping was not inherited, MADV_DONTFORK). */
+static void thr_free_all(struct thr *t, bool child)
 {
-    for (uint32_t i = 0; i < t->nall; i++) {
-        free(t->all[i]->b.recs_buf);
-        free(t->all[i]->b.res);
-        free(t->all[i]->b.data);
-        free(t->all[i]->b.rflags);
-        free(t->all[i]->w.buf);
-        free(t->all[i]);
+    if (t->own)
+        for (uint32_t i = 0; i < t->nall; i++) {
+            free(t->own[i]);
+            free(t->own[t->maxb + i]);
+        }
+    free(t->own);
+    t->own = NULL;
+    if (t->grp) {
+        for (uint32_t g = 0; g * t->grp_n < t->maxb; g++)
+            if (t->grp[g] && !child)
+                munmap(t->grp[g], t->grp_len);
+        free(t->grp);
+        t->grp = NULL;
     }
     if (t->w) {
         for (unsigned i = 0; i < t->nw; i++) {
@@ -225,7 +330,6 @@ static void thr_free_all(struct thr *t)
         }
     }
     free(t->w);
-    free(t->all);
     free(t->pending);
     free(t->help_outbuf);
 }
@@ -243,7 +347,7 @@ static void thr_forget(exec_t *ex)
         next = r->next;
         free(r);
     }
-    thr_free_all(t);
+    thr_free_all(t, true);
 }
 
 static void thr_stop(exec_t *ex)
@@ -275,7 +379,7 @@ static void thr_stop(exec_t *ex)
             t->ops->ctx_release(t->cur->ctx);
         free(t->cur);
     }
-    thr_free_all(t);
+    thr_free_all(t, false);
     exec__mutex_destroy(&t->init_lock);
     pthread_cond_destroy(&t->init_cond);
     exec__mutex_destroy(&t->rec_lock);

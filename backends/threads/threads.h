@@ -28,6 +28,9 @@
 #define THR_LOW 2u               /* a worker with this few batches queued is running dry */
 #define THR_BATCH_NS 250000u     /* aim for batches of about this much work */
 #define THR_SLOW_INIT_NS 1000000u /* a worker state this dear (CPU): the caller makes none */
+#define THR_WBUF 2048u            /* a batch's first result buffer, in the batch mapping */
+#define THR_HUGE ((size_t)2 << 20) /* a huge page */
+#define THR_DATA_MAP ((size_t)64 << 20) /* record bytes of all batches in the mapping up to this */
 
 /* An enqueue on a ring sized to hold every batch: it never fails (asserted
  * in checked builds; the call runs in every build). */
@@ -68,6 +71,8 @@ struct thr_batch {
     struct exec__batch b; /* first: a struct exec__batch * is a struct thr_batch * */
     struct exec_writer w;
     ck_stack_entry_t link; /* in the free stack */
+    struct thr *t;
+    uint32_t idx; /* in the batch mapping */
 };
 CK_STACK_CONTAINER(struct thr_batch, link, thr_batch_of)
 
@@ -92,8 +97,21 @@ struct thr {
      * pops; one popper, so no ABA). LIFO reuses the batches still warm in
      * cache and keeps the touched set, hence RSS, as small as what is in flight. */
     ck_stack_t free;
-    struct thr_batch **all;
     uint32_t nall, maxb;
+    /* The batches' memory (threads.c, thr_group): mappings that no child
+     * inherits, each for grp_n batches and made when the first of them is
+     * needed: their small parts (entries, flags, first result buffer) side
+     * by side, then, where they fit, their record bytes (else malloc'd each).
+     * own[i], own[maxb + i]: batch i's record bytes and grown result buffer
+     * where malloc'd (NULL: in the mapping), so that a child of the host,
+     * which has not the mappings, frees them too. */
+    char **grp;             /* each group's mapping as mmap returned it, or NULL */
+    uint32_t grp_n;         /* batches a group */
+    size_t grp_small;       /* bytes of a group's small parts, a whole number of huge pages */
+    size_t grp_len;         /* bytes of a group's mapping */
+    size_t small_sz, dcap;  /* a batch's small part, its record bytes */
+    bool grp_data;          /* record bytes in the mapping */
+    void **own;
     unsigned reap_pos;
     unsigned wake_out;  /* wake the consumer once a worker has this many batches done */
     uint64_t last_wake; /* when a worker last woke the consumer (ck_pr) */
