@@ -666,7 +666,7 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
         char what[64], ompx[16] = "", cself[16], call[16] = "", cr[16] = "", de[16] = "";
         if (p->how == RP_RECYCLE)
             snprintf(what, sizeof what, "%s every %u", p->what,
-                     o->real_full ? l->recycle_full : l->recycle);
+                     o->quick ? l->recycle_quick : l->recycle);
         else
             snprintf(what, sizeof what, "%s", p->what);
         if (omp > 0 && p->how != RP_LOOP)
@@ -749,9 +749,9 @@ static void real_report(const struct opts *o, struct real_load *l, const struct 
 
 static int real_one(const struct opts *o, struct real_load *l, FILE *csv)
 {
-    /* The full run: as long as the workload asks (regex: ~0.15 s of loop work,
-     * ~490,000 lines at 0.3 us); the short one a fraction of it. */
-    double secs = o->quick ? 0.004 : o->real_full ? l->full_s : l->short_s;
+    /* As long as the workload asks (regex: ~0.15 s of loop work, ~500,000
+     * lines at 0.3 us; lua ~1.5 s); --records makes it shorter. */
+    double secs = o->quick ? 0.004 : l->run_s;
     size_t n = (size_t)(secs * 1e9 / l->per_rec_ns);
     if (n < 1000)
         n = 1000;
@@ -785,7 +785,7 @@ static int real_one(const struct opts *o, struct real_load *l, FILE *csv)
             r.l = l;
             r.d = &d;
             r.workers = workers;
-            r.recycle = o->real_full ? l->recycle_full : l->recycle;
+            r.recycle = o->quick ? l->recycle_quick : l->recycle;
             progress("%s, run %d/%d: %s", l->name, k + 1, runs, p->name);
             malloc_trim(0);
             wd_arm(120 + 100 * (double)n * l->per_rec_ns * 1e-9, "%s: %s", l->name, p->name);

@@ -33,10 +33,10 @@ struct real_load {
     uint64_t (*run)(void *ctx, void *ws, const char *p, size_t len);
     void (*destroy)(struct real_load *l);
     double per_rec_ns; /* rough cost of a line here, sizing the runs */
-    double short_s, full_s; /* loop work a run aims at: the default, --full */
-    /* fork: an extra row with workers recycled every ~N records (0: none),
-     * in the short and the full run */
-    unsigned recycle, recycle_full;
+    double run_s; /* loop work a run aims at (--quick: 4 ms) */
+    /* fork: an extra row with workers recycled every ~N records (0: none);
+     * with --quick every recycle_quick */
+    unsigned recycle, recycle_quick;
 };
 
 /* Each returns 0, or -1 with err set (not built in, or the library failed). */

@@ -160,10 +160,9 @@ int real_lua_open(struct real_load *l, char *err, size_t errlen)
         .run = lu_run,
         .destroy = lu_destroy,
         .per_rec_ns = 5000,
-        .short_s = 0.1,
-        .full_s = 1.5,
-        .recycle = 5000,
-        .recycle_full = 50000,
+        .run_s = 1.5,
+        .recycle = 50000,
+        .recycle_quick = 5000,
     };
     return 0;
 }

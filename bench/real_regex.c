@@ -131,8 +131,7 @@ int real_regex_open(struct real_load *l, char *err, size_t errlen)
         .run = rx_run,
         .destroy = rx_destroy,
         .per_rec_ns = 300,
-        .short_s = 0.03,
-        .full_s = 0.15,
+        .run_s = 0.15,
     };
     return 0;
 }
