@@ -56,8 +56,8 @@ static size_t thr_small_size(const exec_options_t *o)
  * executor otherwise pays a fault for each 4 KiB of it (~11 us on a VM that
  * shadows page tables; docs/architecture.md). A group is mapped when its
  * first batch is needed, and touched only as batches use it (LIFO reuse keeps
- * that to what is in flight). MADV_DONTFORK: a child (a fork executor's
- * zygote, a host's fork) neither inherits nor copies it.
+ * that to what is in flight. (Not MADV_DONTFORK: valgrind's memcheck, in
+ * a child of the host, spins on the mapping it believes it has.)
  */
 static int thr_layout(struct thr *t, const exec_options_t *o)
 {
@@ -95,7 +95,6 @@ static int thr_group(struct thr *t, uint32_t g)
     if (m == MAP_FAILED)
         return EXEC_ENOMEM;
     t->grp[g] = m;
-    madvise(m, t->grp_len, MADV_DONTFORK);
 #ifdef MADV_HUGEPAGE
     /* Where the small parts fill half a huge page or more (a small window's
      * would hold a whole one for little). Advice: nothing happens where
@@ -305,9 +304,8 @@ static void thr_batch_put(exec_t *ex, struct exec__batch *b)
     ck_stack_push_upmc(&t->free, &tb->link);
 }
 
-/* The memory of the batches and rings: at stop, and in a child of the host
- * (child: the mapping was not inherited, MADV_DONTFORK). */
-static void thr_free_all(struct thr *t, bool child)
+/* The memory of the batches and rings (stop, and forget in a child). */
+static void thr_free_all(struct thr *t)
 {
     if (t->own)
         for (uint32_t i = 0; i < t->nall; i++) {
@@ -318,7 +316,7 @@ static void thr_free_all(struct thr *t, bool child)
     t->own = NULL;
     if (t->grp) {
         for (uint32_t g = 0; g * t->grp_n < t->maxb; g++)
-            if (t->grp[g] && !child)
+            if (t->grp[g])
                 munmap(t->grp[g], t->grp_len);
         free(t->grp);
         t->grp = NULL;
@@ -347,7 +345,7 @@ static void thr_forget(exec_t *ex)
         next = r->next;
         free(r);
     }
-    thr_free_all(t, true);
+    thr_free_all(t);
 }
 
 static void thr_stop(exec_t *ex)
@@ -379,7 +377,7 @@ static void thr_stop(exec_t *ex)
             t->ops->ctx_release(t->cur->ctx);
         free(t->cur);
     }
-    thr_free_all(t, false);
+    thr_free_all(t);
     exec__mutex_destroy(&t->init_lock);
     pthread_cond_destroy(&t->init_cond);
     exec__mutex_destroy(&t->rec_lock);

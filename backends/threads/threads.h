@@ -98,13 +98,12 @@ struct thr {
      * cache and keeps the touched set, hence RSS, as small as what is in flight. */
     ck_stack_t free;
     uint32_t nall, maxb;
-    /* The batches' memory (threads.c, thr_group): mappings that no child
-     * inherits, each for grp_n batches and made when the first of them is
-     * needed: their small parts (entries, flags, first result buffer) side
-     * by side, then, where they fit, their record bytes (else malloc'd each).
+    /* The batches' memory (threads.c, thr_group): mappings of our own,
+     * each for grp_n batches and made when the first of them is needed:
+     * their small parts (entries, flags, first result buffer) side by side,
+     * then, where they fit, their record bytes (else malloc'd each).
      * own[i], own[maxb + i]: batch i's record bytes and grown result buffer
-     * where malloc'd (NULL: in the mapping), so that a child of the host,
-     * which has not the mappings, frees them too. */
+     * where malloc'd (NULL: in the mapping). */
     char **grp;             /* each group's mapping as mmap returned it, or NULL */
     uint32_t grp_n;         /* batches a group */
     size_t grp_small;       /* bytes of a group's small parts, a whole number of huge pages */
