@@ -62,7 +62,9 @@ for path in "${paths[@]}"; do
         echo "perf-paths.sh: $path: no timed run was sampled (log: $log)" >&2
         exit 1
     fi
-    grep -E "^$path " "$log" || true
+    # The bench's own line, for its CPU columns: its rate is the sampled run's
+    # (lower than without perf) against an unsampled loop.
+    grep -E "^$path " "$log" | sed 's/^/  bench (sampled): /' || true
     perf script -i "$data" -F pid,tid,period,ip,sym,dso 2>/dev/null |
         awk -v pid="$pid" -v recs=$((lines * windows)) -v what="$workload, $path" \
             -v windows="$windows" -v lines="$lines" -v freq="$freq" -f scripts/perf-paths.awk
