@@ -305,9 +305,9 @@ static void perf_close(void)
     perf_ctl = perf_ack = -1;
 }
 
-/* Sends "enable EVENT" or "disable EVENT" (EVENT: perf_event, or ev) and waits for perf's "ack\n" (perf
- * writes a NUL after it: skipped). A perf that went away ends the sampling,
- * as an error. */
+/* Sends "enable EV" or "disable EV" (ev, or else perf_event) and waits for
+ * perf's "ack\n" (perf writes a NUL after it: skipped). A perf that went
+ * away ends the sampling, as an error. */
 static void perf_cmd(const char *verb, const char *ev)
 {
     if (perf_ctl < 0)
