@@ -14,13 +14,18 @@
 #include <string.h>
 #include <sys/mman.h>
 
-/* A batch's result buffer outgrew the one in the mapping (or grows again):
- * from here on it is malloc'd, and own[] knows it. */
+/* A batch's first result buffer: in the mapping, after its flags. */
+static char *thr_first_wbuf(const struct thr_batch *tb)
+{
+    return (char *)(tb->b.rflags + tb->b.cap);
+}
+
+/* A batch's result buffer outgrew the first one (or grows again): from here
+ * on it is malloc'd. */
 static int thr_grow(struct exec_writer *w, size_t need)
 {
     struct thr_batch *tb = w->grow_arg;
-    struct thr *t = tb->t;
-    if (t->own[t->maxb + tb->idx]) {
+    if (w->buf != thr_first_wbuf(tb)) {
         int rc = exec__writer_grow(w, need);
         if (rc)
             return rc;
@@ -35,7 +40,6 @@ static int thr_grow(struct exec_writer *w, size_t need)
         w->buf = p;
         w->cap = cap;
     }
-    t->own[t->maxb + tb->idx] = w->buf;
     tb->b.rdata = w->buf;
     tb->b.rdata_cap = w->cap;
     return 0;
@@ -56,14 +60,13 @@ static size_t thr_small_size(const exec_options_t *o)
  * executor otherwise pays a fault for each 4 KiB of it (~11 us on a VM that
  * shadows page tables; docs/architecture.md). A group is mapped when its
  * first batch is needed, and touched only as batches use it (LIFO reuse keeps
- * that to what is in flight. (Not MADV_DONTFORK: valgrind's memcheck, in
- * a child of the host, spins on the mapping it believes it has.)
+ * that to what is in flight). Not MADV_DONTFORK: valgrind's memcheck, in a
+ * child of the host, spins on the mapping it believes it has.
  */
 static int thr_layout(struct thr *t, const exec_options_t *o)
 {
     t->small_sz = thr_small_size(o);
     t->dcap = o->max_record > 65536 ? o->max_record : 65536;
-    t->own = exec__calloc(2 * (size_t)t->maxb, sizeof *t->own);
     /* A group: a huge page of small parts (one batch at least), all batches
      * at most. */
     size_t n = THR_HUGE / t->small_sz;
@@ -77,13 +80,20 @@ static int thr_layout(struct thr *t, const exec_options_t *o)
     /* A huge page's worth more, to start the small parts on a boundary. */
     t->grp_len = t->grp_small + (t->grp_data ? n * t->dcap : 0) + THR_HUGE;
     t->grp = exec__calloc(t->maxb / n + 1, sizeof *t->grp); /* (one to spare at most) */
-    return t->grp && t->own ? 0 : EXEC_ENOMEM;
+    return t->grp ? 0 : EXEC_ENOMEM;
 }
 
 /* Group g's small parts, on a huge-page boundary. */
 static char *thr_group_base(const struct thr *t, uint32_t g)
 {
     return (char *)(((uintptr_t)t->grp[g] + THR_HUGE - 1) & ~(uintptr_t)(THR_HUGE - 1));
+}
+
+/* Batch i's place: its small part, which starts with its thr_batch. */
+static struct thr_batch *thr_batch_at(const struct thr *t, uint32_t i)
+{
+    return (struct thr_batch *)(thr_group_base(t, i / t->grp_n) +
+                                (size_t)(i % t->grp_n) * t->small_sz);
 }
 
 static int thr_group(struct thr *t, uint32_t g)
@@ -201,36 +211,30 @@ static struct exec__batch *thr_batch_get(exec_t *ex, int *err)
             return NULL;
         }
     }
-    char *p = thr_group_base(t, g) + (size_t)k * t->small_sz;
+    tb = thr_batch_at(t, i);
     char *data = t->grp_data ? thr_group_base(t, g) + t->grp_small + (size_t)k * t->dcap
                              : exec__malloc(t->dcap);
     if (!data) {
         *err = EXEC_ENOMEM;
         return NULL;
     }
-    if (!t->grp_data)
-        t->own[i] = data;
-    tb = (struct thr_batch *)p;
-    p += sizeof *tb;
+    char *p = (char *)(tb + 1);
     tb->b.recs = (struct exec__rec *)p;
     p += o->batch * sizeof *tb->b.recs;
     tb->b.res = (struct exec__res *)p;
     p += o->batch * sizeof *tb->b.res;
     tb->b.rflags = (uint8_t *)p;
-    p += o->batch;
     tb->b.cap = o->batch;
     tb->b.recs_buf = tb->b.recs; /* views of a caller's array come and go */
     tb->b.data = data;
     tb->b.data_cap = t->dcap;
-    tb->w.buf = p;
+    tb->w.buf = thr_first_wbuf(tb);
     tb->w.cap = THR_WBUF;
     tb->b.rdata = tb->w.buf;
     tb->b.rdata_cap = tb->w.cap;
     tb->w.max = o->max_result;
     tb->w.grow = thr_grow;
     tb->w.grow_arg = tb;
-    tb->t = t;
-    tb->idx = i;
     t->nall++;
     return &tb->b;
 }
@@ -307,13 +311,15 @@ static void thr_batch_put(exec_t *ex, struct exec__batch *b)
 /* The memory of the batches and rings (stop, and forget in a child). */
 static void thr_free_all(struct thr *t)
 {
-    if (t->own)
-        for (uint32_t i = 0; i < t->nall; i++) {
-            free(t->own[i]);
-            free(t->own[t->maxb + i]);
-        }
-    free(t->own);
-    t->own = NULL;
+    /* What lies outside the mapping: grown result buffers, and record bytes
+     * where a group's would not fit. */
+    for (uint32_t i = 0; i < t->nall; i++) {
+        struct thr_batch *tb = thr_batch_at(t, i);
+        if (tb->w.buf != thr_first_wbuf(tb))
+            free(tb->w.buf);
+        if (!t->grp_data)
+            free(tb->b.data);
+    }
     if (t->grp) {
         for (uint32_t g = 0; g * t->grp_n < t->maxb; g++)
             if (t->grp[g])

@@ -71,8 +71,6 @@ struct thr_batch {
     struct exec__batch b; /* first: a struct exec__batch * is a struct thr_batch * */
     struct exec_writer w;
     ck_stack_entry_t link; /* in the free stack */
-    struct thr *t;
-    uint32_t idx; /* in the batch mapping */
 };
 CK_STACK_CONTAINER(struct thr_batch, link, thr_batch_of)
 
@@ -101,16 +99,13 @@ struct thr {
     /* The batches' memory (threads.c, thr_group): mappings of our own,
      * each for grp_n batches and made when the first of them is needed:
      * their small parts (entries, flags, first result buffer) side by side,
-     * then, where they fit, their record bytes (else malloc'd each).
-     * own[i], own[maxb + i]: batch i's record bytes and grown result buffer
-     * where malloc'd (NULL: in the mapping). */
+     * then, where they fit, their record bytes (else malloc'd each). */
     char **grp;             /* each group's mapping as mmap returned it, or NULL */
     uint32_t grp_n;         /* batches a group */
     size_t grp_small;       /* bytes of a group's small parts, a whole number of huge pages */
     size_t grp_len;         /* bytes of a group's mapping */
     size_t small_sz, dcap;  /* a batch's small part, its record bytes */
     bool grp_data;          /* record bytes in the mapping */
-    void **own;
     unsigned reap_pos;
     unsigned wake_out;  /* wake the consumer once a worker has this many batches done */
     uint64_t last_wake; /* when a worker last woke the consumer (ck_pr) */
