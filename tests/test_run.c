@@ -34,6 +34,7 @@ struct rsetup {
     uint64_t spin_ns; /* work per record */
     bool init_waits;  /* the caller's worker_init waits for workers' records */
     bool init_saw;    /* ... and saw them */
+    uint64_t init_from; /* records run when the stream began */
     unsigned init_ms; /* the workers' worker_init (not the caller's) takes this long */
 };
 
@@ -89,8 +90,12 @@ static int r_init(void *ctx, void **ws)
     if (pthread_equal(pthread_self(), R.caller)) {
         atomic_fetch_add(&R.sh->inits_caller, 1);
         /* A slow worker_init in the caller (a model loading): do the
-         * workers go on meanwhile? Two batches' worth of records, within 10 s. */
-        uint64_t c0 = atomic_load(&R.sh->calls);
+         * workers go on meanwhile? Two batches' worth of records, within 10 s.
+         * Counted from the stream's start: until the caller unparks the
+         * worker, just before this call, no record runs (it rests, and the
+         * caller runs none before its state), and from then on the worker
+         * may run the whole window before this thread looks. */
+        uint64_t c0 = R.init_from;
         for (int ms = 0; R.init_waits && ms < 10000 && !R.init_saw; ms++) {
             R.init_saw = atomic_load(&R.sh->calls) - c0 >= 128;
             usleep(1000);
@@ -137,6 +142,7 @@ static void r_begin(void)
     memset(R.sh, 0, sizeof *R.sh);
     R.caller = pthread_self();
     R.init_waits = R.init_saw = false;
+    R.init_from = 0;
     R.init_ms = 0;
     R.base = NULL;
     R.span = 0;
@@ -454,6 +460,7 @@ static void one_worker(bool use_map, unsigned flags)
 static void caller_stream(exec_t *ex, struct rctx *ctx, bool use_map)
 {
     R.spin_ns = 1000;
+    R.init_from = atomic_load(&R.sh->calls);
     const uint64_t n = 20000;
     uint64_t *bytes;
     exec_record_t *recs = r_records(n, &bytes);
